@@ -40,6 +40,12 @@ class Config:
     sample_rate: float | None = None
     sample_size: int = 60
     collect_interval: float = 120.0
+    slow_threshold_ms: float | None = None
+    error_status: int = 500
+    max_forced_per_second: float = 100.0
+    redact_headers: tuple[str, ...] = ()
+    redact_query_keys: tuple[str, ...] = ()
+    record_headers: bool = False
     instrument: tuple[str, ...] | None = None
     batch_size: int = 200
     flush_interval: float = 1.0
@@ -92,6 +98,15 @@ def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
         options["app_name"] = env["TRACE_APP_NAME"]
     if env.get("TRACE_DISABLED"):
         options["disabled"] = _truthy(env["TRACE_DISABLED"])
+    rate = env.get("TRACE_SAMPLE_RATE", "").strip()
+    if rate:
+        try:
+            value = float(rate)
+        except ValueError:
+            raise ConfigError(
+                f"TRACE_SAMPLE_RATE: must be a number from 0 to 1, got {rate!r}"
+            ) from None
+        options["sample_rate"] = _validate("TRACE_SAMPLE_RATE", "sample_rate", value)
     rtype = env.get("TRACE_REPORTER_TYPE", "").strip()
     rconf = env.get("TRACE_REPORTER_CONFIG", "").strip()
     if rconf and not rtype:
@@ -149,6 +164,8 @@ def _number(where: str, key: str, value: Any, kind: type, low: float, high: floa
 _NUMBERS: dict[str, tuple[type, float, float]] = {
     "sample_size": (int, 1, 10**9),
     "collect_interval": (float, 0.01, 86400),
+    "error_status": (int, 100, 599),
+    "max_forced_per_second": (float, 0.0, 10**9),
     "batch_size": (int, 1, 100_000),
     "flush_interval": (float, 0.001, 3600),
     "max_queue": (int, 1, 10**9),
@@ -184,23 +201,26 @@ def _validate(where: str, key: str, value: Any) -> Any:
                 raise ConfigError(f"{where}: option 'ignore_headers' has a non-string key")
             out[name.lower()] = _str_tuple(where, f"ignore_headers[{name!r}]", values)
         return types.MappingProxyType(out)
+    if key in ("redact_headers", "redact_query_keys"):
+        return tuple(v.lower() for v in _str_tuple(where, key, value))
     if key in ("ignore_hosts", "ignore_paths", "propagation"):
         items = _str_tuple(where, key, value)
         if key == "propagation":
-            from tracer.propagation import DEFAULT, FORMATS
+            from tracer.propagation import FORMATS
 
-            bad = [p for p in items if p not in FORMATS and p not in DEFAULT]
+            bad = [p for p in items if p not in FORMATS]
             if bad:
                 raise ConfigError(
                     f"{where}: option 'propagation' has unknown format(s) {bad}; known: "
-                    + ", ".join(DEFAULT)
+                    + ", ".join(FORMATS)
                 )
+            items = tuple(dict.fromkeys(items))
         if key == "ignore_hosts":
             items = tuple(i.lower() for i in items)
         return items
     if key == "instrument":
         return None if value is None else _str_tuple(where, key, value)
-    if key in ("log_correlation", "disabled"):
+    if key in ("log_correlation", "disabled", "record_headers"):
         if not isinstance(value, bool):
             raise ConfigError(f"{where}: option {key!r} must be True or False, got {value!r}")
         return value
@@ -208,6 +228,10 @@ def _validate(where: str, key: str, value: Any) -> Any:
         if value is None:
             return None
         return _number(where, key, value, float, 0.0, 1.0)
+    if key == "slow_threshold_ms":
+        if value is None:
+            return None
+        return _number(where, key, value, float, 0.0, 86_400_000)
     if key in _NUMBERS:
         kind, low, high = _NUMBERS[key]
         return _number(where, key, value, kind, low, high)

@@ -53,3 +53,18 @@ def trace_id_for(request_id: str) -> str:
     if tid == "0" * 32:
         tid = hashlib.sha256(request_id.encode("ascii", "replace")).hexdigest()[:32]
     return tid
+
+
+_LOW56 = (1 << 56) - 1
+_SCALE = 1.0 / (1 << 56)
+
+
+def sample_point(trace_id: str) -> float:
+    """A number in [0, 1) that every service computes alike from the same trace id.
+
+    Sampling compares it with the local probability, so services that share a rate make the same
+    decision for a trace without being told, and a service with a lower rate keeps a subset of
+    what a higher-rate service keeps. The two halves are mixed so that ids whose low bits are not
+    random (time-based UUIDs) still spread evenly.
+    """
+    return ((int(trace_id[:16], 16) ^ int(trace_id[16:32], 16)) & _LOW56) * _SCALE

@@ -14,7 +14,7 @@ from tracer.context import current
 from tracer.instrumentation.base import Instrumentation
 from tracer.pipeline import Pipeline
 from tracer.runtime import Runtime
-from tracer.sampling import Collector, Sampler
+from tracer.sampling import Sampler
 from tracer.span import Span, _no_sink
 
 log = logging.getLogger("tracer")
@@ -56,7 +56,7 @@ def install(config_path: str | os.PathLike[str] | None = None, **overrides: Any)
         )
         sampler = Sampler(cfg.sample_rate, cfg.sample_size, cfg.collect_interval)
         rt = Runtime(cfg, pipeline, sampler)
-        Span.sink = Collector(pipeline.submit).on_finish
+        Span.sink = rt.collector.on_finish
         pipeline.start()
         pipeline_module._exit_pipelines.append(pipeline)
         wanted = None if cfg.instrument is None else set(cfg.instrument)

@@ -7,17 +7,29 @@ the request path reads attributes of one object instead of looking up module glo
 from __future__ import annotations
 
 import socket
-from collections.abc import MutableMapping
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterable, MutableMapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from tracer import ids
+from tracer import ids, propagation
 from tracer.config import Config
 from tracer.context import current
 from tracer.pipeline import Pipeline
-from tracer.propagation import Getter, Propagator, clean_token
-from tracer.redaction import MAX_PATH, clean_host, clean_text, redact_url, split_path
-from tracer.sampling import Sampler
+from tracer.propagation import Getter, Propagator, clean_token, header_token
+from tracer.redaction import (
+    MAX_PATH,
+    clean_host,
+    clean_method,
+    clean_text,
+    header_names,
+    query_keys,
+    redact_headers,
+    redact_url,
+    split_path,
+)
+from tracer.sampling import Collector, Sampler
 from tracer.span import CLIENT, SERVER, LocalTrace, Span
 
 
@@ -29,17 +41,41 @@ class Runtime:
         self.pipeline = pipeline
         self.sampler = sampler
         self.service = config.app_name
+        # The service name goes into x-parent headers; a name with spaces or worse is sent with
+        # those characters replaced, never as is.
+        self.service_token = header_token(config.app_name)
         self.host = socket.gethostname()
         self.propagator = Propagator(config.propagation)
+        self.collector = Collector(
+            pipeline.submit,
+            error_status=config.error_status,
+            slow_threshold_ms=config.slow_threshold_ms,
+            max_forced_per_second=config.max_forced_per_second,
+        )
+        Span.error_status = config.error_status
         self.ignore_headers = tuple(config.ignore_headers.items())
         self.ignore_hosts = frozenset(config.ignore_hosts)
-        self.ignore_paths = frozenset(config.ignore_paths)
+        self.ignore_paths = frozenset(p for p in config.ignore_paths if not p.endswith("*"))
+        self.ignore_prefixes = tuple(p[:-1] for p in config.ignore_paths if p.endswith("*"))
+        self._ignoring = bool(self.ignore_headers or config.ignore_paths)
+        self.query_keys = query_keys(config.redact_query_keys)
+        self.header_names = header_names(config.redact_headers)
+        self.record_headers = config.record_headers
+        self._invalid: Counter[str] = Counter()
+        self._invalid_lock = threading.Lock()
+        propagation._invalid_counter = self._count_invalid
+
+    def _count_invalid(self, header: str) -> None:
+        with self._invalid_lock:
+            self._invalid[header] += 1
 
     # -- inbound -------------------------------------------------------------------------------
 
     def ignored(self, get: Getter, path: str) -> bool:
         """True for requests the config says not to trace (health checks, probes)."""
         if path in self.ignore_paths:
+            return True
+        if self.ignore_prefixes and path.startswith(self.ignore_prefixes):
             return True
         for name, patterns in self.ignore_headers:
             value = get(name)
@@ -48,31 +84,38 @@ class Runtime:
         return False
 
     def server_span(
-        self, method: str, target: str, get: Getter, scheme: str = "http"
+        self,
+        method: str,
+        target: str,
+        get: Getter,
+        scheme: str = "http",
+        headers: Callable[[], Iterable[tuple[str, str]]] | None = None,
     ) -> Span | None:
-        """Start the server span of an inbound request (SR), or None when it is ignored."""
+        """Start the server span of an inbound request (SR), or None when it is ignored.
+
+        ``get(name)`` returns a request header (lowercase name) or None; joining repeated headers
+        with ``,`` (:func:`tracer.propagation.joined`) lets duplicated trace headers be refused.
+        ``headers()`` returns all request headers; it is called only when ``record_headers`` is on.
+        """
         path, query = split_path(target)
-        if (self.ignore_headers or self.ignore_paths) and self.ignored(get, path):
+        if self._ignoring and self.ignored(get, path):
             return None
+        method = clean_method(method)
+        name = f"{method} {path}"
         inbound = self.propagator.extract(get, query)
         if inbound is None:
             tid = ids.new_trace_id()
-            span = Span(
-                SERVER, f"{method} {path}", tid, tid, None, LocalTrace(self.sampler.decide()), True
-            )
+            span = Span(SERVER, name, tid, tid, None, LocalTrace(self.sampler.decide(tid)), True)
         else:
+            tid = inbound.trace_id or ids.new_trace_id()
             sampled = inbound.sampled
             if sampled is None:
-                sampled = self.sampler.decide()
-            local = LocalTrace(sampled, inbound.must_collect)
+                sampled = self.sampler.decide(tid)
+            local = LocalTrace(sampled)
+            if inbound.must_collect:
+                self.collector.force(local)
             span = Span(
-                SERVER,
-                f"{method} {path}",
-                inbound.trace_id or ids.new_trace_id(),
-                inbound.request_id or "",
-                inbound.parent_id,
-                local,
-                True,
+                SERVER, name, tid, inbound.request_id or tid, inbound.parent_id, local, True
             )
             span.tracestate = inbound.tracestate
             if inbound.parent_service is not None:
@@ -80,17 +123,20 @@ class Runtime:
         span.method = method
         span.path = path
         host = clean_host(get("host")) or "localhost"
-        span.url = redact_url(f"{scheme}://{host}{target}")
+        span.url = redact_url(f"{scheme}://{host}{target}", self.query_keys)
+        if self.record_headers and headers is not None:
+            span.set_tag("http.request_headers", redact_headers(headers(), self.header_names))
         return span
 
     def response_headers(self, span: Span) -> list[tuple[str, str]]:
         """Headers a traced server adds to its response, as the original did."""
-        if span.failed:
-            span.local.must_collect = True
-        headers = [("x-parent", self.service), ("x-client-send", str(span.start_us))]
+        local = span.local
+        if not local.must_collect and self.collector.failed(span):
+            self.collector.force(local)
+        headers = [("x-parent", self.service_token), ("x-client-send", str(span.start_us))]
         if span.parent_id is not None:
             headers.append(("x-span-id", span.parent_id))
-        if span.local.must_collect:
+        if local.must_collect:
             headers.append(("x-must-collect", "1"))
         return headers
 
@@ -104,11 +150,13 @@ class Runtime:
         parent = current.get()
         if parent is None:
             tid = ids.new_trace_id() if request_id is None else ids.trace_id_for(request_id)
-            local = LocalTrace(self.sampler.decide())
+            local = LocalTrace(self.sampler.decide(tid))
             return Span(kind, name, tid, request_id or tid, None, local, True)
-        return Span(
+        span = Span(
             kind, name, parent.trace_id, parent.request_id, parent.span_id, parent.local, False
         )
+        span.tracestate = parent.tracestate
+        return span
 
     def client_span(self, method: str, url: str, get: Getter | None = None) -> Span | None:
         """Start a client span (CS) for an outgoing call, or None for an ignored host."""
@@ -122,26 +170,46 @@ class Runtime:
             hostname in self.ignore_hosts or f"{hostname}:{port}" in self.ignore_hosts
         ):
             return None
+        method = clean_method(method)
         path = clean_text(parts.path or "/", MAX_PATH)
-        where = hostname if port is None else f"{hostname}:{port}"
+        where = clean_text(hostname if port is None else f"{hostname}:{port}", 300)
         # A caller that set its own request-id outside any trace starts the trace with it.
         own = clean_token(get("request-id")) if get is not None and current.get() is None else None
         span = self.child_span(CLIENT, f"{method} {where}{path}", own)
         span.method = method
-        span.url = redact_url(url)
+        span.url = redact_url(url, self.query_keys)
         span.path = path
         return span
 
     def inject(self, span: Span, headers: MutableMapping[str, str]) -> None:
         """Write the propagation headers for a call made by ``span``."""
-        self.propagator.inject(span, self.service, headers)
+        self.propagator.inject(span, self.service_token, headers)
 
     def read_response(self, span: Span, status: int, get: Getter) -> None:
-        """Record a client span's response: status, and the callee's ``x-must-collect``."""
+        """Record a client span's response: status, and the callee's ``x-must-collect``.
+
+        A callee that must keep the trace makes this process keep it too, and so on back to the
+        first caller: each server answers with ``x-must-collect`` once its trace must be kept.
+        """
         span.status_code = status
         must = get("x-must-collect")
-        if must is not None and must.strip() == "1":
-            span.local.must_collect = True
+        if must is not None and len(must) <= 16 and must.strip(" \t") == "1":
+            self.collector.force(span.local)
+        elif status >= self.collector.error_status:
+            self.collector.force(span.local)
 
     def stats(self) -> dict[str, Any]:
-        return self.pipeline.stats()
+        """Pipeline counts plus sampling and validation counters.
+
+        ``unsampled_dropped`` counts spans of unsampled traces that were discarded (they never
+        entered the pipeline, so ``created`` does not include them); ``inbound_invalid`` counts
+        inbound header values that failed validation and were replaced.
+        """
+        out = self.pipeline.stats()
+        out.update(self.collector.stats())
+        with self._invalid_lock:
+            invalid = dict(self._invalid)
+        out["inbound_invalid"] = sum(invalid.values())
+        out["inbound_invalid_by_header"] = invalid
+        out["sample_probability"] = self.sampler.probability
+        return out

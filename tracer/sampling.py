@@ -3,9 +3,21 @@
 Head sampling follows the original Trace collector: every ``collect_interval`` seconds the rate
 becomes ``requests in the interval / sample_size`` (at least 1) and a root is sampled with
 probability ``1 / rate``, so about ``sample_size`` traces per interval are kept whatever the load.
-A fixed ``sample_rate`` (0..1) replaces the adaptive rate. Downstream services follow the inbound
-decision. The spans of an unsampled trace are held until its local root ends; if one of them
-failed, the whole local trace is kept after all.
+When the load jumps within an interval (more than four times what the current probability
+expects), the probability is recomputed at once from the rate seen so far instead of keeping
+everything until the interval ends. A fixed ``sample_rate`` (0..1) replaces the adaptive rate.
+
+The decision is not a coin toss but a comparison of the trace id with the probability
+(:func:`tracer.ids.sample_point`). Services that only receive the ``trace`` headers, which carry
+no sampled flag, therefore agree with each other when their rates agree, and a service with a
+lower rate keeps a subset of the traces a higher-rate service keeps. Downstream services follow an
+inbound decision when there is one (traceparent flags, B3 sampled, ``x-must-collect``).
+
+Keep-on-error: the spans of an unsampled trace are held until its local root ends. If one of them
+failed (an error status, a network error, an exception, or slower than ``slow_threshold_ms``) the
+whole local trace is kept after all and the trace is marked ``must_collect``, which the server
+answers with ``x-must-collect: 1`` so that its callers keep their side too. Such forced keeps are
+rate-limited by a token bucket (``max_forced_per_second``).
 """
 
 from __future__ import annotations
@@ -16,72 +28,179 @@ import threading
 import time
 from collections.abc import Callable
 
-from tracer.span import Span
+from tracer.ids import sample_point
+from tracer.span import LocalTrace, Span
 
 _rng = random.Random()
 os.register_at_fork(after_in_child=_rng.seed)
 
+# At most this many finished spans of one unsampled local trace are held; beyond it the trace
+# cannot be kept whole anyway, and holding more would let one long-lived root grow without bound.
+MAX_HELD = 1000
+
 
 class Sampler:
-    """Head sampling decision for traces that start in this process."""
+    """Head sampling decision for traces whose decision is made in this process."""
 
     def __init__(
         self,
         sample_rate: float | None = None,
         sample_size: int = 60,
         collect_interval: float = 120.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.fixed = sample_rate
         self.sample_size = max(1, sample_size)
         self.interval = collect_interval
         self.probability = 1.0 if sample_rate is None else float(sample_rate)
+        self.clock = clock
         self._count = 0
         self._lock = threading.Lock()
-        self._next = time.monotonic() + collect_interval
+        self._start = clock()
+        self._next = self._start + collect_interval
+        self._early = self._early_limit()
 
-    def decide(self) -> bool:
-        """Sample a new root trace?"""
+    def decide(self, trace_id: str | None = None) -> bool:
+        """Sample the trace ``trace_id`` (a 32-hex id), decided here rather than upstream?"""
+        point = _rng.random() if trace_id is None else sample_point(trace_id)
         if self.fixed is not None:
-            return self.fixed >= 1.0 or _rng.random() < self.fixed
+            return point < self.fixed or self.fixed >= 1.0
+        # Counted without a lock: a lost increment under contention only nudges the estimate.
         self._count += 1
-        now = time.monotonic()
-        if now >= self._next:
-            self._roll(now)
-        return self.probability >= 1.0 or _rng.random() < self.probability
+        if self._count >= self._early or self.clock() >= self._next:
+            self._roll()
+        return point < self.probability
 
-    def _roll(self, now: float) -> None:
+    def _early_limit(self) -> float:
+        return 4.0 * self.sample_size / self.probability
+
+    def _roll(self) -> None:
         with self._lock:
-            if now < self._next:
+            now = self.clock()
+            count = self._count
+            if now >= self._next:
+                # Whole intervals passed, perhaps several with no traffic at all.
+                elapsed = max(self.interval, now - self._start)
+            elif count >= self._early:
+                elapsed = max(now - self._start, 1e-3)
+            else:
                 return
-            elapsed_intervals = 1 + int((now - self._next) // self.interval)
-            count, self._count = self._count, 0
-            rate = max(1.0, count / (self.sample_size * elapsed_intervals))
-            self.probability = 1.0 / rate
+            per_interval = count * self.interval / elapsed
+            self.probability = 1.0 / max(1.0, per_interval / self.sample_size)
+            self._count = 0
+            self._start = now
             self._next = now + self.interval
+            self._early = self._early_limit()
+
+
+class TokenBucket:
+    """At most ``rate`` takes per second on average, bursts of up to ``rate`` (at least 1)."""
+
+    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate = rate
+        self.capacity = max(1.0, rate)
+        self.tokens = self.capacity
+        self.clock = clock
+        self._last = clock()
+        self._lock = threading.Lock()
+
+    def take(self) -> bool:
+        """Take one token; False when none is left."""
+        if self.rate <= 0:
+            return False
+        with self._lock:
+            now = self.clock()
+            self.tokens = min(self.capacity, self.tokens + (now - self._last) * self.rate)
+            self._last = now
+            if self.tokens >= 1.0:
+                self.tokens -= 1.0
+                return True
+            return False
 
 
 class Collector:
     """Receives finished spans: forwards kept ones to ``submit``, holds unsampled ones."""
 
-    def __init__(self, submit: Callable[[Span], None]) -> None:
+    def __init__(
+        self,
+        submit: Callable[[Span], None],
+        *,
+        error_status: int = 500,
+        slow_threshold_ms: float | None = None,
+        max_forced_per_second: float = 100.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.submit = submit
+        self.error_status = error_status
+        self.slow_us = None if slow_threshold_ms is None else int(slow_threshold_ms * 1000)
+        self.bucket = TokenBucket(max_forced_per_second, clock)
+        self.unsampled_dropped = 0
+        self.forced_kept = 0
+        self.forced_rate_limited = 0
+
+    def failed(self, span: Span) -> bool:
+        """Does ``span`` make its trace worth keeping: an error, an error status, or too slow?"""
+        if span.error is not None:
+            return True
+        status = span.status_code
+        if status is not None and status >= self.error_status:
+            return True
+        return self.slow_us is not None and span.duration_us > self.slow_us
+
+    def force(self, local: LocalTrace) -> bool:
+        """Mark a trace as one that must be kept; False when the forced-keep rate is used up.
+
+        A sampled trace is kept anyway and costs no token: it is marked so that callers learn
+        of the failure through ``x-must-collect``. An unsampled one takes a token, once.
+        """
+        if local.must_collect:
+            return True
+        if local.sampled:
+            local.must_collect = True
+            return True
+        if local.limited:
+            return False
+        if self.bucket.take():
+            local.must_collect = True
+            self.forced_kept += 1
+            return True
+        local.limited = True
+        self.forced_rate_limited += 1
+        return False
 
     def on_finish(self, span: Span) -> None:
+        """Called once per finished span, on the thread that finished it."""
         local = span.local
+        if self.failed(span):
+            self.force(local)
         if local.sampled:
             self.submit(span)
             return
-        if span.failed:
-            local.must_collect = True
-        if local.closed:
-            # The local root already ended; a late span follows the decision made then.
-            if local.must_collect:
-                self.submit(span)
-            return
-        local.held.append(span)
-        if span.is_local_root:
-            local.closed = True
-            held, local.held = local.held, []
-            if local.must_collect:
+        if local.must_collect:
+            if local.held:
+                held, local.held = local.held, []
                 for s in held:
                     self.submit(s)
+            self.submit(span)
+            if span.is_local_root:
+                local.closed = True
+            return
+        if local.closed or span.is_local_root:
+            # The local root ended (now or before) without a reason to keep the trace.
+            local.closed = True
+            dropped = 1 + len(local.held)
+            local.held = []
+            self.unsampled_dropped += dropped
+            return
+        if len(local.held) >= MAX_HELD:
+            self.unsampled_dropped += 1
+            return
+        local.held.append(span)
+
+    def stats(self) -> dict[str, int]:
+        """Counters: spans of unsampled traces dropped, traces force-kept and rate-limited."""
+        return {
+            "unsampled_dropped": self.unsampled_dropped,
+            "forced_kept": self.forced_kept,
+            "forced_rate_limited": self.forced_rate_limited,
+        }

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tracer import ids
+from tracer.redaction import MAX_ANNOTATIONS, MAX_TAGS, bounded, bounded_error, safe_text
 
 SERVER = "server"
 CLIENT = "client"
@@ -20,6 +21,7 @@ INTERNAL = "internal"
 
 _time_ns = time.time_ns
 MAX_STACK = 8192
+MAX_NAME = 2200
 
 
 def now_us() -> int:
@@ -34,13 +36,15 @@ class LocalTrace:
     error anywhere in it can still have the whole local trace collected (keep-on-error).
     """
 
-    __slots__ = ("closed", "held", "must_collect", "sampled")
+    __slots__ = ("closed", "held", "limited", "must_collect", "sampled")
 
     def __init__(self, sampled: bool, must_collect: bool = False) -> None:
         self.sampled = sampled
         self.must_collect = must_collect
         self.held: list[Span] = []
         self.closed = False
+        # Set when a forced keep was refused by the rate limit, so it is not asked for again.
+        self.limited = False
 
 
 def _no_sink(span: Span) -> None:
@@ -75,6 +79,8 @@ class Span:
 
     # Where finished spans go; the installer points this at the sampler and pipeline.
     sink: Callable[[Span], None] = _no_sink
+    # The status from which a span counts as failed (config ``error_status``).
+    error_status: int = 500
 
     def __init__(
         self,
@@ -161,8 +167,8 @@ class Span:
 
     @property
     def failed(self) -> bool:
-        """True when the span recorded an error or a server error status."""
-        return self.error is not None or (self.status_code or 0) >= 500
+        """True when the span recorded an error or a status of at least ``error_status``."""
+        return self.error is not None or (self.status_code or 0) >= Span.error_status
 
     def finish(self) -> None:
         """End the span (SS for a server span, CR for a client span) and hand it on."""
@@ -195,7 +201,7 @@ class Span:
             "span_id": self.span_id,
             "parent_id": self.parent_id,
             "kind": self.kind,
-            "name": self.name,
+            "name": safe_text(self.name, MAX_NAME),
             "service": service,
             "host": host,
             "pid": pid,
@@ -203,9 +209,9 @@ class Span:
             "duration_us": self.duration_us,
             "events": [{"type": t, "time_us": us} for t, us in self.events],
             "http": http,
-            "error": self.error,
-            "annotations": self.annotations or [],
-            "tags": self.tags or {},
+            "error": None if self.error is None else bounded_error(self.error),
+            "annotations": bounded(self.annotations, MAX_ANNOTATIONS) if self.annotations else [],
+            "tags": {} if not self.tags else bounded(self.tags, MAX_TAGS),
             "sampled": self.local.sampled,
             "must_collect": self.local.must_collect,
         }

@@ -16,6 +16,7 @@ from typing import Any
 from tracer import safety
 from tracer.context import current
 from tracer.instrumentation.base import Instrumentation
+from tracer.propagation import joined
 from tracer.span import Span
 
 _SPAN = "_tracer_span"
@@ -64,7 +65,13 @@ class HttpServerInstrumentation(Instrumentation):
             if ok:
                 try:
                     headers = instance.headers
-                    span = runtime.server_span(instance.command, instance.path, headers.get)
+                    span = runtime.server_span(
+                        instance.command,
+                        instance.path,
+                        joined(headers.get_all),
+                        "http",
+                        headers.items,
+                    )
                     if span is not None:
                         instance.__dict__[_SPAN] = span
                         current.set(span)

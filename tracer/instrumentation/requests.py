@@ -48,9 +48,9 @@ class RequestsInstrumentation(Instrumentation):
                 response = wrapped(*args, **kw)
             except BaseException as exc:
                 try:
+                    # Either way the span failed, so the collector keeps its trace.
                     if isinstance(exc, network_errors):
                         span.record_network_error(exc)
-                        span.local.must_collect = True
                     else:
                         span.record_exception(exc)
                     span.finish()
