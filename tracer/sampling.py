@@ -64,7 +64,7 @@ class Sampler:
         """Sample the trace ``trace_id`` (a 32-hex id), decided here rather than upstream?"""
         point = _rng.random() if trace_id is None else sample_point(trace_id)
         if self.fixed is not None:
-            return point < self.fixed or self.fixed >= 1.0
+            return point < self.fixed
         # Counted without a lock: a lost increment under contention only nudges the estimate.
         self._count += 1
         if self._count >= self._early or self.clock() >= self._next:
@@ -72,7 +72,7 @@ class Sampler:
         return point < self.probability
 
     def _early_limit(self) -> float:
-        return 4.0 * self.sample_size / self.probability
+        return 4.0 * self.sample_size / max(self.probability, 1e-9)
 
     def _roll(self) -> None:
         with self._lock:
