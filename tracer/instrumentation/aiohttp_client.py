@@ -95,7 +95,7 @@ class AiohttpClientInstrumentation(Instrumentation):
                     span.local.must_collect = True
                 elif type(exc) is response_error:
                     # raise_for_status: an answer arrived; its status is what to record.
-                    span.status_code = exc.status or None
+                    span.status_code = getattr(exc, "status", 0) or None
                 else:
                     span.record_exception(exc)
                 span.finish()
