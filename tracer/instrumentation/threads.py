@@ -17,6 +17,7 @@ span; each work item sets its span and resets it when done, so nothing leaks to 
 
 from __future__ import annotations
 
+import sys
 import types
 from collections.abc import Callable
 from typing import Any
@@ -72,6 +73,13 @@ class ThreadsInstrumentation(Instrumentation):
             span = current.get()
             suppressed = suppress.get()
             if span is None and not suppressed:
+                return wrapped(*args, **kw)
+            # An interpreter pool (3.14) sends the function to another interpreter: a closure
+            # over our span cannot go there, and that interpreter has no tracer anyway.
+            interpreters = sys.modules.get("concurrent.futures.interpreter")
+            if interpreters is not None and isinstance(
+                instance, interpreters.InterpreterPoolExecutor
+            ):
                 return wrapped(*args, **kw)
             if args:  # submit(fn, /, *args, **kwargs): fn is positional-only
                 args = (_bind(span, suppressed, args[0]), *args[1:])
