@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, MutableMapping, Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qs
 
 from tracer import ids
@@ -114,6 +114,22 @@ def joined(get_all: Callable[[str], list[str] | None]) -> Getter:
             return None
         return values[0] if len(values) == 1 else ",".join(values)
 
+    return get
+
+
+def header_getter(headers: Any) -> Getter:
+    """A getter for any header collection: repeated headers joined when it keeps them apart.
+
+    Works with ``multidict`` (aiohttp, ``getall``), ``email.message.Message`` (http.server,
+    ``get_all``) and plain mappings (``get``).
+    """
+    getall = getattr(headers, "getall", None)
+    if getall is not None:
+        return joined(lambda name: getall(name, None))
+    get_all = getattr(headers, "get_all", None)
+    if get_all is not None:
+        return joined(get_all)
+    get: Getter = headers.get
     return get
 
 

@@ -11,7 +11,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, MutableMapping
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from tracer import ids, propagation
 from tracer.config import Config
@@ -20,6 +20,7 @@ from tracer.pipeline import Pipeline
 from tracer.propagation import Getter, Propagator, clean_token, header_token
 from tracer.redaction import (
     MAX_PATH,
+    MAX_URL,
     clean_host,
     clean_method,
     clean_text,
@@ -98,6 +99,17 @@ class Runtime:
         ``headers()`` returns all request headers; it is called only when ``record_headers`` is on.
         """
         path, query = split_path(target)
+        absolute = None
+        if path[:1] != "/" and "://" in path:
+            # An absolute-form target (sent to proxies): the URL is the target itself, and the
+            # path is its path, never its scheme, host or credentials.
+            absolute = target
+            try:
+                parts = urlsplit(target[:MAX_URL])
+                path, query = split_path(urlunsplit(("", "", parts.path, parts.query, "")))
+            except ValueError:
+                path, query = "/", ""
+            path = path or "/"
         if self._ignoring and self.ignored(get, path):
             return None
         method = clean_method(method)
@@ -122,8 +134,10 @@ class Runtime:
                 span.set_tag("parent_service", inbound.parent_service)
         span.method = method
         span.path = path
-        host = clean_host(get("host")) or "localhost"
-        span.url = redact_url(f"{scheme}://{host}{target}", self.query_keys)
+        if absolute is None:
+            host = clean_host(get("host")) or "localhost"
+            absolute = f"{scheme}://{host}{target}"
+        span.url = redact_url(absolute, self.query_keys)
         if self.record_headers and headers is not None:
             span.set_tag("http.request_headers", redact_headers(headers(), self.header_names))
         return span

@@ -3,9 +3,8 @@
 Head sampling follows the original Trace collector: every ``collect_interval`` seconds the rate
 becomes ``requests in the interval / sample_size`` (at least 1) and a root is sampled with
 probability ``1 / rate``, so about ``sample_size`` traces per interval are kept whatever the load.
-When the load jumps within an interval (more than four times what the current probability
-expects), the probability is recomputed at once from the rate seen so far instead of keeping
-everything until the interval ends. A fixed ``sample_rate`` (0..1) replaces the adaptive rate.
+The first interval keeps every trace, as the original did, since nothing is known of the load
+yet. A fixed ``sample_rate`` (0..1) replaces the adaptive rate.
 
 The decision is not a coin toss but a comparison of the trace id with the probability
 (:func:`tracer.ids.sample_point`). Services that only receive the ``trace`` headers, which carry
@@ -58,7 +57,6 @@ class Sampler:
         self._lock = threading.Lock()
         self._start = clock()
         self._next = self._start + collect_interval
-        self._early = self._early_limit()
 
     def decide(self, trace_id: str | None = None) -> bool:
         """Sample the trace ``trace_id`` (a 32-hex id), decided here rather than upstream?"""
@@ -67,30 +65,22 @@ class Sampler:
             return point < self.fixed
         # Counted without a lock: a lost increment under contention only nudges the estimate.
         self._count += 1
-        if self._count >= self._early or self.clock() >= self._next:
+        if self.clock() >= self._next:
             self._roll()
         return point < self.probability
-
-    def _early_limit(self) -> float:
-        return 4.0 * self.sample_size / max(self.probability, 1e-9)
 
     def _roll(self) -> None:
         with self._lock:
             now = self.clock()
-            count = self._count
-            if now >= self._next:
-                # Whole intervals passed, perhaps several with no traffic at all.
-                elapsed = max(self.interval, now - self._start)
-            elif count >= self._early:
-                elapsed = max(now - self._start, 1e-3)
-            else:
+            if now < self._next:
                 return
-            per_interval = count * self.interval / elapsed
+            # The window may span several intervals, some with no traffic at all.
+            elapsed = max(self.interval, now - self._start)
+            per_interval = self._count * self.interval / elapsed
             self.probability = 1.0 / max(1.0, per_interval / self.sample_size)
             self._count = 0
             self._start = now
             self._next = now + self.interval
-            self._early = self._early_limit()
 
 
 class TokenBucket:

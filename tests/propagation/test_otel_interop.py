@@ -153,15 +153,15 @@ def test_otel_aiohttp_client_to_tracer_aiohttp_server(wire: list[str]) -> None:
 @pytest.fixture
 def otel_server() -> Iterator[tuple[Otel, AioServer]]:
     otel = Otel()
-    # The instrumentor replaces web.Application by a subclass carrying its middleware.
-    AioHttpServerInstrumentor().instrument(tracer_provider=otel.provider)
-    try:
-        with warnings.catch_warnings():
-            # aiohttp discourages subclassing web.Application, which the instrumentor does.
-            warnings.simplefilter("ignore", DeprecationWarning)
+    # The instrumentor replaces web.Application by a subclass carrying its middleware, which
+    # aiohttp discourages with a warning.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        AioHttpServerInstrumentor().instrument(tracer_provider=otel.provider)
+        try:
             server = AioServer()
-    finally:
-        AioHttpServerInstrumentor().uninstrument()
+        finally:
+            AioHttpServerInstrumentor().uninstrument()
     yield otel, server
     server.close()
 

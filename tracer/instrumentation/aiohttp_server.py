@@ -29,6 +29,7 @@ from typing import Any
 from tracer import safety
 from tracer.context import current
 from tracer.instrumentation.base import Instrumentation
+from tracer.propagation import header_getter
 from tracer.span import Span
 
 # The server span of the request this task serves (``current`` may hold a child span).
@@ -87,8 +88,14 @@ class AiohttpServerInstrumentation(Instrumentation):
             request = args[0] if args else kw["request"]
             span = None
             try:
+                headers = request.headers
                 span = runtime.server_span(
-                    request.method, request.raw_path, request.headers.get, request.scheme
+                    request.method,
+                    request.raw_path,
+                    # Repeated headers joined, so that two traceparents are refused, not picked.
+                    header_getter(headers),
+                    request.scheme,
+                    headers.items,
                 )
             except Exception as exc:
                 safety.internal_error("aiohttp.server.start", exc)
