@@ -161,6 +161,8 @@ def test_https_verified_with_ca_file(certs: Certs) -> None:
         error = send(untrusted).error()
         assert isinstance(error.__cause__, ssl.SSLCertVerificationError)
         assert len(sink.received) == 1
+        reporter.close()
+        untrusted.close()
     finally:
         sink.stop()
 
