@@ -99,6 +99,7 @@ class HttpReporter:
         self._headers = headers
         self._ssl_context = ssl_context
         self._lock = threading.Lock()
+        self._pid = os.getpid()
         self._conn: http.client.HTTPConnection | None = None
         self._closed = False
 
@@ -118,7 +119,7 @@ class HttpReporter:
                 body = _gzip.compress(body, compresslevel=_GZIP_LEVEL, mtime=0)
                 headers["Content-Encoding"] = "gzip"
             headers["Content-Length"] = str(len(body))
-            with self._lock:
+            with self._locked():
                 if self._closed:
                     error = DeliveryError("http reporter is closed", retryable=True)
                 else:
@@ -136,15 +137,32 @@ class HttpReporter:
 
     def close(self) -> None:
         """Close the connection; later sends fail with a retryable ``DeliveryError``."""
-        with self._lock:
+        with self._locked():
             self._closed = True
             self._drop_connection()
+
+    def _locked(self) -> threading.Lock:
+        """This process's lock; in a forked child, also forget the parent's connection."""
+        pid = os.getpid()
+        if pid != self._pid:
+            # The parent may have been inside send() on another thread at the fork, which leaves
+            # the child's copy of the lock held forever; and a keep-alive (or TLS) connection
+            # cannot be shared by two processes. Closing the child's copy sends nothing.
+            self._lock = threading.Lock()
+            self._pid = pid
+            self._drop_connection()
+        return self._lock
 
     def _post(self, body: bytes, headers: dict[str, str]) -> DeliveryError | None:
         reused = self._conn is not None
         try:
             return self._exchange(body, headers)
-        except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as exc:
+        except (
+            ConnectionResetError,
+            BrokenPipeError,
+            ssl.SSLEOFError,
+            ssl.SSLZeroReturnError,
+        ) as exc:
             self._drop_connection()
             if not reused:
                 return self._network_error(exc)

@@ -187,6 +187,7 @@ class LogstashReporter:
         self._ssl_context = ssl_context
         self._server_hostname = server_hostname or host
         self._lock = threading.Lock()
+        self._pid = os.getpid()
         self._sock: socket.socket | None = None
         self._udp_addr: tuple[Any, ...] | None = None
         self._udp_family = socket.AF_INET
@@ -208,7 +209,7 @@ class LogstashReporter:
         error: BaseException | None
         try:
             lines = [encode_json(record) + b"\n" for record in iter_records(data)]
-            with self._lock:
+            with self._locked():
                 if self._closed:
                     error = DeliveryError("logstash reporter is closed", retryable=True)
                 elif not lines:
@@ -231,9 +232,22 @@ class LogstashReporter:
 
     def close(self) -> None:
         """Close the connection; later sends fail with a retryable ``DeliveryError``."""
-        with self._lock:
+        with self._locked():
             self._closed = True
             self._drop_socket()
+
+    def _locked(self) -> threading.Lock:
+        """This process's lock; in a forked child, also forget the parent's connection."""
+        pid = os.getpid()
+        if pid != self._pid:
+            # The parent may have been inside send() on another thread at the fork, which leaves
+            # the child's copy of the lock held forever. The connection is the parent's stream:
+            # writing to it from here would interleave with the parent's lines. Closing the
+            # child's copy of the descriptor sends nothing while the parent keeps its own.
+            self._lock = threading.Lock()
+            self._pid = pid
+            self._drop_socket()
+        return self._lock
 
     # TCP -----------------------------------------------------------------------------------
 

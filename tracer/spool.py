@@ -120,11 +120,12 @@ class Spool:
         self.max_bytes = max_bytes
         self.lease_seconds = lease_seconds
         self._lock = threading.Lock()
+        self._lock_pid = os.getpid()
         self._conn: sqlite3.Connection | None = None
         self._pid = os.getpid()
         self._owner = ""
         self._closed = False
-        with self._lock:
+        with self._locked():
             self._connect()
 
     def __repr__(self) -> str:
@@ -141,7 +142,7 @@ class Spool:
         size = len(payload)
         if size > self.max_bytes:
             return count
-        with self._lock:
+        with self._locked():
             conn = self._connection()
             now = time.time()
             with _Transaction(conn, self.path):
@@ -184,7 +185,7 @@ class Spool:
         """
         if limit < 1:
             return []
-        with self._lock:
+        with self._locked():
             conn = self._connection()
             now = time.time()
             with _Transaction(conn, self.path):
@@ -217,23 +218,26 @@ class Spool:
 
     def pending(self) -> tuple[int, int]:
         """``(batches, spans)`` stored, leased ones included."""
-        with self._lock:
+        with self._locked():
             batches, spans, _ = self._read_totals()
             return batches, spans
 
     def size_bytes(self) -> int:
         """Payload bytes stored, leased batches included."""
-        with self._lock:
+        with self._locked():
             return self._read_totals()[2]
 
     def close(self) -> None:
         """Release this spool's leases and close its connection. Later calls raise SpoolError."""
-        with self._lock:
+        with self._locked():
             if self._closed:
                 return
             self._closed = True
             conn, self._conn = self._conn, None
-            if conn is None or self._pid != os.getpid():
+            if conn is None:
+                return
+            if self._pid != os.getpid():
+                _inherited.append(conn)
                 return
             try:
                 with _Transaction(conn, self.path):
@@ -255,11 +259,20 @@ class Spool:
 
     # Internals ---------------------------------------------------------------------------
 
+    def _locked(self) -> threading.Lock:
+        pid = os.getpid()
+        if pid != self._lock_pid:
+            # Another thread of the parent may have held the lock at the fork; the child's copy
+            # would then stay held forever.
+            self._lock = threading.Lock()
+            self._lock_pid = pid
+        return self._lock
+
     def _by_ids(self, ids: Iterable[int], sql: str, params: tuple[object, ...]) -> None:
         id_list = [int(i) for i in ids]
         if not id_list:
             return
-        with self._lock:
+        with self._locked():
             conn = self._connection()
             with _Transaction(conn, self.path):
                 for chunk in _chunks(id_list):

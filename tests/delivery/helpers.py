@@ -240,3 +240,20 @@ def make_certs(directory: Path) -> Certs:
         other_cert=directory / "other.pem",
         other_key=directory / "other.key",
     )
+
+
+def wait_child(pid: int, timeout: float = 10.0) -> int:
+    """Wait for a forked child; kill it if it hangs. Returns its exit code."""
+    import os
+    import signal
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.01)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    raise AssertionError("the forked child hung")

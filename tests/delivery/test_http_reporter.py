@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import email.utils
 import gzip
+import os
 import socket
 import ssl
 import time
@@ -12,7 +13,7 @@ import pytest
 from reporters import http as http_reporter
 from reporters.base import DeliveryError
 
-from .helpers import Certs, HttpSink, Outcomes
+from .helpers import Certs, HttpSink, Outcomes, wait_child
 
 BATCH: dict[str, Any] = {
     "service": "checkout",
@@ -243,4 +244,25 @@ def test_delivery_error_is_the_contract_type(http_sink: HttpSink) -> None:
     http_sink.plan = [(400, {}, b"")]
     reporter = http_reporter.create(url(http_sink))
     assert isinstance(send(reporter).only, DeliveryError)
+    reporter.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_forked_child_uses_its_own_connection(http_sink: HttpSink) -> None:
+    reporter = http_reporter.create(url(http_sink))
+    assert send(reporter).only is None
+    with reporter._lock:  # as if a send were in flight on another thread at the fork
+        pid = os.fork()
+        if pid == 0:  # child
+            code = 1
+            try:
+                if send(reporter).only is None:
+                    code = 0
+            finally:
+                os._exit(code)
+    assert wait_child(pid) == 0
+    assert send(reporter).only is None
+    ports = [r.client_port for r in http_sink.received]
+    assert len(ports) == 3
+    assert ports[0] == ports[2] != ports[1]
     reporter.close()

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import socket
 import ssl
@@ -15,7 +16,7 @@ from hypothesis import strategies as st
 from reporters import logstash
 from reporters.base import DeliveryError
 
-from .helpers import Certs, LineServer, Outcomes, strict_loads
+from .helpers import Certs, LineServer, Outcomes, strict_loads, wait_child
 
 START_US = 1_714_564_800_123_456  # 2024-05-01T12:00:00.123456Z
 
@@ -142,8 +143,11 @@ def test_tls_with_ca_file_is_verified_and_delivers(certs: Certs) -> None:
     server = LineServer(ssl_context=certs.server_context())
     reporter = logstash.create(host="127.0.0.1", port=server.port, ca_file=str(certs.ca))
     try:
-        assert send(reporter, batch(span(name="secure"))).only is None
-        assert server.get_records(1)[0]["name"] == "secure"
+        for i in range(3):
+            assert send(reporter, batch(span(name=f"secure{i}"))).only is None
+        assert [r["name"] for r in server.get_records(3)] == ["secure0", "secure1", "secure2"]
+        # Session tickets a TLS 1.3 server sends are not mistaken for a closed connection.
+        assert server.accepted == 1
     finally:
         reporter.close()
         server.close()
@@ -380,3 +384,25 @@ def test_encode_json_replaces_lone_surrogates() -> None:
     # What surrogateescape-decoded bytes (file names, raw headers) look like.
     value = {"path": b"/caf\xe9".decode("utf-8", errors="surrogateescape")}
     assert strict_loads(logstash.encode_json(value).decode("utf-8")) == {"path": "/caf?"}
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_forked_child_uses_its_own_connection(line_server: LineServer) -> None:
+    reporter = logstash.create(host="127.0.0.1", port=line_server.port)
+    assert send(reporter, batch(span(name="parent before"))).only is None
+    # As if the pipeline's worker were inside send() when another thread forked.
+    with reporter._lock:
+        pid = os.fork()
+        if pid == 0:  # child
+            code = 1
+            try:
+                if send(reporter, batch(span(name="child"))).only is None:
+                    code = 0
+            finally:
+                os._exit(code)
+    assert wait_child(pid) == 0
+    assert send(reporter, batch(span(name="parent after"))).only is None
+    names = sorted(r["name"] for r in line_server.get_records(3))
+    assert names == ["child", "parent after", "parent before"]
+    assert line_server.accepted == 2
+    reporter.close()

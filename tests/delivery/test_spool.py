@@ -14,6 +14,8 @@ import pytest
 
 from tracer.spool import Spool, SpoolError, default_path
 
+from .helpers import wait_child
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -222,8 +224,7 @@ def test_forked_child_opens_its_own_connection(spool_path: Path) -> None:
                 code = 0
         finally:
             os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
+    assert wait_child(pid) == 0
     # The parent's connection still works and sees the child's batch.
     assert spool._conn is parent_conn
     assert spool.pending() == (2, 3)
@@ -299,3 +300,21 @@ def test_many_batches_many_ids(spool_path: Path) -> None:
         assert len(spool.take(limit=2000)) == 700
         spool.ack([r for r, _, _ in rows])
         assert spool.pending() == (0, 0)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_fork_while_another_thread_holds_the_lock(spool_path: Path) -> None:
+    spool = Spool(spool_path)
+    with spool._lock:
+        pid = os.fork()
+        if pid == 0:  # child
+            code = 1
+            try:
+                if spool.put(b"child", 1) == 0 and spool.pending() == (1, 1):
+                    code = 0
+                spool.close()
+            finally:
+                os._exit(code)
+    assert wait_child(pid) == 0
+    assert [p for _, p, _ in spool.take()] == [b"child"]
+    spool.close()
