@@ -16,7 +16,8 @@ The cap counts payload bytes; SQLite adds some overhead on disk, and the file ke
 size (freed pages are reused, not returned to the file system).
 
 Durability: the database runs in WAL mode with ``synchronous=NORMAL``, so a stored batch survives
-a crash of the process; a power loss can lose the last few stored batches.
+a crash of the process; a power loss can lose the last few stored batches. Keep the file on a
+local disk: WAL mode needs shared memory that network file systems do not provide.
 """
 
 from __future__ import annotations
