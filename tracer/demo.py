@@ -5,8 +5,12 @@
 few checkout requests, one of which makes a downstream service fail, stops the services, and
 prints every trace through the stdout reporter as a tree.
 
-    client -> frontend (http.server) -> users (http.server)
-                                    -> inventory (http.server)
+    client -> frontend (http.server + requests) -> users (http.server)
+                                                 -> pricing (aiohttp.web) -> users (aiohttp client)
+                                                                          -> a worker thread
+                                                 -> inventory (http.server)
+
+The pricing service runs only when aiohttp is installed; without it the frontend skips it.
 """
 
 from __future__ import annotations
@@ -70,19 +74,74 @@ class Frontend(_Handler):
         item = query.get("item", ["apple"])[0]
         user = requests.get(f"{self.downstream['users']}/users/7", timeout=5).json()
         tracer.report({"user": user["id"], "item": item})
+        price = None
+        if "pricing" in self.downstream:
+            url = f"{self.downstream['pricing']}/price/{item}"
+            price = requests.get(url, params={"user": user["id"]}, timeout=5).json()
         try:
             stock = requests.get(f"{self.downstream['inventory']}/stock/{item}", timeout=5)
         except requests.ConnectionError as exc:
             self.reply(502, {"error": f"inventory unavailable: {type(exc).__name__}"})
             return
-        self.reply(200, {"user": user, "stock": stock.json()})
+        self.reply(200, {"user": user, "stock": stock.json(), "price": price})
 
 
 SERVICES: dict[str, type[_Handler]] = {"users": Users, "inventory": Inventory, "frontend": Frontend}
 
 
+def _tax(cents: int) -> int:
+    """Blocking work the pricing service hands to a thread; its span joins the request's trace."""
+    import tracer
+
+    with tracer.span("compute-tax", rate="20%"):
+        return cents // 5
+
+
+def serve_pricing(downstream: dict[str, str]) -> None:
+    """The aiohttp service: asks users (aiohttp client) for a discount, taxes in a thread."""
+    import asyncio
+
+    from aiohttp import ClientSession, web
+
+    async def price(request: web.Request) -> web.Response:
+        item = request.match_info["item"]
+        session: ClientSession = request.app["session"]
+        user = request.query.get("user", "0")
+        async with session.get(f"{downstream['users']}/users/{user}") as response:
+            loyal = response.status == 200
+        cents = 100 * len(item) - (10 if loyal else 0)
+        tax = await asyncio.to_thread(_tax, cents)
+        return web.json_response({"item": item, "cents": cents, "tax": tax})
+
+    async def client(app: web.Application) -> Any:
+        async with ClientSession() as session:
+            app["session"] = session
+            yield
+
+    async def main() -> None:
+        app = web.Application()
+        app.router.add_get("/price/{item}", price)
+        app.cleanup_ctx.append(client)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        print(f"{PORT_LINE}{runner.addresses[0][1]}", flush=True)
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGINT, stop.set)
+        try:
+            await stop.wait()
+        finally:
+            await runner.cleanup()
+
+    asyncio.run(main())
+
+
 def serve(name: str, downstream: dict[str, str]) -> None:
     """Serve one demo service on an ephemeral 127.0.0.1 port until interrupted."""
+    if name == "pricing":
+        serve_pricing(downstream)
+        return
     handler = type(name, (SERVICES[name],), {"downstream": downstream})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
@@ -161,6 +220,14 @@ class _Service:
         return spans
 
 
+def _has_aiohttp() -> bool:
+    try:
+        import aiohttp  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def main(count: int = 3) -> int:
     """Run the demo; returns a process exit code."""
     import reporters
@@ -172,7 +239,12 @@ def main(count: int = 3) -> int:
         users = _Service("users", {})
         inventory = _Service("inventory", {})
         services += [users, inventory]
-        frontend = _Service("frontend", {"users": users.url, "inventory": inventory.url})
+        downstream = {"users": users.url, "inventory": inventory.url}
+        if _has_aiohttp():
+            pricing = _Service("pricing", {"users": users.url})
+            services.append(pricing)
+            downstream["pricing"] = pricing.url
+        frontend = _Service("frontend", downstream)
         services.append(frontend)
         tracer.install(app_name="demo-client", reporter=collected, flush_interval=0.1)
         import requests
@@ -181,11 +253,8 @@ def main(count: int = 3) -> int:
         wanted = [items[i % len(items)] for i in range(max(count, 3))]
         if "broken" not in wanted:
             wanted[-1] = "broken"
-        print(
-            f"tracer demo: frontend on {frontend.url}, users on {users.url},"
-            f" inventory on {inventory.url}",
-            flush=True,
-        )
+        where = ", ".join(f"{s.name} on {s.url}" for s in reversed(services))
+        print(f"tracer demo: {where}", flush=True)
         with requests.Session() as session:
             for item in wanted:
                 response = session.get(f"{frontend.url}/checkout?item={item}", timeout=10)

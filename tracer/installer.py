@@ -36,10 +36,19 @@ _our_sigterm: Any = None
 
 def available_instrumentations() -> list[Instrumentation]:
     """One instance of every instrumentation tracer ships."""
+    from tracer.instrumentation.aiohttp_client import AiohttpClientInstrumentation
+    from tracer.instrumentation.aiohttp_server import AiohttpServerInstrumentation
     from tracer.instrumentation.http_server import HttpServerInstrumentation
     from tracer.instrumentation.requests import RequestsInstrumentation
+    from tracer.instrumentation.threads import ThreadsInstrumentation
 
-    found: list[Instrumentation] = [HttpServerInstrumentation(), RequestsInstrumentation()]
+    found: list[Instrumentation] = [
+        HttpServerInstrumentation(),
+        RequestsInstrumentation(),
+        AiohttpServerInstrumentation(),
+        AiohttpClientInstrumentation(),
+        ThreadsInstrumentation(),
+    ]
     return found
 
 

@@ -1,0 +1,95 @@
+"""aiohttp fixtures: real applications served on 127.0.0.1 by ``web.AppRunner`` + ``TCPSite``."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+import tracer
+
+Serve = Callable[[web.Application], Awaitable[str]]
+
+
+class Running:
+    """Applications being served; each gets an ephemeral port and is cleaned up after the test."""
+
+    def __init__(self) -> None:
+        self.runners: list[web.AppRunner] = []
+
+    async def serve(self, app: web.Application) -> str:
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        self.runners.append(runner)
+        host, port = runner.addresses[-1][:2]
+        return f"http://{host}:{port}"
+
+    async def close(self) -> None:
+        for runner in reversed(self.runners):
+            await runner.cleanup()
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Serve]:
+    """``url = await serve(app)``: serve ``app`` on 127.0.0.1 until the test ends."""
+    running = Running()
+    yield running.serve
+    await running.close()
+
+
+def echo_body(request: web.Request) -> dict[str, Any]:
+    span = tracer.current_span()
+    return {
+        "headers": {k.lower(): v for k, v in request.headers.items()},
+        "transaction_id": tracer.get_transaction_id(),
+        "span_id": None if span is None else span.span_id,
+        "path": request.path_qs,
+    }
+
+
+async def echo(request: web.Request) -> web.Response:
+    return web.json_response(echo_body(request))
+
+
+STATUS_ERRORS: dict[int, type[web.HTTPException]] = {
+    403: web.HTTPForbidden,
+    404: web.HTTPNotFound,
+    409: web.HTTPConflict,
+    503: web.HTTPServiceUnavailable,
+}
+
+
+async def status(request: web.Request) -> web.Response:
+    raise STATUS_ERRORS[int(request.match_info["code"])]()
+
+
+async def fail(request: web.Request) -> web.Response:
+    raise ValueError("handler failed")
+
+
+async def slow_timeout(request: web.Request) -> web.Response:
+    raise asyncio.TimeoutError()
+
+
+async def redirect(request: web.Request) -> web.Response:
+    n = int(request.match_info["n"])
+    target = "/users/final" if n <= 1 else f"/redirect/{n - 1}"
+    raise web.HTTPFound(target)
+
+
+def echo_app() -> web.Application:
+    """Routes every test uses: echo, statuses, failures, redirects."""
+    app = web.Application()
+    app.router.add_get("/users/{id}", echo)
+    app.router.add_get("/echo", echo)
+    app.router.add_post("/echo", echo)
+    app.router.add_get("/status/{code}", status)
+    app.router.add_get("/raise", fail)
+    app.router.add_get("/timeout", slow_timeout)
+    app.router.add_get("/redirect/{n}", redirect)
+    return app

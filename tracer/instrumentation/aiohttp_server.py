@@ -1,0 +1,149 @@
+"""aiohttp.web: a server span (SR/SS) for every request of every application.
+
+The patch sits on ``aiohttp.web_protocol.RequestHandler._handle_request``, which aiohttp calls for
+each request on every connection, in a task of its own. An ``Application`` binds its ``_handle``
+into the server when its runner is set up, so patching the application would miss apps set up
+before ``install()``; the protocol method is looked up afresh for each request, so every
+application is covered whenever it or aiohttp was imported or created, and ``web.Application``
+stays the very same class.
+
+* SR is taken when the request task starts; the span is current while the handler runs, so
+  tasks the handler creates (``create_task``, ``gather``) are its children.
+* SS is taken when ``_handle_request`` returns: the response was prepared and ``write_eof`` ran,
+  so a streamed body is complete. A WebSocket handler returns when the socket closes.
+* The handler is called through a thin wrapper that records an exception and re-raises it
+  unchanged, so aiohttp answers exactly as it would (the ``HTTPException``'s own status, 500 for
+  other errors, 504 for a timeout); the span takes the status that was sent.
+* The response headers (``x-parent``, ...) are added in ``StreamResponse._prepare_headers``, the
+  step every response (plain, streamed, file, WebSocket, error page) takes before its headers are
+  written.
+"""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
+from typing import Any
+
+from tracer import safety
+from tracer.context import current
+from tracer.instrumentation.base import Instrumentation
+from tracer.span import Span
+
+# The server span of the request this task serves (``current`` may hold a child span).
+_serving: ContextVar[Span | None] = ContextVar("tracer.aiohttp_server_span", default=None)
+
+Handler = Callable[[Any], Awaitable[Any]]
+
+
+def _route_name(span: Span, request: Any) -> None:
+    """Name the span after the matched route's canonical form (``GET /users/{id}``)."""
+    match_info = getattr(request, "_match_info", None)
+    route = getattr(match_info, "route", None)
+    resource = getattr(route, "resource", None)
+    if resource is not None:
+        span.name = f"{span.method} {resource.canonical}"
+
+
+class AiohttpServerInstrumentation(Instrumentation):
+    """Server spans for ``aiohttp.web`` (and the low-level ``aiohttp.web.Server``)."""
+
+    name = "aiohttp.server"
+    # The server half of aiohttp: a client-only application never imports it, and is not made to.
+    module = "aiohttp.web_protocol"
+
+    def _install(self, module: types.ModuleType) -> None:
+        from aiohttp import web_protocol, web_response
+        from aiohttp.web_exceptions import HTTPException
+
+        runtime = self.runtime
+        assert runtime is not None
+
+        def traced_handler(handler: Handler, span: Span) -> Handler:
+            async def call(request: Any) -> Any:
+                try:
+                    return await handler(request)
+                except HTTPException:
+                    # A response by other means: aiohttp sends it, the span records its status.
+                    raise
+                except BaseException as exc:
+                    try:
+                        span.record_exception(exc)
+                    except Exception as inner:
+                        safety.internal_error("aiohttp.server.error", inner)
+                    raise
+                finally:
+                    try:
+                        _route_name(span, request)
+                    except Exception as inner:
+                        safety.internal_error("aiohttp.server.route", inner)
+
+            return call
+
+        async def serve(
+            wrapped: Callable[..., Any], args: tuple[Any, ...], kw: dict[str, Any]
+        ) -> Any:
+            request = args[0] if args else kw["request"]
+            span = None
+            try:
+                span = runtime.server_span(
+                    request.method, request.raw_path, request.headers.get, request.scheme
+                )
+            except Exception as exc:
+                safety.internal_error("aiohttp.server.start", exc)
+            if span is None:
+                return await wrapped(*args, **kw)
+            if len(args) >= 3:
+                args = (*args[:2], traced_handler(args[2], span), *args[3:])
+            elif "request_handler" in kw:
+                kw = dict(kw, request_handler=traced_handler(kw["request_handler"], span))
+            # This runs in the request's own task, so these values end with it; the tokens
+            # put the task's context back as it was all the same.
+            span_token = current.set(span)
+            serving_token = _serving.set(span)
+            try:
+                result = await wrapped(*args, **kw)
+            except BaseException as exc:
+                try:
+                    # E.g. the client went away, or the error page could not be sent.
+                    if span.error is None:
+                        span.record_exception(exc)
+                    span.finish()
+                except Exception as inner:
+                    safety.internal_error("aiohttp.server.finish", inner)
+                raise
+            finally:
+                _serving.reset(serving_token)
+                current.reset(span_token)
+            try:
+                if span.status_code is None:
+                    response = result[0] if isinstance(result, tuple) else result
+                    span.status_code = int(response.status)
+                span.finish()
+            except Exception as exc:
+                safety.internal_error("aiohttp.server.finish", exc)
+            return result
+
+        def handle_request(
+            wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kw: dict[str, Any]
+        ) -> Any:
+            # Called in the connection's task; the coroutine returned runs in the request's task.
+            return serve(wrapped, args, kw)
+
+        def prepare_headers(
+            wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kw: dict[str, Any]
+        ) -> Any:
+            span = _serving.get()
+            if span is not None:
+                try:
+                    span.status_code = int(instance.status)
+                    headers = instance.headers
+                    for name, value in runtime.response_headers(span):
+                        headers[name] = value
+                except Exception as exc:
+                    safety.internal_error("aiohttp.server.headers", exc)
+            return wrapped(*args, **kw)
+
+        self.wrap(web_protocol.RequestHandler, "_handle_request", handle_request)
+        self.wrap(web_response.StreamResponse, "_prepare_headers", prepare_headers)
