@@ -1,0 +1,158 @@
+"""tracer: Dapper-style distributed tracing for Python HTTP services.
+
+``import tracer; tracer.install()`` patches http.server, requests and aiohttp (whichever are
+present or imported later), records SR/SS and CS/CR events, propagates trace context in headers
+and hands finished spans to a reporter through a bounded, non-blocking pipeline.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import os
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any, TypeVar
+
+from tracer import installer
+from tracer.config import ConfigError
+from tracer.context import current
+from tracer.span import INTERNAL, Span
+
+__version__ = "0.1.0"
+__all__ = [
+    "ConfigError",
+    "Span",
+    "current_span",
+    "flush",
+    "get_transaction_id",
+    "install",
+    "report",
+    "span",
+    "stats",
+    "uninstall",
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def install(config_path: str | os.PathLike[str] | None = None, **overrides: Any) -> None:
+    """Load the configuration, start the pipeline and patch the supported libraries.
+
+    ``config_path`` names a ``trace.config.py``; without it ``TRACE_CONFIG_PATH`` or
+    ``./trace.config.py`` is used when present. Keyword arguments override any option. Calling
+    ``install()`` again while installed changes nothing. Raises :class:`ConfigError` naming the
+    file or variable and the key when the configuration is wrong.
+    """
+    installer.install(config_path, **overrides)
+
+
+def uninstall() -> None:
+    """Restore every patched object, flush what is queued and stop the pipeline."""
+    installer.uninstall()
+
+
+def current_span() -> Span | None:
+    """The span of the code running now, or None."""
+    return current.get()
+
+
+def report(data: dict[str, Any]) -> None:
+    """Attach ``data`` (a dict) as a user annotation to the current span.
+
+    Raises TypeError for anything but a dict; outside a traced request it does nothing.
+    """
+    if not isinstance(data, dict):
+        raise TypeError(f"tracer.report() takes a dict, got {type(data).__name__}")
+    span = current.get()
+    if span is not None:
+        span.annotate(dict(data))
+
+
+def get_transaction_id() -> str | None:
+    """The current request id (the propagated ``request-id``), or None outside a request."""
+    span = current.get()
+    return None if span is None else span.request_id
+
+
+def flush(timeout: float = 5.0) -> bool:
+    """Wait until every span finished so far is delivered or spooled. False on timeout."""
+    rt = installer.runtime
+    return True if rt is None else rt.pipeline.flush(timeout)
+
+
+def stats() -> dict[str, Any]:
+    """Span counts: created, delivered, spooled, dropped (and by reason), pending."""
+    rt = installer.runtime
+    if rt is None:
+        return {
+            "created": 0,
+            "delivered": 0,
+            "spooled": 0,
+            "dropped": 0,
+            "dropped_by_reason": {},
+            "pending": 0,
+        }
+    return rt.stats()
+
+
+class span:  # noqa: N801 - used like a function: `with tracer.span("name"):` / `@tracer.span("x")`
+    """An internal span around a block or a function (sync or async).
+
+    ``with tracer.span("load", table="users") as s: ...`` or ``@tracer.span("load")``. The span is
+    a child of the current span (or a new root), is current inside the block, records an
+    exception that escapes it (the exception propagates unchanged) and finishes at the end.
+    Without tracer installed it does nothing and yields None.
+    """
+
+    __slots__ = ("_span", "_token", "name", "tags")
+
+    def __init__(self, name: str, **tags: Any) -> None:
+        self.name = name
+        self.tags = tags
+        self._span: Span | None = None
+        self._token: Any = None
+
+    def __enter__(self) -> Span | None:
+        rt = installer.runtime
+        if rt is None:
+            return None
+        s = rt.child_span(INTERNAL, self.name)
+        if self.tags:
+            s.tags = dict(self.tags)
+        self._span = s
+        self._token = current.set(s)
+        return s
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        s = self._span
+        if s is None:
+            return
+        current.reset(self._token)
+        self._span = self._token = None
+        if exc is not None:
+            s.record_exception(exc)
+        s.finish()
+
+    def __call__(self, func: F) -> F:
+        name, tags = self.name, self.tags
+        if inspect.iscoroutinefunction(func):
+
+            @functools.wraps(func)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                with span(name, **tags):
+                    return await func(*args, **kwargs)
+
+            return async_wrapper  # type: ignore[return-value]
+
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with span(name, **tags):
+                return func(*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]

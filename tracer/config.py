@@ -1,0 +1,279 @@
+"""trace.config.py and TRACE_* environment variables -> one frozen :class:`Config`.
+
+Precedence, lowest first: defaults, the config file, environment variables, ``install()``
+keyword overrides. Every mistake is reported at ``install()`` as a :class:`ConfigError` whose
+message names the file or variable and the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import os
+import runpy
+import sys
+import types
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+FILE_NAME = "trace.config.py"
+
+
+class ConfigError(ValueError):
+    """The configuration is wrong; the message names where (file or variable) and the key."""
+
+
+@dataclass(frozen=True)
+class Config:
+    """Every option, with its default. See trace.config.example.py for what each one does."""
+
+    app_name: str = ""
+    reporter: Any = None
+    ignore_headers: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    ignore_hosts: tuple[str, ...] = ()
+    ignore_paths: tuple[str, ...] = ()
+    log_correlation: bool = False
+    propagation: tuple[str, ...] = ("trace", "tracecontext", "b3")
+    sample_rate: float | None = None
+    sample_size: int = 60
+    collect_interval: float = 120.0
+    instrument: tuple[str, ...] | None = None
+    batch_size: int = 200
+    flush_interval: float = 1.0
+    max_queue: int = 100_000
+    send_timeout: float = 10.0
+    exit_timeout: float = 5.0
+    disabled: bool = False
+    source: str = "defaults"
+
+
+OPTIONS = frozenset(f.name for f in dataclasses.fields(Config) if f.name != "source")
+
+
+def _truthy(value: str) -> bool:
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def _unknown(where: str, key: str) -> ConfigError:
+    close = difflib.get_close_matches(key, sorted(OPTIONS), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    known = ", ".join(sorted(OPTIONS))
+    return ConfigError(f"{where}: unknown option {key!r}{hint}; known options: {known}")
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    """Run a config file and collect its options (module-level names)."""
+    where = str(path)
+    try:
+        namespace = runpy.run_path(where, run_name="trace_config")
+    except SyntaxError as exc:
+        raise ConfigError(f"{where}: syntax error at line {exc.lineno}: {exc.msg}") from exc
+    except Exception as exc:
+        raise ConfigError(f"{where}: raised {type(exc).__name__}: {exc}") from exc
+    options: dict[str, Any] = {}
+    for key, value in namespace.items():
+        # Imports, helper functions and reporter classes defined in the file are not options.
+        if key.startswith("_") or isinstance(
+            value, (types.ModuleType, type, types.FunctionType, types.BuiltinFunctionType)
+        ):
+            continue
+        if key not in OPTIONS:
+            raise _unknown(where, key)
+        options[key] = value
+    return options
+
+
+def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    if env.get("TRACE_APP_NAME"):
+        options["app_name"] = env["TRACE_APP_NAME"]
+    if env.get("TRACE_DISABLED"):
+        options["disabled"] = _truthy(env["TRACE_DISABLED"])
+    rtype = env.get("TRACE_REPORTER_TYPE", "").strip()
+    rconf = env.get("TRACE_REPORTER_CONFIG", "").strip()
+    if rconf and not rtype:
+        raise ConfigError("TRACE_REPORTER_CONFIG is set but TRACE_REPORTER_TYPE is not")
+    if rtype:
+        reporter_options: Any = {}
+        if rconf:
+            try:
+                reporter_options = json.loads(rconf)
+            except json.JSONDecodeError as exc:
+                raise ConfigError(
+                    f"TRACE_REPORTER_CONFIG: invalid JSON at line {exc.lineno} column {exc.colno}:"
+                    f" {exc.msg}"
+                ) from exc
+            if not isinstance(reporter_options, dict):
+                raise ConfigError("TRACE_REPORTER_CONFIG: must be a JSON object of options")
+        options["reporter"] = _create_reporter(rtype, reporter_options)
+    return options
+
+
+def _create_reporter(rtype: str, options: dict[str, Any]) -> Any:
+    import reporters
+
+    if rtype not in reporters.BUILTIN:
+        known = ", ".join(sorted(reporters.BUILTIN))
+        raise ConfigError(f"TRACE_REPORTER_TYPE: unknown reporter type {rtype!r} (known: {known})")
+    try:
+        return reporters.create(rtype, **options)
+    except TypeError as exc:
+        raise ConfigError(f"TRACE_REPORTER_CONFIG: {rtype} reporter: {exc}") from exc
+    except ValueError as exc:
+        raise ConfigError(f"TRACE_REPORTER_CONFIG: {rtype} reporter: {exc}") from exc
+
+
+def _str_tuple(where: str, key: str, value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, (list, tuple, set, frozenset)) or not all(
+        isinstance(v, str) for v in value
+    ):
+        raise ConfigError(f"{where}: option {key!r} must be a list of strings, got {value!r}")
+    return tuple(value)
+
+
+def _number(where: str, key: str, value: Any, kind: type, low: float, high: float) -> Any:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{where}: option {key!r} must be a number, got {value!r}")
+    if kind is int and not isinstance(value, int):
+        raise ConfigError(f"{where}: option {key!r} must be a whole number, got {value!r}")
+    if not low <= value <= high:
+        raise ConfigError(f"{where}: option {key!r} must be between {low} and {high}, got {value}")
+    return kind(value)
+
+
+_NUMBERS: dict[str, tuple[type, float, float]] = {
+    "sample_size": (int, 1, 10**9),
+    "collect_interval": (float, 0.01, 86400),
+    "batch_size": (int, 1, 100_000),
+    "flush_interval": (float, 0.001, 3600),
+    "max_queue": (int, 1, 10**9),
+    "send_timeout": (float, 0.001, 3600),
+    "exit_timeout": (float, 0.0, 3600),
+}
+
+
+def _validate(where: str, key: str, value: Any) -> Any:
+    """Check one option's type and normalise it; ``where`` names its origin for errors."""
+    if key == "app_name":
+        if not isinstance(value, str) or not value.strip():
+            raise ConfigError(f"{where}: option 'app_name' must be a non-empty string")
+        return value.strip()
+    if key == "reporter":
+        if value is None:
+            return None
+        if not callable(getattr(value, "send", None)):
+            raise ConfigError(
+                f"{where}: option 'reporter' must have a send(data, callback) method,"
+                f" got {type(value).__name__}"
+            )
+        return value
+    if key == "ignore_headers":
+        if not isinstance(value, Mapping):
+            raise ConfigError(
+                f"{where}: option 'ignore_headers' must be a dict like"
+                ' {"user-agent": ["kube-probe"]}'
+            )
+        out: dict[str, tuple[str, ...]] = {}
+        for name, values in value.items():
+            if not isinstance(name, str):
+                raise ConfigError(f"{where}: option 'ignore_headers' has a non-string key")
+            out[name.lower()] = _str_tuple(where, f"ignore_headers[{name!r}]", values)
+        return types.MappingProxyType(out)
+    if key in ("ignore_hosts", "ignore_paths", "propagation"):
+        items = _str_tuple(where, key, value)
+        if key == "propagation":
+            from tracer.propagation import DEFAULT, FORMATS
+
+            bad = [p for p in items if p not in FORMATS and p not in DEFAULT]
+            if bad:
+                raise ConfigError(
+                    f"{where}: option 'propagation' has unknown format(s) {bad}; known: "
+                    + ", ".join(DEFAULT)
+                )
+        if key == "ignore_hosts":
+            items = tuple(i.lower() for i in items)
+        return items
+    if key == "instrument":
+        return None if value is None else _str_tuple(where, key, value)
+    if key in ("log_correlation", "disabled"):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: option {key!r} must be True or False, got {value!r}")
+        return value
+    if key == "sample_rate":
+        if value is None:
+            return None
+        return _number(where, key, value, float, 0.0, 1.0)
+    if key in _NUMBERS:
+        kind, low, high = _NUMBERS[key]
+        return _number(where, key, value, kind, low, high)
+    raise _unknown(where, key)
+
+
+def default_app_name() -> str:
+    """The script's name without its extension, as the original used the package name."""
+    main = sys.argv[0] if sys.argv and sys.argv[0] else ""
+    name = Path(main).stem if main and main != "-c" else ""
+    return name or "python"
+
+
+def find_file(config_path: str | os.PathLike[str] | None, env: Mapping[str, str]) -> Path | None:
+    """The config file to read: the argument, else TRACE_CONFIG_PATH, else ./trace.config.py."""
+    if config_path is not None:
+        path = Path(config_path)
+        if not path.is_file():
+            raise ConfigError(f"install(config_path=...): config file {str(path)!r} not found")
+        return path
+    named = env.get("TRACE_CONFIG_PATH")
+    if named:
+        path = Path(named)
+        if not path.is_file():
+            raise ConfigError(f"TRACE_CONFIG_PATH: config file {named!r} not found")
+        return path
+    path = Path.cwd() / FILE_NAME
+    return path if path.is_file() else None
+
+
+def load(
+    config_path: str | os.PathLike[str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Config:
+    """Build the Config; raises ConfigError naming the file or variable and the key."""
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    sources: list[str] = []
+    path = find_file(config_path, env)
+    if path is not None:
+        where = str(path)
+        for key, value in _read_file(path).items():
+            values[key] = _validate(where, key, value)
+        sources.append(where)
+    env_values = _from_env(env)
+    for key, value in env_values.items():
+        values[key] = value
+    if env_values:
+        sources.append("environment")
+    for key, value in (overrides or {}).items():
+        if key not in OPTIONS:
+            raise _unknown("install()", key)
+        values[key] = _validate("install()", key, value)
+    if overrides:
+        sources.append("install()")
+    values.setdefault("app_name", default_app_name())
+    if values.get("reporter") is None:
+        import reporters
+
+        values["reporter"] = reporters.create("stdout")
+        if not sources:
+            print(
+                f"tracer: no {FILE_NAME} found; reporting to stdout as {values['app_name']!r}."
+                f" Configure with a {FILE_NAME} (see trace.config.example.py), TRACE_CONFIG_PATH"
+                " or TRACE_REPORTER_TYPE.",
+                file=sys.stderr,
+            )
+    return Config(source=", ".join(sources) or "defaults", **values)

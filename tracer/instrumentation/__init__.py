@@ -1,0 +1,1 @@
+"""One module per instrumented library; each defines an :class:`Instrumentation` subclass."""

@@ -1,0 +1,102 @@
+"""http.server: a server span (SR/SS) for every request of any BaseHTTPRequestHandler.
+
+SR is taken when ``parse_request`` has read the request line and headers; SS when
+``handle_one_request`` returns, that is once the handler wrote its response and the output was
+flushed. Each request runs in a copy of the connection's context, so nothing set while serving one
+request on a keep-alive connection is visible to the next.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import types
+from collections.abc import Callable
+from typing import Any
+
+from tracer import safety
+from tracer.context import current
+from tracer.instrumentation.base import Instrumentation
+from tracer.span import Span
+
+_SPAN = "_tracer_span"
+
+
+class HttpServerInstrumentation(Instrumentation):
+    name = "http.server"
+    module = "http.server"
+
+    def _install(self, module: types.ModuleType) -> None:
+        handler = module.BaseHTTPRequestHandler
+        runtime = self.runtime
+        assert runtime is not None
+
+        def handle_one_request(
+            wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kw: dict[str, Any]
+        ) -> Any:
+            return contextvars.copy_context().run(_serve_one, wrapped, instance, args, kw)
+
+        def _serve_one(
+            wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kw: dict[str, Any]
+        ) -> Any:
+            try:
+                result = wrapped(*args, **kw)
+            except BaseException as exc:
+                span = instance.__dict__.pop(_SPAN, None)
+                if span is not None:
+                    try:
+                        span.record_exception(exc)
+                        span.finish()
+                    except Exception as inner:
+                        safety.internal_error("http.server.finish", inner)
+                raise
+            span = instance.__dict__.pop(_SPAN, None)
+            if span is not None:
+                try:
+                    span.finish()
+                except Exception as exc:
+                    safety.internal_error("http.server.finish", exc)
+            return result
+
+        def parse_request(
+            wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kw: dict[str, Any]
+        ) -> Any:
+            ok = wrapped(*args, **kw)
+            if ok:
+                try:
+                    headers = instance.headers
+                    span = runtime.server_span(instance.command, instance.path, headers.get)
+                    if span is not None:
+                        instance.__dict__[_SPAN] = span
+                        current.set(span)
+                except Exception as exc:
+                    safety.internal_error("http.server.start", exc)
+            return ok
+
+        def send_response_only(
+            wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kw: dict[str, Any]
+        ) -> Any:
+            span: Span | None = instance.__dict__.get(_SPAN)
+            if span is not None:
+                try:
+                    code = args[0] if args else kw.get("code")
+                    span.status_code = int(code)
+                except Exception as exc:
+                    safety.internal_error("http.server.status", exc)
+            return wrapped(*args, **kw)
+
+        def end_headers(
+            wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kw: dict[str, Any]
+        ) -> Any:
+            span: Span | None = instance.__dict__.get(_SPAN)
+            if span is not None and getattr(instance, "request_version", "") != "HTTP/0.9":
+                try:
+                    for name, value in runtime.response_headers(span):
+                        instance.send_header(name, value)
+                except Exception as exc:
+                    safety.internal_error("http.server.headers", exc)
+            return wrapped(*args, **kw)
+
+        self.wrap(handler, "handle_one_request", handle_one_request)
+        self.wrap(handler, "parse_request", parse_request)
+        self.wrap(handler, "send_response_only", send_response_only)
+        self.wrap(handler, "end_headers", end_headers)

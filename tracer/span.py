@@ -1,0 +1,214 @@
+"""Span: start, annotate, finish -> record dict.
+
+A span is cheap to create and finish on the request thread: it only stores numbers and strings.
+Turning it into the record dict that reporters receive (:meth:`Span.to_record`) happens later, on
+the pipeline's worker thread.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from tracer import ids
+
+SERVER = "server"
+CLIENT = "client"
+INTERNAL = "internal"
+
+_time_ns = time.time_ns
+MAX_STACK = 8192
+
+
+def now_us() -> int:
+    """Wall-clock time in epoch microseconds."""
+    return _time_ns() // 1000
+
+
+class LocalTrace:
+    """What the spans of one trace in this process share: the sampling decision and held spans.
+
+    An unsampled trace keeps its finished spans in ``held`` until its local root ends, so that an
+    error anywhere in it can still have the whole local trace collected (keep-on-error).
+    """
+
+    __slots__ = ("closed", "held", "must_collect", "sampled")
+
+    def __init__(self, sampled: bool, must_collect: bool = False) -> None:
+        self.sampled = sampled
+        self.must_collect = must_collect
+        self.held: list[Span] = []
+        self.closed = False
+
+
+def _no_sink(span: Span) -> None:
+    pass
+
+
+class Span:
+    """One unit of work: a server request (SR/SS), a client call (CS/CR) or an internal span."""
+
+    __slots__ = (
+        "_done",
+        "annotations",
+        "duration_us",
+        "error",
+        "events",
+        "is_local_root",
+        "kind",
+        "local",
+        "method",
+        "name",
+        "parent_id",
+        "path",
+        "request_id",
+        "span_id",
+        "start_us",
+        "status_code",
+        "tags",
+        "trace_id",
+        "tracestate",
+        "url",
+    )
+
+    # Where finished spans go; the installer points this at the sampler and pipeline.
+    sink: Callable[[Span], None] = _no_sink
+
+    def __init__(
+        self,
+        kind: str,
+        name: str,
+        trace_id: str,
+        request_id: str,
+        parent_id: str | None,
+        local: LocalTrace,
+        is_local_root: bool,
+    ) -> None:
+        self.kind = kind
+        self.name = name
+        self.trace_id = trace_id
+        self.request_id = request_id
+        self.parent_id = parent_id
+        self.local = local
+        self.is_local_root = is_local_root
+        self.span_id = ids.new_span_id()
+        start = _time_ns() // 1000
+        self.start_us = start
+        self.duration_us = 0
+        if kind == SERVER:
+            self.events: list[tuple[str, int]] = [("sr", start)]
+        elif kind == CLIENT:
+            self.events = [("cs", start)]
+        else:
+            self.events = []
+        self.method: str | None = None
+        self.url: str | None = None
+        self.path: str | None = None
+        self.status_code: int | None = None
+        self.error: dict[str, Any] | None = None
+        self.annotations: list[dict[str, Any]] | None = None
+        self.tags: dict[str, Any] | None = None
+        self.tracestate: str | None = None
+        self._done = False
+
+    # -- recording ---------------------------------------------------------------------------
+
+    @property
+    def sampled(self) -> bool:
+        """Whether this span's trace was chosen by head sampling."""
+        return self.local.sampled
+
+    @property
+    def must_collect(self) -> bool:
+        """Whether this span's trace must be kept whatever the sampling decision."""
+        return self.local.must_collect
+
+    @property
+    def finished(self) -> bool:
+        """True once :meth:`finish` ran."""
+        return self._done
+
+    def set_tag(self, key: str, value: Any) -> None:
+        """Attach a tag (a small key/value pair) to the span."""
+        if self.tags is None:
+            self.tags = {}
+        self.tags[key] = value
+
+    def annotate(self, data: dict[str, Any]) -> None:
+        """Attach user data (``tracer.report``) to the span."""
+        if self.annotations is None:
+            self.annotations = []
+        self.annotations.append({"time_us": now_us(), "data": data})
+
+    def record_exception(self, exc: BaseException) -> None:
+        """Mark the span as failed by ``exc`` (its type, message and a bounded stack)."""
+        stack = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        self.error = {
+            "type": type(exc).__name__,
+            "message": str(exc),
+            "stack": stack[-MAX_STACK:],
+        }
+
+    def record_network_error(self, exc: BaseException) -> None:
+        """Mark a client span as failed before any response: ``network-error``, as the original."""
+        self.error = {
+            "type": "network-error",
+            "message": f"{type(exc).__name__}: {exc}",
+            "stack": None,
+        }
+
+    @property
+    def failed(self) -> bool:
+        """True when the span recorded an error or a server error status."""
+        return self.error is not None or (self.status_code or 0) >= 500
+
+    def finish(self) -> None:
+        """End the span (SS for a server span, CR for a client span) and hand it on."""
+        if self._done:
+            return
+        self._done = True
+        end = _time_ns() // 1000
+        self.duration_us = end - self.start_us
+        if self.kind == SERVER:
+            self.events.append(("ss", end))
+        elif self.kind == CLIENT:
+            self.events.append(("cr", end))
+        Span.sink(self)
+
+    # -- output --------------------------------------------------------------------------------
+
+    def to_record(self, service: str, host: str, pid: int) -> dict[str, Any]:
+        """The span record of ARCHITECTURE.md, a JSON-serialisable dict."""
+        http: dict[str, Any] | None = None
+        if self.method is not None or self.status_code is not None:
+            http = {
+                "method": self.method,
+                "url": self.url,
+                "path": self.path,
+                "status_code": self.status_code,
+            }
+        return {
+            "trace_id": self.trace_id,
+            "request_id": self.request_id,
+            "span_id": self.span_id,
+            "parent_id": self.parent_id,
+            "kind": self.kind,
+            "name": self.name,
+            "service": service,
+            "host": host,
+            "pid": pid,
+            "start_us": self.start_us,
+            "duration_us": self.duration_us,
+            "events": [{"type": t, "time_us": us} for t, us in self.events],
+            "http": http,
+            "error": self.error,
+            "annotations": self.annotations or [],
+            "tags": self.tags or {},
+            "sampled": self.local.sampled,
+            "must_collect": self.local.must_collect,
+        }
+
+    def __repr__(self) -> str:
+        return f"<Span {self.kind} {self.name!r} trace={self.trace_id} span={self.span_id}>"
