@@ -368,10 +368,13 @@ def measure_memory_down(ctx: Context, variant: str) -> Sample:
     problems = span_checks(result)
     if result["failed_deliveries"] == 0:
         problems.append("no delivery was attempted while the reporter was down")
+    if result["counted_created"] != result["created"]:
+        problems.append(f"stats count {result['counted_created']} created of {result['created']}")
     extra = {
         "created": result["created"],
         "failed": result["failed_deliveries"],
         "stats": result.get("stats", {}),
+        "after": result.get("after", {}),
     }
     return Sample(result["value"], result["spans"], result["expected"], problems, extra)
 
@@ -382,6 +385,7 @@ def measure_memory_down(ctx: Context, variant: str) -> Sample:
 
 @dataclass(frozen=True)
 class Row:
+    number: str
     key: str
     title: str
     unit: str
@@ -389,13 +393,15 @@ class Row:
     measure: Callable[[Context, str], Sample]
     needs: tuple[str, ...] = ()  # modules every variant needs
     otel_needs: tuple[str, ...] = ("opentelemetry.sdk",)
+    tracer_needs: tuple[str, ...] = ()  # tracer modules the row drives
     higher_is_better: bool = False
 
 
 OTEL_CLIENT = "opentelemetry.instrumentation"
 ROWS: tuple[Row, ...] = (
-    Row("span", "span start+finish+enqueue", "µs/span", ("tracer", "otel"), measure_span),
+    Row("1", "span", "span start+finish+enqueue", "µs/span", ("tracer", "otel"), measure_span),
     Row(
+        "2",
         "requests-client",
         "requests call, keep-alive",
         "µs/call",
@@ -403,8 +409,10 @@ ROWS: tuple[Row, ...] = (
         measure_client("requests-client"),
         needs=("requests",),
         otel_needs=("opentelemetry.sdk", f"{OTEL_CLIENT}.requests"),
+        tracer_needs=("tracer.instrumentation.requests",),
     ),
     Row(
+        "3",
         "aiohttp-client",
         "aiohttp client call, keep-alive",
         "µs/call",
@@ -412,8 +420,10 @@ ROWS: tuple[Row, ...] = (
         measure_client("aiohttp-client"),
         needs=("aiohttp",),
         otel_needs=("opentelemetry.sdk", f"{OTEL_CLIENT}.aiohttp_client"),
+        tracer_needs=("tracer.instrumentation.aiohttp_client",),
     ),
     Row(
+        "4",
         "aiohttp-server",
         "aiohttp.web hello world",
         "req/s",
@@ -421,17 +431,21 @@ ROWS: tuple[Row, ...] = (
         measure_server("aiohttp"),
         needs=("aiohttp",),
         otel_needs=("opentelemetry.sdk", f"{OTEL_CLIENT}.aiohttp_server"),
+        tracer_needs=("tracer.instrumentation.aiohttp_server",),
         higher_is_better=True,
     ),
     Row(
+        "5",
         "http-server",
         "http.server threading, keep-alive",
         "req/s",
         ("untraced", "tracer"),
         measure_server("http-server"),
+        tracer_needs=("tracer.instrumentation.http_server",),
         higher_is_better=True,
     ),
     Row(
+        "6a",
         "memory-queued",
         "memory per queued span",
         "B/span",
@@ -439,6 +453,7 @@ ROWS: tuple[Row, ...] = (
         measure_memory_queued,
     ),
     Row(
+        "6b",
         "memory-down",
         "RSS growth, reporter down",
         "MB",
@@ -471,6 +486,10 @@ def skip_reason(ctx: Context, row: Row, variant: str) -> str | None:
         return NOT_INSTALLED
     if variant == "tracer" and ("tracer" in ctx.without or not tracer_available()):
         return "skipped (tracer API not available)"
+    if variant == "tracer":
+        for module in row.tracer_needs:
+            if not installed(module):
+                return f"skipped ({module} not available)"
     return None
 
 
@@ -547,13 +566,19 @@ def summary(row: Row, outcomes: dict[str, Outcome]) -> list[str]:
         ]
         if cpu:
             lines.append("process CPU incl. delivery, µs/span: " + ", ".join(cpu))
-    if row.key == "memory-down" and ours is not None and good(ours):
+    if row.key == "memory-down" and ours is not None and ours.samples:
         last = ours.samples[-1]
         created, failed = last.extra.get("created"), last.extra.get("failed")
-        counts = {k: v for k, v in last.extra.get("stats", {}).items() if isinstance(v, int)}
-        lines.append(f"last run: {created} spans made while down, {failed} failed deliveries")
-        if counts:
-            lines.append("stats while down: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
+        lines.append(
+            f"last run: {created} spans made while down, {failed} span deliveries failed"
+            " (retries included)"
+        )
+        for when in ("stats", "after"):
+            counts = last.extra.get(when, {})
+            shown = ", ".join(f"{k}={v}" for k, v in counts.items() if v not in ({}, None))
+            if shown:
+                label = "tracer.stats() while down" if when == "stats" else "after recovery"
+                lines.append(f"{label}: {shown}")
     return lines
 
 
@@ -567,16 +592,16 @@ def status(outcome: Outcome) -> str:
     return "ok"
 
 
-def render(results: list[tuple[int, Row, list[Outcome]]]) -> tuple[str, bool]:
+def render(results: list[tuple[Row, list[Outcome]]]) -> tuple[str, bool]:
     header = ("row", "variant", "median", "min..max", "vs untraced", "spans got/want", "status")
     table: list[tuple[str, ...]] = [header]
     notes: list[tuple[int, list[str]]] = []
     failed = False
-    for number_, row, outcomes in results:
+    for row, outcomes in results:
         by_variant = {o.variant: o for o in outcomes}
         base = by_variant.get("untraced")
         for i, outcome in enumerate(outcomes):
-            label = f"{number_} {row.key}" if i == 0 else ""
+            label = f"{row.number} {row.key}" if i == 0 else ""
             if outcome.skipped is not None or not outcome.samples:
                 table.append((label, outcome.variant, "", "", "", "", status(outcome)))
                 continue
@@ -619,15 +644,14 @@ def render(results: list[tuple[int, Row, list[Outcome]]]) -> tuple[str, bool]:
 # Command line
 
 
-def select(rows: tuple[Row, ...], only: list[str]) -> list[tuple[int, Row]]:
-    numbered = list(enumerate(rows, start=1))
+def select(rows: tuple[Row, ...], only: list[str]) -> list[Row]:
     if not only:
-        return numbered
+        return list(rows)
     tokens = [t.strip() for item in only for t in item.split(",") if t.strip()]
     chosen = [
-        (n, row)
-        for n, row in numbered
-        if any(t == str(n) or row.key == t or row.key.startswith(t) for t in tokens)
+        row
+        for row in rows
+        if any(row.number.startswith(t) or row.key.startswith(t) for t in tokens)
     ]
     if not chosen:
         names = ", ".join(row.key for row in rows)
@@ -693,7 +717,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     try:
         ctx = Context(sizes, child_env(), workdir, wrk, without)
-        results = [(n, row, run_row(ctx, row, progress)) for n, row in rows]
+        results = [(row, run_row(ctx, row, progress)) for row in rows]
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     load_tool = (
