@@ -96,7 +96,7 @@ def stats() -> dict[str, Any]:
     return rt.stats()
 
 
-class span:  # noqa: N801 - used like a function: `with tracer.span("name"):` / `@tracer.span("x")`
+class span:
     """An internal span around a block or a function (sync or async).
 
     ``with tracer.span("load", table="users") as s: ...`` or ``@tracer.span("load")``. The span is

@@ -19,9 +19,7 @@ _bits = _rng.getrandbits
 MAX_REQUEST_ID = 128
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 _HEX32 = re.compile(r"[0-9a-f]{32}")
-_UUID = re.compile(
-    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
-)
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 
 def new_trace_id() -> str:

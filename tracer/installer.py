@@ -31,13 +31,6 @@ def available_instrumentations() -> list[Instrumentation]:
     from tracer.instrumentation.requests import RequestsInstrumentation
 
     found: list[Instrumentation] = [HttpServerInstrumentation(), RequestsInstrumentation()]
-    try:
-        from tracer.instrumentation.aiohttp_client import AiohttpClientInstrumentation
-        from tracer.instrumentation.aiohttp_server import AiohttpServerInstrumentation
-    except ImportError:
-        pass
-    else:
-        found += [AiohttpClientInstrumentation(), AiohttpServerInstrumentation()]
     return found
 
 

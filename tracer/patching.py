@@ -15,7 +15,7 @@ import wrapt
 Wrapper = Callable[[Callable[..., Any], Any, tuple[Any, ...], dict[str, Any]], Any]
 
 
-class TracerWrapper(wrapt.FunctionWrapper):  # type: ignore[misc]
+class TracerWrapper(wrapt.FunctionWrapper):  # type: ignore[type-arg]
     """Marks a wrapper as ours."""
 
 

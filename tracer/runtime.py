@@ -47,7 +47,9 @@ class Runtime:
                 return True
         return False
 
-    def server_span(self, method: str, target: str, get: Getter, scheme: str = "http") -> Span | None:
+    def server_span(
+        self, method: str, target: str, get: Getter, scheme: str = "http"
+    ) -> Span | None:
         """Start the server span of an inbound request (SR), or None when it is ignored."""
         path, query = split_path(target)
         if (self.ignore_headers or self.ignore_paths) and self.ignored(get, path):
@@ -55,7 +57,9 @@ class Runtime:
         inbound = self.propagator.extract(get, query)
         if inbound is None:
             tid = ids.new_trace_id()
-            span = Span(SERVER, f"{method} {path}", tid, tid, None, LocalTrace(self.sampler.decide()), True)
+            span = Span(
+                SERVER, f"{method} {path}", tid, tid, None, LocalTrace(self.sampler.decide()), True
+            )
         else:
             sampled = inbound.sampled
             if sampled is None:
@@ -102,7 +106,9 @@ class Runtime:
             tid = ids.new_trace_id() if request_id is None else ids.trace_id_for(request_id)
             local = LocalTrace(self.sampler.decide())
             return Span(kind, name, tid, request_id or tid, None, local, True)
-        return Span(kind, name, parent.trace_id, parent.request_id, parent.span_id, parent.local, False)
+        return Span(
+            kind, name, parent.trace_id, parent.request_id, parent.span_id, parent.local, False
+        )
 
     def client_span(self, method: str, url: str, get: Getter | None = None) -> Span | None:
         """Start a client span (CS) for an outgoing call, or None for an ignored host."""

@@ -78,7 +78,7 @@ class HttpServerInstrumentation(Instrumentation):
             span: Span | None = instance.__dict__.get(_SPAN)
             if span is not None:
                 try:
-                    code = args[0] if args else kw.get("code")
+                    code: Any = args[0] if args else kw.get("code")
                     span.status_code = int(code)
                 except Exception as exc:
                     safety.internal_error("http.server.status", exc)

@@ -1,0 +1,112 @@
+"""Shared fixtures: tracer installed with the in-memory reporter, real servers on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+
+# Swallowed internal errors fail the test that caused them (see tracer.safety).
+os.environ.setdefault("TRACER_STRICT", "1")
+
+import http.server
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import reporters
+import tracer
+from reporters.memory import MemoryReporter
+from tracer import safety
+
+for name in ("TRACE_CONFIG_PATH", "TRACE_APP_NAME", "TRACE_REPORTER_TYPE", "TRACE_REPORTER_CONFIG"):
+    os.environ.pop(name, None)
+
+
+@pytest.fixture(autouse=True)
+def _no_internal_errors(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> Iterator[None]:
+    # No test may pick up a trace.config.py from the working directory by accident.
+    monkeypatch.chdir(tmp_path)
+    safety.take_strict_errors()
+    yield
+    tracer.uninstall()
+    errors = safety.take_strict_errors()
+    assert not errors, f"tracer swallowed internal errors: {errors!r}"
+
+
+@pytest.fixture
+def memory() -> Iterator[MemoryReporter]:
+    """tracer installed with an in-memory reporter; uninstalled afterwards."""
+    reporter = reporters.create("memory")
+    tracer.install(app_name="test-service", reporter=reporter, flush_interval=0.02)
+    yield reporter
+    tracer.uninstall()
+
+
+class EchoHandler(http.server.BaseHTTPRequestHandler):
+    """Answers with the headers it received and the transaction id it saw, as JSON."""
+
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        import json
+
+        path = self.path.split("?")[0]
+        if path.startswith("/status/"):
+            code = int(path.rsplit("/", 1)[1])
+            self.send_error(code)
+            return
+        if path == "/raise":
+            raise ValueError("handler failed")
+        body = json.dumps(
+            {
+                "headers": {k.lower(): v for k, v in self.headers.items()},
+                "transaction_id": tracer.get_transaction_id(),
+                "path": self.path,
+            }
+        ).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_POST = do_GET
+
+
+class Server:
+    """A ThreadingHTTPServer on an ephemeral 127.0.0.1 port, served from a thread."""
+
+    def __init__(self, handler: type[http.server.BaseHTTPRequestHandler] = EchoHandler) -> None:
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def server() -> Iterator[Server]:
+    srv = Server()
+    yield srv
+    srv.close()
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """The environment for a child Python that must import this checkout's tracer."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRACE_")}
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    env.update(extra)
+    return env
