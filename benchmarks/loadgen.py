@@ -35,9 +35,14 @@ def wrk_version(path: str) -> str:
     return match.group(0) if match else "wrk"
 
 
+def wrk_seconds(duration: float) -> int:
+    """wrk takes whole seconds."""
+    return max(1, round(duration))
+
+
 def run_wrk(path: str, url: str, concurrency: int, duration: float) -> dict[str, Any]:
-    """One wrk run (1 thread, whole seconds); the counts it printed, parsed."""
-    seconds = max(1, round(duration))
+    """One wrk run (1 thread); the counts it printed, parsed."""
+    seconds = wrk_seconds(duration)
     command = [path, "-t1", f"-c{concurrency}", f"-d{seconds}s", url]
     out = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 30)
     text = out.stdout

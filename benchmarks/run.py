@@ -660,9 +660,9 @@ def select(rows: tuple[Row, ...], only: list[str]) -> list[Row]:
 
 
 def child_env() -> dict[str, str]:
-    # Children import benchmarks (and the tracer package) from this checkout; OpenTelemetry runs
-    # with its defaults whatever the shell exported.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    # Children import benchmarks (and the tracer package) from this checkout; both tracers run
+    # with the options set here, whatever the shell exported.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TRACE_"))}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
     env["PYTHONUNBUFFERED"] = "1"
     return env
@@ -720,17 +720,19 @@ def main(argv: list[str] | None = None) -> int:
         results = [(row, run_row(ctx, row, progress)) for row in rows]
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    load_tool = (
-        f"{loadgen.wrk_version(wrk)} (1 thread)"
-        if wrk
-        else "aiohttp load client" + (" (wrk not installed)" if args.loadgen == "auto" else "")
-    )
+    if wrk:
+        load_tool = f"{loadgen.wrk_version(wrk)} (1 thread)"
+        seconds = loadgen.wrk_seconds(sizes.load_seconds)
+    else:
+        missing = args.loadgen == "auto"
+        load_tool = "aiohttp load client" + (" (wrk not installed)" if missing else "")
+        seconds = sizes.load_seconds
     table, failed = render(results)
     print(
         f"tracer benchmarks: {sizes.repeat} interleaved repetition(s) per variant"
         f"{' (quick)' if args.quick else ''}; Python {sys.version.split()[0]},"
         f" {os.cpu_count()} CPUs; load: {load_tool}, {sizes.concurrency} connections,"
-        f" {sizes.load_seconds:g}s per run"
+        f" {seconds:g}s per run"
     )
     print("figures: median [min..max] of the repetitions; spans: delivered/expected, all runs")
     print()
