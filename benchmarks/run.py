@@ -125,10 +125,17 @@ class Outcome:
 @dataclass
 class Context:
     sizes: Sizes
-    env: dict[str, str]
+    base_env: dict[str, str]
     cwd: str
     wrk: str | None
     without: set[str]
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The environment of one child: its own cache folder, so it starts with an empty spool
+        and never replays spans another benchmark process left behind."""
+        cache = tempfile.mkdtemp(prefix="cache-", dir=self.cwd)
+        return {**self.base_env, "XDG_CACHE_HOME": cache}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -566,8 +573,9 @@ def summary(row: Row, outcomes: dict[str, Outcome]) -> list[str]:
         ]
         if cpu:
             lines.append("process CPU incl. delivery, µs/span: " + ", ".join(cpu))
-    if row.key == "memory-down" and ours is not None and ours.samples:
-        last = ours.samples[-1]
+    measured = [s for s in ours.samples if s.extra] if ours is not None else []
+    if row.key == "memory-down" and measured:
+        last = measured[-1]
         created, failed = last.extra.get("created"), last.extra.get("failed")
         lines.append(
             f"last run: {created} spans made while down, {failed} span deliveries failed"
@@ -722,7 +730,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(workdir, ignore_errors=True)
     if wrk:
         load_tool = f"{loadgen.wrk_version(wrk)} (1 thread)"
-        seconds = loadgen.wrk_seconds(sizes.load_seconds)
+        seconds: float = loadgen.wrk_seconds(sizes.load_seconds)
     else:
         missing = args.loadgen == "auto"
         load_tool = "aiohttp load client" + (" (wrk not installed)" if missing else "")
