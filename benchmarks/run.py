@@ -51,6 +51,7 @@ class Sizes:
     load_warmup: float
     concurrency: int
     memory_spans: int
+    settle_seconds: float
     down_seconds: float
     down_rate: float
     timeout: float
@@ -67,6 +68,7 @@ FULL = Sizes(
     load_warmup=1.0,
     concurrency=10,
     memory_spans=1_000,
+    settle_seconds=3.0,
     down_seconds=3.0,
     down_rate=5_000.0,
     timeout=180.0,
@@ -82,6 +84,7 @@ QUICK = Sizes(
     load_warmup=0.0,
     concurrency=4,
     memory_spans=200,
+    settle_seconds=0.5,
     down_seconds=0.3,
     down_rate=2_000.0,
     timeout=60.0,
@@ -358,9 +361,13 @@ def load(ctx: Context, url: str, seconds: float) -> dict[str, Any]:
 
 
 def measure_memory_queued(ctx: Context, variant: str) -> Sample:
-    result = run_worker(ctx, "memory-queued", variant, f"--count={ctx.sizes.memory_spans}")
+    s = ctx.sizes
+    result = run_worker(
+        ctx, "memory-queued", variant, f"--count={s.memory_spans}", f"--settle={s.settle_seconds}"
+    )
     problems = span_checks(result)
-    return Sample(result["value"], result["spans"], result["expected"], problems)
+    extra = {"at_creation": result["at_creation"]}
+    return Sample(result["value"], result["spans"], result["expected"], problems, extra)
 
 
 def measure_memory_down(ctx: Context, variant: str) -> Sample:
@@ -573,6 +580,14 @@ def summary(row: Row, outcomes: dict[str, Outcome]) -> list[str]:
         ]
         if cpu:
             lines.append("process CPU incl. delivery, µs/span: " + ", ".join(cpu))
+    if row.key == "memory-queued":
+        fresh = [
+            f"{o.variant} {number(c)}"
+            for o in (ours, otel)
+            if o is not None and good(o) and (c := o.extra_median("at_creation")) is not None
+        ]
+        if fresh:
+            lines.append("held right after the spans finished, B/span: " + ", ".join(fresh))
     measured = [s for s in ours.samples if s.extra] if ours is not None else []
     if row.key == "memory-down" and measured:
         last = measured[-1]

@@ -158,13 +158,15 @@ def bench_memory_queued(variant: str, args: argparse.Namespace) -> dict[str, Any
         with new_span():
             pass
     gc.collect()
-    held = tracemalloc.get_traced_memory()[0] - before
+    at_creation = tracemalloc.get_traced_memory()[0] - before
+    held = settle(before, args.settle)
     tracemalloc.stop()
     stats = setup.stats()
     sink.release()
     flushed = setup.flush()
     result = {
         "value": held / args.count,
+        "at_creation": at_creation / args.count,
         "spans": setup.delivered(),
         "expected": args.count + 1,
         "flushed": flushed,
@@ -174,6 +176,20 @@ def bench_memory_queued(variant: str, args: argparse.Namespace) -> dict[str, Any
     }
     setup.close()
     return result
+
+
+def settle(before: int, limit: float) -> int:
+    """Traced bytes once the pipeline has done what it does with waiting spans (batching,
+    compressing): stable over three polls, or whatever it is after ``limit`` seconds."""
+    deadline = time.monotonic() + limit
+    last, stable = -1, 0
+    while time.monotonic() < deadline and stable < 3:
+        time.sleep(0.1)
+        gc.collect()
+        now = tracemalloc.get_traced_memory()[0] - before
+        stable = stable + 1 if last >= 0 and abs(now - last) <= max(1024, last // 100) else 0
+        last = now
+    return last if last >= 0 else tracemalloc.get_traced_memory()[0] - before
 
 
 def bench_memory_down(variant: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -248,6 +264,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--rate", type=float, default=5000.0)
     parser.add_argument("--recover", type=float, default=20.0)
+    parser.add_argument("--settle", type=float, default=3.0)
     args = parser.parse_args(argv)
     emit(ROWS[args.row](args.variant, args))
 
