@@ -51,5 +51,22 @@ max_queue = 100_000
 send_timeout = 10.0
 exit_timeout = 5.0
 
+# Memory held by batches waiting for delivery (serialised, compressed); past it, the oldest
+# batches go to the spool. Retries: attempts per batch and the cap of the exponential backoff.
+max_queue_bytes = 64 * 1024 * 1024
+max_retries = 5
+max_backoff = 5.0
+
+# Disk spool (sqlite) for batches that could not be delivered: an outage, the memory cap, exit
+# before delivery. Replayed when the reporter works again, also by the next process of the same
+# service. Default path: $TRACE_SPOOL_DIR/<app_name>.sqlite, else
+# $XDG_CACHE_HOME/tracer/spool/<app_name>.sqlite, else ~/.cache/tracer/spool/<app_name>.sqlite.
+spool = True
+spool_path = None
+spool_max_bytes = 256 * 1024 * 1024
+
+# On SIGTERM, flush (or spool) before the handler that was there runs. Only from the main thread.
+handle_sigterm = True
+
 # Turn tracer off entirely (install() then does nothing).
 disabled = False

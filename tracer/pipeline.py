@@ -66,7 +66,9 @@ class _Batch:
 
     __slots__ = ("blob", "count", "records", "spool_id", "ours")
 
-    def __init__(self, records: list[dict[str, Any]] | None, blob: bytes | None, count: int) -> None:
+    def __init__(
+        self, records: list[dict[str, Any]] | None, blob: bytes | None, count: int
+    ) -> None:
         self.records = records
         self.blob = blob
         self.count = count
@@ -521,9 +523,7 @@ class _Caller:
         self.reporter = reporter
         self.stuck = False
         self._inside = False
-        self._jobs: queue.SimpleQueue[tuple[dict[str, Any], _Delivery] | None] = (
-            queue.SimpleQueue()
-        )
+        self._jobs: queue.SimpleQueue[tuple[dict[str, Any], _Delivery] | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="tracer-reporter", daemon=True)
         self._thread.start()
 

@@ -99,19 +99,27 @@ def test_custom_reporter_contract() -> None:
     assert tracer.stats()["delivered"] == 3
 
 
-def test_reporter_that_raises_never_reaches_the_application() -> None:
+@pytest.mark.parametrize("spool", [True, False])
+def test_reporter_that_raises_never_reaches_the_application(spool: bool) -> None:
     class Broken:
         def send(self, data: dict[str, Any], callback: Any) -> None:
             raise ConnectionError("backend down")
 
-    tracer.install(app_name="b", reporter=Broken(), flush_interval=0.01, send_timeout=0.1)
-    from tracer import installer
-
-    assert installer.runtime is not None
-    installer.runtime.pipeline.max_retries = 1
+    tracer.install(
+        app_name="b",
+        reporter=Broken(),
+        flush_interval=0.01,
+        send_timeout=0.1,
+        max_retries=1,
+        spool=spool,
+    )
     with tracer.span("x"):
         pass
     assert tracer.flush(timeout=10)
     stats = tracer.stats()
-    assert stats["dropped_by_reason"] == {"reporter_error": 1}
-    assert stats["created"] == stats["delivered"] + stats["dropped"] + stats["pending"]
+    if spool:
+        assert stats["spooled"] == 1 and stats["dropped"] == 0
+    else:
+        assert stats["dropped_by_reason"] == {"reporter_error": 1}
+    assert stats["created"] == stats["delivered"] + stats["dropped"] + stats["spooled"]
+    assert stats["pending"] == 0
