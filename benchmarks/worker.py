@@ -57,7 +57,7 @@ def bench_span(variant: str, args: argparse.Namespace) -> dict[str, Any]:
     for _ in range(args.warmup):
         with new_span():
             pass
-    setup.flush()
+    flushed = setup.flush()
     wall = 0.0
     cpu_start = time.process_time()
     for size in chunks(args.count, args.chunk):
@@ -66,13 +66,14 @@ def bench_span(variant: str, args: argparse.Namespace) -> dict[str, Any]:
             with new_span():
                 pass
         wall += time.perf_counter() - start
-        setup.flush()
+        flushed = setup.flush() and flushed
     cpu = time.process_time() - cpu_start
     result = {
         "value": wall / args.count * 1e6,
         "cpu_us": cpu / args.count * 1e6,
         "spans": setup.delivered(),
         "expected": args.count + args.warmup,
+        "flushed": flushed,
         "stats": setup.stats(),
         "notes": setup.notes,
     }
