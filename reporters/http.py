@@ -9,9 +9,9 @@ request is sent once more on a fresh connection before an error is reported.
 Outcomes, as the pipeline sees them:
 
 * 2xx: delivered, ``callback(None)``.
-* 429, 502, 503, 504, a connection error or a timeout: ``DeliveryError(retryable=True)``, with
+* 408, 429, 500, 502, 503, 504, a connection error or a timeout: ``DeliveryError(retryable=True)``, with
   ``retry_after`` set from the ``Retry-After`` header (seconds or an HTTP date) when present.
-* any other status (3xx redirects are not followed, 4xx, 500, ...): ``DeliveryError(retryable=
+* any other status (3xx redirects are not followed, other 4xx, 501, ...): ``DeliveryError(retryable=
   False)``, because the same request would get the same answer.
 """
 
@@ -35,7 +35,7 @@ from reporters.logstash import encode_json
 
 __all__ = ["RETRYABLE_STATUSES", "HttpReporter", "create", "parse_retry_after"]
 
-RETRYABLE_STATUSES = frozenset({429, 502, 503, 504})
+RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 DEFAULT_TIMEOUT = 10.0
 USER_AGENT = "tracer-http-reporter/0.1"
 # How much of an error response is kept for the error message; the rest is not read.

@@ -64,7 +64,7 @@ class _Delivery:
 class _Batch:
     """Records waiting for delivery: live dicts, or held as compressed JSON."""
 
-    __slots__ = ("blob", "count", "records", "spool_id", "ours")
+    __slots__ = ("blob", "count", "ours", "records", "spool_id")
 
     def __init__(
         self, records: list[dict[str, Any]] | None, blob: bytes | None, count: int
@@ -359,13 +359,16 @@ class Pipeline:
                 self._idle.notify_all()
 
     def _next_batch(self) -> _Batch | None:
+        if self._stopping:
+            # Past the exit deadline nothing new is sent; stop() spools what is left.
+            return None
         with self._lock:
             if self._batches:
                 batch = self._batches.popleft()
                 self._held_bytes -= batch.size
                 self._sending = batch
                 return batch
-        if self.spool is None or self._stopping or self._failing:
+        if self.spool is None or self._failing:
             return None
         now = time.monotonic()
         if now - self._spool_checked < self.flush_interval:
@@ -507,7 +510,9 @@ class Pipeline:
             caller = self._caller = _Caller(self.reporter)
         caller.call(data, delivery)
         if not delivery.done.wait(self.send_timeout):
-            # Close the delivery ourselves so a late callback is ignored.
+            if caller.inside:
+                caller.abandon()
+            # Close the delivery ourselves so that a late callback is ignored.
             delivery(TimeoutError(f"reporter did not call back within {self.send_timeout} s"))
         return delivery.error
 
@@ -515,30 +520,24 @@ class Pipeline:
 class _Caller:
     """Runs ``reporter.send`` on its own thread, so a reporter that blocks cannot stall us.
 
-    When a send has not returned by the time its callback timed out, this caller is marked stuck
-    and the pipeline starts a new one; the stuck thread ends whenever its send returns.
+    When a send has not returned by the time its callback timed out, the caller is abandoned and
+    the pipeline starts a new one; the abandoned thread ends whenever its send returns.
     """
 
     def __init__(self, reporter: Any) -> None:
         self.reporter = reporter
         self.stuck = False
-        self._inside = False
+        self.inside = False
         self._jobs: queue.SimpleQueue[tuple[dict[str, Any], _Delivery] | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="tracer-reporter", daemon=True)
         self._thread.start()
 
     def call(self, data: dict[str, Any], delivery: _Delivery) -> None:
         self._jobs.put((data, delivery))
-        self._watch(delivery)
 
-    def _watch(self, delivery: _Delivery) -> None:
-        def mark() -> None:
-            if self._inside:
-                self.stuck = True
-                self._jobs.put(None)
-
-        # Checked once the callback wait is over: still inside send() means blocked.
-        threading.Thread(target=lambda: (delivery.done.wait(), mark()), daemon=True).start()
+    def abandon(self) -> None:
+        self.stuck = True
+        self._jobs.put(None)
 
     def _run(self) -> None:
         context.suppress.set(True)
@@ -547,10 +546,10 @@ class _Caller:
             if job is None or self.stuck:
                 return
             data, delivery = job
-            self._inside = True
+            self.inside = True
             try:
                 self.reporter.send(data, delivery)
             except Exception as exc:
                 delivery(exc)
             finally:
-                self._inside = False
+                self.inside = False

@@ -84,7 +84,7 @@ def test_retry_after_as_an_http_date(http_sink: HttpSink) -> None:
     reporter.close()
 
 
-@pytest.mark.parametrize("status", [429, 502, 503, 504])
+@pytest.mark.parametrize("status", [408, 429, 500, 502, 503, 504])
 def test_retryable_statuses(http_sink: HttpSink, status: int) -> None:
     http_sink.plan = [(status, {}, b"")]
     reporter = http_reporter.create(url(http_sink))
@@ -95,7 +95,7 @@ def test_retryable_statuses(http_sink: HttpSink, status: int) -> None:
     reporter.close()
 
 
-@pytest.mark.parametrize("status", [400, 401, 404, 413, 500, 301])
+@pytest.mark.parametrize("status", [400, 401, 404, 413, 501, 301])
 def test_other_statuses_are_not_retryable(http_sink: HttpSink, status: int) -> None:
     http_sink.plan = [(status, {"Location": "http://elsewhere/"}, b"bad field: spans")]
     reporter = http_reporter.create(url(http_sink))
