@@ -319,14 +319,16 @@ class Pipeline:
                     self._drop("serialise_error", 1)
             batch = _Batch(records, None, len(records))
             with self._lock:
-                self._worker_busy = 0
                 if not records:
+                    self._worker_busy = 0
                     continue
                 waiting = bool(self._batches) or self._sending is not None
             if waiting:
                 batch.hold()
             overflow: list[_Batch] = []
             with self._lock:
+                # Counted as busy until it is in _batches, so pending() never misses it.
+                self._worker_busy = 0
                 self._batches.append(batch)
                 self._held_bytes += batch.size
                 while self._held_bytes > self.max_queue_bytes and len(self._batches) > 1:
