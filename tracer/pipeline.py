@@ -43,6 +43,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("tracer")
 
 LOG_EVERY = 10.0
+# Batches that may wait as plain dicts before the next ones are held compressed.
+HOLD_AFTER = 2
 
 
 class _Delivery:
@@ -172,7 +174,7 @@ class Pipeline:
             self._drop("queue_full", 1)
             return
         q.append(span)
-        if len(q) >= self.batch_size:
+        if len(q) >= self.batch_size and not self._wake.is_set():
             self._wake.set()
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -322,8 +324,10 @@ class Pipeline:
                 if not records:
                     self._worker_busy = 0
                     continue
-                waiting = bool(self._batches) or self._sending is not None
-            if waiting:
+                # Compressing costs CPU that competes with the application for the GIL, so a
+                # batch is only held compressed once several wait (the reporter is behind).
+                backlog = len(self._batches) >= HOLD_AFTER or self._failing
+            if backlog:
                 batch.hold()
             overflow: list[_Batch] = []
             with self._lock:
