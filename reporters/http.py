@@ -10,7 +10,8 @@ Outcomes, as the pipeline sees them:
 
 * 2xx: delivered, ``callback(None)``.
 * 408, 429, 500, 502, 503, 504, a connection error or a timeout:
-  ``DeliveryError(retryable=True)``, with ``retry_after`` set from the ``Retry-After`` header (seconds or an HTTP date) when present.
+  ``DeliveryError(retryable=True)``, with ``retry_after`` set from the ``Retry-After`` header
+  (seconds or an HTTP date) when present.
 * any other status (3xx redirects are not followed, other 4xx, 501, ...): ``DeliveryError(retryable=
   False)``, because the same request would get the same answer.
 """
