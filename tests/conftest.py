@@ -27,6 +27,8 @@ for name in ("TRACE_CONFIG_PATH", "TRACE_APP_NAME", "TRACE_REPORTER_TYPE", "TRAC
 def _no_internal_errors(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> Iterator[None]:
     # No test may pick up a trace.config.py from the working directory by accident.
     monkeypatch.chdir(tmp_path)
+    # Each test gets its own spool, so no test replays another's undelivered spans.
+    monkeypatch.setenv("TRACE_SPOOL_DIR", str(tmp_path / "spool"))
     safety.take_strict_errors()
     yield
     tracer.uninstall()
@@ -107,6 +109,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def subprocess_env(**extra: str) -> dict[str, str]:
     """The environment for a child Python that must import this checkout's tracer."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRACE_")}
+    if "TRACE_SPOOL_DIR" in os.environ:
+        env["TRACE_SPOOL_DIR"] = os.environ["TRACE_SPOOL_DIR"]
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
     env.update(extra)
     return env

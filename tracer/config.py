@@ -52,6 +52,13 @@ class Config:
     max_queue: int = 100_000
     send_timeout: float = 10.0
     exit_timeout: float = 5.0
+    max_queue_bytes: int = 64 * 1024 * 1024
+    max_backoff: float = 5.0
+    max_retries: int = 5
+    spool: bool = True
+    spool_path: str | None = None
+    spool_max_bytes: int = 256 * 1024 * 1024
+    handle_sigterm: bool = True
     disabled: bool = False
     source: str = "defaults"
 
@@ -171,6 +178,10 @@ _NUMBERS: dict[str, tuple[type, float, float]] = {
     "max_queue": (int, 1, 10**9),
     "send_timeout": (float, 0.001, 3600),
     "exit_timeout": (float, 0.0, 3600),
+    "max_queue_bytes": (int, 1024, 2**40),
+    "max_backoff": (float, 0.0, 3600),
+    "max_retries": (int, 0, 1000),
+    "spool_max_bytes": (int, 4096, 2**44),
 }
 
 
@@ -220,7 +231,13 @@ def _validate(where: str, key: str, value: Any) -> Any:
         return items
     if key == "instrument":
         return None if value is None else _str_tuple(where, key, value)
-    if key in ("log_correlation", "disabled", "record_headers"):
+    if key == "spool_path":
+        if value is None:
+            return None
+        if not isinstance(value, (str, os.PathLike)):
+            raise ConfigError(f"{where}: option 'spool_path' must be a file path, got {value!r}")
+        return os.fspath(value)
+    if key in ("log_correlation", "disabled", "spool", "handle_sigterm", "record_headers"):
         if not isinstance(value, bool):
             raise ConfigError(f"{where}: option {key!r} must be True or False, got {value!r}")
         return value

@@ -1,15 +1,22 @@
-"""Config -> reporter -> pipeline -> instrumentations. Idempotent install and exact uninstall."""
+"""Config -> reporter -> pipeline -> instrumentations. Idempotent install and exact uninstall.
+
+Also the process-level duties of delivery: flush at exit (atexit), flush on SIGTERM before the
+handler that was there runs, and a fresh pipeline in a forked child.
+"""
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
+import signal
 import socket
 import threading
+from types import FrameType
 from typing import Any
 
 from tracer import config as config_module
-from tracer import pipeline as pipeline_module
+from tracer import safety
 from tracer.context import current
 from tracer.instrumentation.base import Instrumentation
 from tracer.pipeline import Pipeline
@@ -23,6 +30,8 @@ _lock = threading.RLock()
 runtime: Runtime | None = None
 _instrumentations: list[Instrumentation] = []
 _old_record_factory: Any = None
+_previous_sigterm: Any = None
+_our_sigterm: Any = None
 
 
 def available_instrumentations() -> list[Instrumentation]:
@@ -43,6 +52,23 @@ def available_instrumentations() -> list[Instrumentation]:
     return found
 
 
+def _open_spool(cfg: config_module.Config) -> Any:
+    if not cfg.spool:
+        return None
+    from tracer.spool import Spool, default_path
+
+    path = cfg.spool_path or default_path(cfg.app_name)
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        return Spool(path, cfg.spool_max_bytes)
+    except Exception as exc:
+        # Delivery still works without a spool; only outage protection is lost, and said so.
+        log.warning(
+            "tracer: spool %s unavailable (%s); undelivered spans will be dropped", path, exc
+        )
+        return None
+
+
 def install(config_path: str | os.PathLike[str] | None = None, **overrides: Any) -> None:
     global runtime
     with _lock:
@@ -58,16 +84,19 @@ def install(config_path: str | os.PathLike[str] | None = None, **overrides: Any)
             cfg.app_name,
             socket.gethostname(),
             max_queue=cfg.max_queue,
+            max_queue_bytes=cfg.max_queue_bytes,
             batch_size=cfg.batch_size,
             flush_interval=cfg.flush_interval,
             send_timeout=cfg.send_timeout,
+            max_retries=cfg.max_retries,
+            max_backoff=cfg.max_backoff,
             exit_timeout=cfg.exit_timeout,
+            spool=_open_spool(cfg),
         )
         sampler = Sampler(cfg.sample_rate, cfg.sample_size, cfg.collect_interval)
         rt = Runtime(cfg, pipeline, sampler)
         Span.sink = rt.collector.on_finish
         pipeline.start()
-        pipeline_module._exit_pipelines.append(pipeline)
         wanted = None if cfg.instrument is None else set(cfg.instrument)
         _instrumentations.clear()
         for inst in available_instrumentations():
@@ -76,6 +105,8 @@ def install(config_path: str | os.PathLike[str] | None = None, **overrides: Any)
                 _instrumentations.append(inst)
         if cfg.log_correlation:
             _install_log_correlation()
+        if cfg.handle_sigterm:
+            _install_sigterm()
         runtime = rt
 
 
@@ -90,10 +121,85 @@ def uninstall() -> None:
             inst.uninstall()
         _instrumentations.clear()
         _uninstall_log_correlation()
-        rt.pipeline.stop(timeout=rt.config.exit_timeout)
-        if rt.pipeline in pipeline_module._exit_pipelines:
-            pipeline_module._exit_pipelines.remove(rt.pipeline)
+        _uninstall_sigterm()
         Span.sink = _no_sink
+        rt.pipeline.stop(rt.config.exit_timeout)
+        if rt.pipeline.spool is not None:
+            try:
+                rt.pipeline.spool.close()
+            except Exception as exc:
+                safety.internal_error("spool.close", exc)
+
+
+# -- exit, signals, fork ------------------------------------------------------------------------
+
+
+def _at_exit() -> None:
+    rt = runtime
+    if rt is not None:
+        try:
+            rt.pipeline.stop(rt.config.exit_timeout)
+        except Exception as exc:
+            safety.internal_error("atexit", exc)
+
+
+atexit.register(_at_exit)
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    # Deliver (or spool) what we have, then do what would have happened without us.
+    _at_exit()
+    previous = _previous_sigterm
+    if callable(previous):
+        previous(signum, frame)
+    elif previous == signal.SIG_IGN:
+        return
+    else:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _install_sigterm() -> None:
+    """Chain a SIGTERM flush in front of the existing handler, where that is allowed.
+
+    Only the main thread may set signal handlers, and an application that handles SIGTERM itself
+    keeps its handler: ours runs first and then calls it. A handler set by something outside
+    Python (None from getsignal) is left alone.
+    """
+    global _previous_sigterm, _our_sigterm
+    if threading.current_thread() is not threading.main_thread():
+        log.debug("tracer: not in the main thread; SIGTERM flush not installed")
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous is None or previous is _on_sigterm:
+        return
+    _previous_sigterm = previous
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    _our_sigterm = _on_sigterm
+
+
+def _uninstall_sigterm() -> None:
+    global _previous_sigterm, _our_sigterm
+    if _our_sigterm is None or threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is _our_sigterm:
+        signal.signal(signal.SIGTERM, _previous_sigterm)
+    _previous_sigterm = _our_sigterm = None
+
+
+def _after_fork_in_child() -> None:
+    rt = runtime
+    if rt is not None:
+        try:
+            rt.pipeline.after_fork_in_child()
+        except Exception as exc:
+            safety.internal_error("fork", exc)
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+# -- log correlation ----------------------------------------------------------------------------
 
 
 def _install_log_correlation() -> None:

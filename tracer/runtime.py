@@ -7,7 +7,6 @@ the request path reads attributes of one object instead of looking up module glo
 from __future__ import annotations
 
 import socket
-import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, MutableMapping
 from typing import Any
@@ -62,13 +61,13 @@ class Runtime:
         self.query_keys = query_keys(config.redact_query_keys)
         self.header_names = header_names(config.redact_headers)
         self.record_headers = config.record_headers
+        # Counted without a lock (a lost increment under contention is acceptable), so that
+        # nothing here can be held across fork().
         self._invalid: Counter[str] = Counter()
-        self._invalid_lock = threading.Lock()
         propagation._invalid_counter = self._count_invalid
 
     def _count_invalid(self, header: str) -> None:
-        with self._invalid_lock:
-            self._invalid[header] += 1
+        self._invalid[header] += 1
 
     # -- inbound -------------------------------------------------------------------------------
 
@@ -221,8 +220,7 @@ class Runtime:
         """
         out = self.pipeline.stats()
         out.update(self.collector.stats())
-        with self._invalid_lock:
-            invalid = dict(self._invalid)
+        invalid = dict(self._invalid)
         out["inbound_invalid"] = sum(invalid.values())
         out["inbound_invalid_by_header"] = invalid
         out["sample_probability"] = self.sampler.probability

@@ -25,6 +25,7 @@ import os
 import random
 import threading
 import time
+import weakref
 from collections.abc import Callable
 
 from tracer.ids import sample_point
@@ -32,6 +33,18 @@ from tracer.span import LocalTrace, Span
 
 _rng = random.Random()
 os.register_at_fork(after_in_child=_rng.seed)
+
+# A lock held by another thread at fork() stays held forever in the child; every object here
+# that owns a lock gets a fresh one there.
+_with_locks: weakref.WeakSet[Sampler | TokenBucket] = weakref.WeakSet()
+
+
+def _fresh_locks() -> None:
+    for obj in list(_with_locks):
+        obj._lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_fresh_locks)
 
 # At most this many finished spans of one unsampled local trace are held; beyond it the trace
 # cannot be kept whole anyway, and holding more would let one long-lived root grow without bound.
@@ -57,6 +70,7 @@ class Sampler:
         self._lock = threading.Lock()
         self._start = clock()
         self._next = self._start + collect_interval
+        _with_locks.add(self)
 
     def decide(self, trace_id: str | None = None) -> bool:
         """Sample the trace ``trace_id`` (a 32-hex id), decided here rather than upstream?"""
@@ -93,6 +107,7 @@ class TokenBucket:
         self.clock = clock
         self._last = clock()
         self._lock = threading.Lock()
+        _with_locks.add(self)
 
     def take(self) -> bool:
         """Take one token; False when none is left."""

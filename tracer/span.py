@@ -68,6 +68,7 @@ class Span:
         "parent_id",
         "path",
         "request_id",
+        "sent_us",
         "span_id",
         "start_us",
         "status_code",
@@ -117,6 +118,9 @@ class Span:
         self.annotations: list[dict[str, Any]] | None = None
         self.tags: dict[str, Any] | None = None
         self.tracestate: str | None = None
+        # When a server began sending the last of its response: SS is that moment, so that the
+        # caller's CR can never come before it, whatever the scheduler does after the write.
+        self.sent_us = 0
         self._done = False
 
     # -- recording ---------------------------------------------------------------------------
@@ -176,11 +180,13 @@ class Span:
             return
         self._done = True
         end = _time_ns() // 1000
-        self.duration_us = end - self.start_us
         if self.kind == SERVER:
+            if self.start_us <= self.sent_us < end:
+                end = self.sent_us
             self.events.append(("ss", end))
         elif self.kind == CLIENT:
             self.events.append(("cr", end))
+        self.duration_us = end - self.start_us
         Span.sink(self)
 
     # -- output --------------------------------------------------------------------------------

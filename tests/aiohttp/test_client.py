@@ -212,3 +212,15 @@ def test_uninstall_restores_the_original_objects() -> None:
     assert aiohttp.ClientSession.__dict__["_request"] is not request
     tracer.uninstall()
     assert aiohttp.ClientSession.__dict__["_request"] is request
+
+
+async def test_events_in_causal_order_on_every_call(memory: MemoryReporter, serve: Serve) -> None:
+    from tests.core.test_requests import assert_causal
+
+    url = await serve(echo_app())
+    async with aiohttp.ClientSession() as session:
+        for i in range(100):
+            async with session.post(f"{url}/echo", data=str(i)) as response:
+                assert response.status == 200
+                await response.read()
+    assert assert_causal(memory.wait_for(200)) == 100

@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 import requests
@@ -127,3 +128,22 @@ def test_imported_after_install_is_patched() -> None:
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+def assert_causal(spans: list[dict[str, Any]]) -> int:
+    """cs <= sr <= ss <= cr for every client span whose server span is here; returns the pairs."""
+    servers = {s["parent_id"]: s for s in spans if s["kind"] == "server"}
+    pairs = 0
+    for client in (s for s in spans if s["kind"] == "client"):
+        server = servers[client["span_id"]]
+        ev = {e["type"]: e["time_us"] for e in client["events"] + server["events"]}
+        assert ev["cs"] <= ev["sr"] <= ev["ss"] <= ev["cr"], ev
+        pairs += 1
+    return pairs
+
+
+def test_events_in_causal_order_on_every_call(memory: MemoryReporter, server: Server) -> None:
+    with requests.Session() as session:
+        for i in range(100):
+            assert session.get(f"{server.url}/c/{i}", timeout=10).status_code == 200
+    assert assert_causal(memory.wait_for(200)) == 100

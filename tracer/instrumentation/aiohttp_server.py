@@ -21,6 +21,7 @@ stays the very same class.
 
 from __future__ import annotations
 
+import time
 import types
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
@@ -152,5 +153,15 @@ class AiohttpServerInstrumentation(Instrumentation):
                     safety.internal_error("aiohttp.server.headers", exc)
             return wrapped(*args, **kw)
 
+        async def write_eof(
+            wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kw: dict[str, Any]
+        ) -> Any:
+            # The last of the response leaves now: that is SS (see Span.sent_us).
+            span = _serving.get()
+            if span is not None and not getattr(instance, "_eof_sent", False):
+                span.sent_us = time.time_ns() // 1000
+            return await wrapped(*args, **kw)
+
         self.wrap(web_protocol.RequestHandler, "_handle_request", handle_request)
+        self.wrap(web_response.StreamResponse, "write_eof", write_eof)
         self.wrap(web_response.StreamResponse, "_prepare_headers", prepare_headers)

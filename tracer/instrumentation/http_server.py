@@ -9,6 +9,7 @@ request on a keep-alive connection is visible to the next.
 from __future__ import annotations
 
 import contextvars
+import time
 import types
 from collections.abc import Callable
 from typing import Any
@@ -20,6 +21,29 @@ from tracer.propagation import joined
 from tracer.span import Span
 
 _SPAN = "_tracer_span"
+_time_ns = time.time_ns
+
+
+class _TimedWriter:
+    """The connection's ``wfile``, noting when each write starts (the span's SS, see Span).
+
+    Everything but ``write`` is the original writer's, so handlers see no difference.
+    """
+
+    __slots__ = ("_raw", "span")
+
+    def __init__(self, raw: Any) -> None:
+        self._raw = raw
+        self.span: Span | None = None
+
+    def write(self, data: Any) -> Any:
+        span = self.span
+        if span is not None:
+            span.sent_us = _time_ns() // 1000
+        return self._raw.write(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._raw, name)
 
 
 class HttpServerInstrumentation(Instrumentation):
@@ -75,6 +99,10 @@ class HttpServerInstrumentation(Instrumentation):
                     if span is not None:
                         instance.__dict__[_SPAN] = span
                         current.set(span)
+                        wfile = instance.wfile
+                        if type(wfile) is not _TimedWriter:
+                            wfile = instance.wfile = _TimedWriter(wfile)
+                        wfile.span = span
                 except Exception as exc:
                     safety.internal_error("http.server.start", exc)
             return ok

@@ -1,0 +1,274 @@
+"""One measurement of one variant, in its own process: ``python -m benchmarks.worker ROW VARIANT``.
+
+Rows measured in-process live here (spans, the two clients, memory); servers under load live in
+:mod:`benchmarks.servers`. The last line printed is ``RESULT {json}`` with the figure, the spans the
+sink received and the spans the variant should have produced.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import time
+import tracemalloc
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from typing import Any
+
+from benchmarks.common import (
+    CountingReporter,
+    OtelSetup,
+    Setup,
+    TracerSetup,
+    emit,
+    make_otel_exporter,
+    make_setup,
+    rss_bytes,
+)
+
+SPAN_NAME = "bench.op"
+
+
+def span_factory(setup: Setup) -> Callable[[], AbstractContextManager[Any]]:
+    """A zero-argument callable opening one span with one tag, the same work for each variant."""
+    if isinstance(setup, TracerSetup):
+        import tracer
+
+        span = tracer.span
+        return lambda: span(SPAN_NAME, component="bench")
+    if isinstance(setup, OtelSetup):
+        start = setup.provider.get_tracer("bench").start_as_current_span
+        attributes = {"component": "bench"}
+        return lambda: start(SPAN_NAME, attributes=attributes)
+    raise ValueError("spans need a traced variant")
+
+
+def chunks(total: int, size: int) -> Iterator[int]:
+    while total > 0:
+        yield min(size, total)
+        total -= size
+
+
+def bench_span(variant: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Span start + finish + enqueue, in chunks that fit the queue; flushing is not timed."""
+    setup = make_setup(variant)
+    new_span = span_factory(setup)
+    for _ in range(args.warmup):
+        with new_span():
+            pass
+    flushed = setup.flush()
+    wall = 0.0
+    cpu_start = time.process_time()
+    for size in chunks(args.count, args.chunk):
+        start = time.perf_counter()
+        for _ in range(size):
+            with new_span():
+                pass
+        wall += time.perf_counter() - start
+        flushed = setup.flush() and flushed
+    cpu = time.process_time() - cpu_start
+    result = {
+        "value": wall / args.count * 1e6,
+        "cpu_us": cpu / args.count * 1e6,
+        "spans": setup.delivered(),
+        "expected": args.count + args.warmup,
+        "flushed": flushed,
+        "stats": setup.stats(),
+        "notes": setup.notes,
+    }
+    setup.close()
+    return result
+
+
+def bench_requests(variant: str, args: argparse.Namespace) -> dict[str, Any]:
+    setup = make_setup(variant, ["requests"])
+    import requests
+
+    ok = 0
+    with requests.Session() as session:
+        for _ in range(args.warmup):
+            ok += session.get(args.url).status_code == 200
+        start = time.perf_counter()
+        for _ in range(args.count):
+            response = session.get(args.url)
+            ok += response.status_code == 200 and response.content == b"ok"
+        elapsed = time.perf_counter() - start
+    return client_result(setup, variant, args, elapsed, ok)
+
+
+def bench_aiohttp_client(variant: str, args: argparse.Namespace) -> dict[str, Any]:
+    setup = make_setup(variant, ["aiohttp-client"])
+    import aiohttp
+
+    async def run() -> tuple[float, int]:
+        ok = 0
+        # Created after set-up: both tracers hook the session as it is built.
+        async with aiohttp.ClientSession() as session:
+            for _ in range(args.warmup):
+                async with session.get(args.url) as response:
+                    ok += response.status == 200 and await response.read() == b"ok"
+            start = time.perf_counter()
+            for _ in range(args.count):
+                async with session.get(args.url) as response:
+                    ok += response.status == 200 and await response.read() == b"ok"
+            return time.perf_counter() - start, ok
+
+    elapsed, ok = asyncio.run(run())
+    return client_result(setup, variant, args, elapsed, ok)
+
+
+def client_result(
+    setup: Setup, variant: str, args: argparse.Namespace, elapsed: float, ok: int
+) -> dict[str, Any]:
+    calls = args.count + args.warmup
+    flushed = setup.flush()
+    result = {
+        "value": elapsed / args.count * 1e6,
+        "calls": calls,
+        "ok": ok,
+        "spans": setup.delivered(),
+        "expected": 0 if variant == "untraced" else calls,
+        "flushed": flushed,
+        "stats": setup.stats(),
+        "notes": setup.notes,
+    }
+    setup.close()
+    return result
+
+
+def bench_memory_queued(variant: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Bytes held per span while the sink does not drain: every span stays in memory."""
+    setup: TracerSetup | OtelSetup
+    sink: Any
+    if variant == "tracer":
+        sink = CountingReporter(mode="block")
+        setup = TracerSetup(sink)
+    elif variant == "otel":
+        sink = make_otel_exporter(mode="block")
+        setup = OtelSetup(exporter=sink)
+    else:
+        raise ValueError("memory rows need a traced variant")
+    new_span = span_factory(setup)
+    with new_span():  # first allocations (ids, caches) are not per-span costs
+        pass
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for _ in range(args.count):
+        with new_span():
+            pass
+    gc.collect()
+    at_creation = tracemalloc.get_traced_memory()[0] - before
+    held = settle(before, args.settle)
+    tracemalloc.stop()
+    stats = setup.stats()
+    sink.release()
+    flushed = setup.flush()
+    result = {
+        "value": held / args.count,
+        "at_creation": at_creation / args.count,
+        "spans": setup.delivered(),
+        "expected": args.count + 1,
+        "flushed": flushed,
+        "stats": stats,
+        "after": setup.stats(),
+        "notes": setup.notes,
+    }
+    setup.close()
+    return result
+
+
+def settle(before: int, limit: float) -> int:
+    """Traced bytes once the pipeline has done what it does with waiting spans (batching,
+    compressing): stable over three polls, or whatever it is after ``limit`` seconds."""
+    deadline = time.monotonic() + limit
+    last, stable = -1, 0
+    while time.monotonic() < deadline and stable < 3:
+        time.sleep(0.1)
+        gc.collect()
+        now = tracemalloc.get_traced_memory()[0] - before
+        stable = stable + 1 if last >= 0 and abs(now - last) <= max(1024, last // 100) else 0
+        last = now
+    return last if last >= 0 else tracemalloc.get_traced_memory()[0] - before
+
+
+def bench_memory_down(variant: str, args: argparse.Namespace) -> dict[str, Any]:
+    """RSS growth while every delivery fails, spans made at a steady rate for a bounded time."""
+    if variant != "tracer":
+        raise ValueError("the reporter-down row is measured for tracer only")
+    reporter = CountingReporter(mode="fail")
+    setup = TracerSetup(reporter)
+    new_span = span_factory(setup)
+    with new_span():
+        pass
+    gc.collect()
+    rss_before = rss_bytes()
+    peak = rss_before
+    created = 1
+    per_tick = max(1, int(args.rate * 0.01))
+    deadline = time.monotonic() + args.seconds
+    next_tick = time.monotonic()
+    while time.monotonic() < deadline and created < args.rate * args.seconds + 1:
+        for _ in range(per_tick):
+            with new_span():
+                pass
+        created += per_tick
+        next_tick += 0.01
+        peak = max(peak, rss_bytes())
+        pause = next_tick - time.monotonic()
+        if pause > 0:
+            time.sleep(pause)
+    rss_down = rss_bytes()
+    down_stats = setup.stats()
+    failed = reporter.failed_spans
+    reporter.release()
+    flushed = setup.flush(timeout=args.recover)
+    after = setup.stats()
+    # Spans the tracer gave up on (dropped) or set aside (spooled) while the reporter was down
+    # are accounted for by its own counters; every other span must reach the reporter.
+    lost = int(after.get("dropped", 0)) + int(after.get("spooled", 0))
+    result = {
+        "value": (max(peak, rss_down) - rss_before) / 1e6,
+        "rss_before_mb": rss_before / 1e6,
+        "created": created,
+        "counted_created": after.get("created", created),
+        "failed_deliveries": failed,
+        "spans": reporter.spans,
+        "expected": created - lost,
+        "flushed": flushed,
+        "stats": down_stats,
+        "after": after,
+        "notes": setup.notes,
+    }
+    setup.close()
+    return result
+
+
+ROWS: dict[str, Callable[[str, argparse.Namespace], dict[str, Any]]] = {
+    "span": bench_span,
+    "requests-client": bench_requests,
+    "aiohttp-client": bench_aiohttp_client,
+    "memory-queued": bench_memory_queued,
+    "memory-down": bench_memory_down,
+}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("row", choices=sorted(ROWS))
+    parser.add_argument("variant", choices=["untraced", "tracer", "otel"])
+    parser.add_argument("--count", type=int, default=1000)
+    parser.add_argument("--warmup", type=int, default=100)
+    parser.add_argument("--chunk", type=int, default=1000)
+    parser.add_argument("--url", default="")
+    parser.add_argument("--seconds", type=float, default=2.0)
+    parser.add_argument("--rate", type=float, default=5000.0)
+    parser.add_argument("--recover", type=float, default=20.0)
+    parser.add_argument("--settle", type=float, default=3.0)
+    args = parser.parse_args(argv)
+    emit(ROWS[args.row](args.variant, args))
+
+
+if __name__ == "__main__":
+    main()

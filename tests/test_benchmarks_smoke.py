@@ -1,0 +1,44 @@
+"""The benchmark command runs end to end in its tiny mode and prints every row.
+
+Rows or variants whose optional dependencies (OpenTelemetry, wrk) are missing say so in the table
+instead of failing, so this passes without the ``bench`` extra. Nothing here asserts a timing.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks.run import NOT_INSTALLED, ROWS
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_benchmarks(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--quiet", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+
+
+@pytest.mark.timeout(300)
+def test_quick_run_prints_every_row_and_exits_0() -> None:
+    out = run_benchmarks()
+    assert out.returncode == 0, out.stdout + out.stderr
+    for row in ROWS:
+        assert f"{row.number} {row.key}" in out.stdout
+    assert "FAILED" not in out.stdout
+
+
+@pytest.mark.timeout(120)
+def test_missing_optional_dependencies_are_skipped_not_failed() -> None:
+    out = run_benchmarks("--only", "span", "--without", "otel", "--without", "wrk")
+    assert out.returncode == 0, out.stdout + out.stderr
+    otel_line = next(line for line in out.stdout.splitlines() if " otel " in line)
+    assert NOT_INSTALLED in otel_line

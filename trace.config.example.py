@@ -1,0 +1,99 @@
+"""Example tracer configuration: copy to trace.config.py next to your entry point.
+
+tracer reads ./trace.config.py (or the file named by TRACE_CONFIG_PATH, or the path given to
+tracer.install(config_path=...)). Every module-level name is an option; imports, functions and
+classes are ignored, and any other unknown name is an error at install(). Environment variables
+(TRACE_APP_NAME, TRACE_REPORTER_TYPE, TRACE_REPORTER_CONFIG, TRACE_DISABLED, TRACE_SAMPLE_RATE)
+override the file, and keyword arguments to tracer.install() override both. Every value below is
+the default.
+"""
+
+import reporters
+
+# The service name in every span. Default: the name of the script that was started.
+app_name = "my-service"
+
+# Where finished spans go: reporters.stdout / memory / logstash / http .create(...), or any object
+# with send(data, callback). Default: reporters.stdout.create() (JSON lines; a tree on a terminal).
+reporter = reporters.stdout.create()
+
+# Requests whose header contains one of the strings ("*": any value) get no span at all.
+# Header names are case-insensitive. Example: {"user-agent": ["kube-probe"]}.
+ignore_headers = {}
+
+# Request paths that get no span at all, e.g. ["/healthz", "/internal/*"]: exact, or a prefix
+# when the entry ends with "*". An ignored request costs one check and produces nothing.
+ignore_paths = []
+
+# Outgoing calls to these hosts ("host" or "host:port") are not traced and get no headers.
+ignore_hosts = []
+
+# Add trace_id, span_id and request_id to every logging.LogRecord (None outside a request),
+# so a formatter can print them: "%(request_id)s %(message)s".
+log_correlation = False
+
+# Propagation formats, in the order they are read; all of them are injected. "trace" is the
+# original's request-id / x-span-id / x-parent / x-client-send / x-must-collect; "tracecontext"
+# is W3C traceparent / tracestate; "b3" injects the single b3 header and "b3multi" the X-B3-*
+# headers (both read both). A traceparent or b3 context decides the trace over a request-id,
+# whose value is kept as the request id.
+propagation = ["trace", "tracecontext", "b3"]
+
+# Head sampling: a fixed fraction (0..1) of new traces (TRACE_SAMPLE_RATE also sets it), or None
+# for the adaptive rate that keeps about `sample_size` traces per `collect_interval` seconds per
+# process, like the original. Services follow an inbound sampled flag.
+sample_rate = None
+sample_size = 60
+collect_interval = 120.0
+
+# Keep-on-error: an unsampled trace is kept after all when one of its spans in this process has a
+# status >= error_status (the original used 400), an exception, a network error, or lasted
+# longer than slow_threshold_ms (None: never too slow). The server then answers with
+# x-must-collect: 1 so its callers keep their side too. At most max_forced_per_second such
+# traces are kept per second per process (0: none).
+error_status = 500
+slow_threshold_ms = None
+max_forced_per_second = 100.0
+
+# Redaction. Authorization, Cookie, Set-Cookie, Proxy-Authorization and X-Api-Key are always
+# redacted; add more header names here. Values of the query keys sig, signature, token,
+# access_token, password, AWSAccessKeyId and X-Goog-Signature become REDACTED in recorded URLs;
+# add more keys here. URL credentials always become REDACTED:REDACTED@.
+redact_headers = []
+redact_query_keys = []
+
+# Record the request headers of server spans (redacted, at most 64, each cut to 512 characters)
+# in the tag "http.request_headers", as the original recorded all headers.
+record_headers = False
+
+# Which instrumentations to enable (None: all of "http.server", "requests", "aiohttp.client",
+# "aiohttp.server", "threads").
+instrument = None
+
+# Pipeline: spans per batch, seconds between batches, spans queued at most, seconds to wait for
+# a reporter's callback, seconds to flush at exit.
+batch_size = 200
+flush_interval = 1.0
+max_queue = 100_000
+send_timeout = 10.0
+exit_timeout = 5.0
+
+# Memory held by batches waiting for delivery (serialised, compressed); past it, the oldest
+# batches go to the spool. Retries: attempts per batch and the cap of the exponential backoff.
+max_queue_bytes = 64 * 1024 * 1024
+max_retries = 5
+max_backoff = 5.0
+
+# Disk spool (sqlite) for batches that could not be delivered: an outage, the memory cap, exit
+# before delivery. Replayed when the reporter works again, also by the next process of the same
+# service. Default path: $TRACE_SPOOL_DIR/<app_name>.sqlite, else
+# $XDG_CACHE_HOME/tracer/spool/<app_name>.sqlite, else ~/.cache/tracer/spool/<app_name>.sqlite.
+spool = True
+spool_path = None
+spool_max_bytes = 256 * 1024 * 1024
+
+# On SIGTERM, flush (or spool) before the handler that was there runs. Only from the main thread.
+handle_sigterm = True
+
+# Turn tracer off entirely (install() then does nothing).
+disabled = False
