@@ -85,14 +85,22 @@ def stats() -> dict[str, Any]:
     """Span counts: created, delivered, spooled, dropped (and by reason), pending."""
     rt = installer.runtime
     if rt is None:
-        return {
-            "created": 0,
-            "delivered": 0,
-            "spooled": 0,
-            "dropped": 0,
-            "dropped_by_reason": {},
-            "pending": 0,
-        }
+        return dict.fromkeys(
+            (
+                "created",
+                "delivered",
+                "spooled",
+                "dropped",
+                "pending",
+                "replayed",
+                "held_bytes",
+                "unsampled_dropped",
+                "forced_kept",
+                "forced_rate_limited",
+                "inbound_invalid",
+            ),
+            0,
+        ) | {"dropped_by_reason": {}, "inbound_invalid_by_header": {}, "sample_probability": 1.0}
     return rt.stats()
 
 
@@ -107,7 +115,7 @@ class span:
 
     __slots__ = ("_span", "_token", "name", "tags")
 
-    def __init__(self, name: str, **tags: Any) -> None:
+    def __init__(self, name: str, /, **tags: Any) -> None:
         self.name = name
         self.tags = tags
         self._span: Span | None = None

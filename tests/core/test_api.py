@@ -164,3 +164,12 @@ def test_suppressed_io_is_not_traced(memory: MemoryReporter, server: Server) -> 
     with suppressed():
         response = requests.get(f"{server.url}/quiet", timeout=10)
     assert "request-id" not in response.json()["headers"]
+
+
+def test_span_tags_may_use_any_name(memory: MemoryReporter) -> None:
+    with tracer.span("lookup", name="ann", tags=1, self=2):
+        pass
+    tracer.flush()
+    (span,) = memory.spans
+    assert span["name"] == "lookup"
+    assert span["tags"] == {"name": "ann", "tags": 1, "self": 2}

@@ -91,8 +91,8 @@ class AiohttpClientInstrumentation(Instrumentation):
             try:
                 exc: Any = params.exception
                 if isinstance(exc, network_errors):
+                    # The collector marks the trace must_collect (within its rate limit).
                     span.record_network_error(exc)
-                    span.local.must_collect = True
                 elif type(exc) is response_error:
                     # raise_for_status: an answer arrived; its status is what to record.
                     span.status_code = getattr(exc, "status", 0) or None
