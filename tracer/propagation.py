@@ -27,7 +27,7 @@ bytes cannot reach an outgoing header, a log line or a reporter.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, MutableMapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qs
 
@@ -131,6 +131,22 @@ def header_getter(headers: Any) -> Getter:
         return joined(get_all)
     get: Getter = headers.get
     return get
+
+
+def header_map(items: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """Request headers as one dict: lowercase names, repeated headers joined with ``,``.
+
+    Built once per request, it turns the dozen header lookups of extraction into dict lookups,
+    and lets :meth:`Propagator.extract_map` see at once that no trace header came at all.
+    """
+    out: dict[str, str] = {}
+    for name, value in items:
+        name = name.lower()
+        if name in out:
+            out[name] = f"{out[name]},{value}"
+        else:
+            out[name] = value
+    return out
 
 
 # -- validation helpers ------------------------------------------------------------------------
@@ -450,6 +466,16 @@ FORMATS: dict[str, Format] = {
 DEFAULT = ("trace", "tracecontext", "b3")
 
 
+# The headers each format reads (both b3 formats read the same ones).
+_B3_READS = ("b3", "x-b3-traceid", "x-b3-spanid", "x-b3-sampled", "x-b3-flags")
+READS: dict[str, tuple[str, ...]] = {
+    "trace": ("request-id", "x-span-id", "x-parent", "x-client-send", "x-must-collect"),
+    "tracecontext": ("traceparent", "tracestate"),
+    "b3": _B3_READS,
+    "b3multi": _B3_READS,
+}
+
+
 class Propagator:
     """Reads and writes the configured formats, in order."""
 
@@ -467,6 +493,13 @@ class Propagator:
                 continue
             readers.append(fmt)
         self.readers = tuple(readers)
+        # Every header some reader looks at: a request with none of them starts a plain root.
+        # A format registered without its READS entry disables the shortcut.
+        self.header_names: frozenset[str] | None = None
+        if all(reader.name in READS for reader in self.readers):
+            self.header_names = frozenset(
+                name for reader in self.readers for name in READS[reader.name]
+            )
 
     def extract(self, get: Getter, query: str | None = None) -> Inbound | None:
         """The inbound context, or None when the request starts a new trace as a plain root."""
@@ -490,6 +523,14 @@ class Propagator:
         if inbound.request_id is None:
             inbound.request_id = inbound.trace_id
         return inbound
+
+    def extract_map(self, headers: Mapping[str, str], query: str | None = None) -> Inbound | None:
+        """:meth:`extract` over a :func:`header_map`, with one set check when nothing came."""
+        names = self.header_names
+        if names is not None and names.isdisjoint(headers):
+            if not (query and "requestId=" in query):
+                return None
+        return self.extract(headers.get, query)
 
     def inject(self, span: Span, service: str, headers: MutableMapping[str, str]) -> None:
         """Write every configured format's headers for a call made by ``span``."""

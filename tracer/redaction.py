@@ -250,7 +250,9 @@ def bounded_error(error: dict[str, Any]) -> dict[str, Any]:
         if key == "stack" and isinstance(value, str):
             out[key] = safe_text(value[-MAX_STACK:], MAX_STACK)
         elif key == "message" and isinstance(value, str):
-            out[key] = safe_text(value, MAX_MESSAGE)
+            # One line, control characters escaped: a message can quote inbound bytes (a
+            # parser's error names the header it refused).
+            out[key] = clean_text(safe_text(value, MAX_MESSAGE), MAX_MESSAGE)
         else:
             out[str(key)[:64]] = _bounded(value, [MAX_MESSAGE], 0)
     return out

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import socket
 from collections import Counter
-from collections.abc import Callable, Iterable, MutableMapping
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -90,13 +90,19 @@ class Runtime:
         get: Getter,
         scheme: str = "http",
         headers: Callable[[], Iterable[tuple[str, str]]] | None = None,
+        header_map: Mapping[str, str] | None = None,
     ) -> Span | None:
         """Start the server span of an inbound request (SR), or None when it is ignored.
 
         ``get(name)`` returns a request header (lowercase name) or None; joining repeated headers
         with ``,`` (:func:`tracer.propagation.joined`) lets duplicated trace headers be refused.
         ``headers()`` returns all request headers; it is called only when ``record_headers`` is on.
+        ``header_map`` (from :func:`tracer.propagation.header_map`), when given, is used for all
+        of that instead, and lets a request without trace headers skip extraction altogether.
         """
+        if header_map is not None:
+            get = header_map.get
+            headers = header_map.items
         path, query = split_path(target)
         absolute = None
         if path[:1] != "/" and "://" in path:
@@ -113,7 +119,10 @@ class Runtime:
             return None
         method = clean_method(method)
         name = f"{method} {path}"
-        inbound = self.propagator.extract(get, query)
+        if header_map is not None:
+            inbound = self.propagator.extract_map(header_map, query)
+        else:
+            inbound = self.propagator.extract(get, query)
         if inbound is None:
             tid = ids.new_trace_id()
             span = Span(SERVER, name, tid, tid, None, LocalTrace(self.sampler.decide(tid)), True)

@@ -269,7 +269,7 @@ def test_uninstall_restores_the_original_objects() -> None:
     application = web.Application
     handle_request = web_protocol.RequestHandler.__dict__["_handle_request"]
     prepare_headers = web_response.StreamResponse.__dict__["_prepare_headers"]
-    write_eof = web_response.StreamResponse.__dict__["write_eof"]
+    handle_error = web_protocol.RequestHandler.__dict__["handle_error"]
     tracer.install(app_name="s", reporter=reporters.create("memory"))
     assert web_protocol.RequestHandler.__dict__["_handle_request"] is not handle_request
     assert web_response.StreamResponse.__dict__["_prepare_headers"] is not prepare_headers
@@ -277,7 +277,7 @@ def test_uninstall_restores_the_original_objects() -> None:
     tracer.uninstall()
     assert web_protocol.RequestHandler.__dict__["_handle_request"] is handle_request
     assert web_response.StreamResponse.__dict__["_prepare_headers"] is prepare_headers
-    assert web_response.StreamResponse.__dict__["write_eof"] is write_eof
+    assert web_protocol.RequestHandler.__dict__["handle_error"] is handle_error
     assert web.Application is application
 
 

@@ -9,11 +9,14 @@ stays the very same class.
 
 * SR is taken when the request task starts; the span is current while the handler runs, so
   tasks the handler creates (``create_task``, ``gather``) are its children.
-* SS is taken when ``_handle_request`` returns: the response was prepared and ``write_eof`` ran,
-  so a streamed body is complete. A WebSocket handler returns when the socket closes.
-* The handler is called through a thin wrapper that records an exception and re-raises it
-  unchanged, so aiohttp answers exactly as it would (the ``HTTPException``'s own status, 500 for
-  other errors, 504 for a timeout); the span takes the status that was sent.
+* The span ends when ``_handle_request`` returns: the response was prepared and ``write_eof`` ran,
+  so a streamed body is complete; a WebSocket handler returns when the socket closes. SS is the
+  moment the headers of a ``web.Response`` (whose body leaves with them) are prepared, so that
+  the caller's CR can never precede it; for a streamed response it is the span's end.
+* An exception other than ``HTTPException`` reaches ``RequestHandler.handle_error``, which
+  aiohttp calls only then: the span records it there, aiohttp answers exactly as it would
+  (500, or 504 for a timeout), and the span takes the status that was sent. Requests that
+  succeed pay nothing for this.
 * The response headers (``x-parent``, ...) are added in ``StreamResponse._prepare_headers``, the
   step every response (plain, streamed, file, WebSocket, error page) takes before its headers are
   written.
@@ -21,22 +24,21 @@ stays the very same class.
 
 from __future__ import annotations
 
+import sys
 import time
 import types
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
 
 from tracer import safety
 from tracer.context import current
 from tracer.instrumentation.base import Instrumentation
-from tracer.propagation import header_getter
+from tracer.propagation import header_map
 from tracer.span import Span
 
 # The server span of the request this task serves (``current`` may hold a child span).
 _serving: ContextVar[Span | None] = ContextVar("tracer.aiohttp_server_span", default=None)
-
-Handler = Callable[[Any], Awaitable[Any]]
 
 
 def _route_name(span: Span, request: Any) -> None:
@@ -57,31 +59,10 @@ class AiohttpServerInstrumentation(Instrumentation):
 
     def _install(self, module: types.ModuleType) -> None:
         from aiohttp import web_protocol, web_response
-        from aiohttp.web_exceptions import HTTPException
 
         runtime = self.runtime
         assert runtime is not None
-
-        def traced_handler(handler: Handler, span: Span) -> Handler:
-            async def call(request: Any) -> Any:
-                try:
-                    return await handler(request)
-                except HTTPException:
-                    # A response by other means: aiohttp sends it, the span records its status.
-                    raise
-                except BaseException as exc:
-                    try:
-                        span.record_exception(exc)
-                    except Exception as inner:
-                        safety.internal_error("aiohttp.server.error", inner)
-                    raise
-                finally:
-                    try:
-                        _route_name(span, request)
-                    except Exception as inner:
-                        safety.internal_error("aiohttp.server.route", inner)
-
-            return call
+        plain_response = web_response.Response
 
         async def serve(
             wrapped: Callable[..., Any], args: tuple[Any, ...], kw: dict[str, Any]
@@ -89,23 +70,14 @@ class AiohttpServerInstrumentation(Instrumentation):
             request = args[0] if args else kw["request"]
             span = None
             try:
-                headers = request.headers
+                hmap = header_map(request.headers.items())
                 span = runtime.server_span(
-                    request.method,
-                    request.raw_path,
-                    # Repeated headers joined, so that two traceparents are refused, not picked.
-                    header_getter(headers),
-                    request.scheme,
-                    headers.items,
+                    request.method, request.raw_path, hmap.get, request.scheme, header_map=hmap
                 )
             except Exception as exc:
                 safety.internal_error("aiohttp.server.start", exc)
             if span is None:
                 return await wrapped(*args, **kw)
-            if len(args) >= 3:
-                args = (*args[:2], traced_handler(args[2], span), *args[3:])
-            elif "request_handler" in kw:
-                kw = dict(kw, request_handler=traced_handler(kw["request_handler"], span))
             # This runs in the request's own task, so these values end with it; the tokens
             # put the task's context back as it was all the same.
             span_token = current.set(span)
@@ -117,6 +89,7 @@ class AiohttpServerInstrumentation(Instrumentation):
                     # E.g. the client went away, or the error page could not be sent.
                     if span.error is None:
                         span.record_exception(exc)
+                    _route_name(span, request)
                     span.finish()
                 except Exception as inner:
                     safety.internal_error("aiohttp.server.finish", inner)
@@ -125,6 +98,7 @@ class AiohttpServerInstrumentation(Instrumentation):
                 _serving.reset(serving_token)
                 current.reset(span_token)
             try:
+                _route_name(span, request)
                 if span.status_code is None:
                     response = result[0] if isinstance(result, tuple) else result
                     span.status_code = int(response.status)
@@ -139,6 +113,24 @@ class AiohttpServerInstrumentation(Instrumentation):
             # Called in the connection's task; the coroutine returned runs in the request's task.
             return serve(wrapped, args, kw)
 
+        def handle_error(
+            wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kw: dict[str, Any]
+        ) -> Any:
+            # aiohttp calls this, and only this, when a handler raised something other than an
+            # HTTPException (a 504 for a timeout, else a 500), while the exception is handled:
+            # so errors cost nothing on requests that succeed.
+            span = _serving.get()
+            if span is not None and span.error is None:
+                try:
+                    exc = args[2] if len(args) > 2 else kw.get("exc")
+                    if exc is None:
+                        exc = sys.exc_info()[1]
+                    if exc is not None:
+                        span.record_exception(exc)
+                except Exception as inner:
+                    safety.internal_error("aiohttp.server.error", inner)
+            return wrapped(*args, **kw)
+
         def prepare_headers(
             wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kw: dict[str, Any]
         ) -> Any:
@@ -149,19 +141,14 @@ class AiohttpServerInstrumentation(Instrumentation):
                     headers = instance.headers
                     for name, value in runtime.response_headers(span):
                         headers[name] = value
+                    if type(instance) is plain_response:
+                        # Its whole body goes out with these headers: that is SS (Span.sent_us).
+                        # A streamed response's SS is when its handler is done writing.
+                        span.sent_us = time.time_ns() // 1000
                 except Exception as exc:
                     safety.internal_error("aiohttp.server.headers", exc)
             return wrapped(*args, **kw)
 
-        async def write_eof(
-            wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kw: dict[str, Any]
-        ) -> Any:
-            # The last of the response leaves now: that is SS (see Span.sent_us).
-            span = _serving.get()
-            if span is not None and not getattr(instance, "_eof_sent", False):
-                span.sent_us = time.time_ns() // 1000
-            return await wrapped(*args, **kw)
-
         self.wrap(web_protocol.RequestHandler, "_handle_request", handle_request)
-        self.wrap(web_response.StreamResponse, "write_eof", write_eof)
+        self.wrap(web_protocol.RequestHandler, "handle_error", handle_error)
         self.wrap(web_response.StreamResponse, "_prepare_headers", prepare_headers)

@@ -17,7 +17,7 @@ from typing import Any
 from tracer import safety
 from tracer.context import current
 from tracer.instrumentation.base import Instrumentation
-from tracer.propagation import joined
+from tracer.propagation import header_map
 from tracer.span import Span
 
 _SPAN = "_tracer_span"
@@ -89,12 +89,11 @@ class HttpServerInstrumentation(Instrumentation):
             if ok:
                 try:
                     headers = instance.headers
+                    # The parsed (name, value) pairs as received; items() would re-parse each.
+                    raw = getattr(headers, "_headers", None)
+                    hmap = header_map(raw if isinstance(raw, list) else headers.items())
                     span = runtime.server_span(
-                        instance.command,
-                        instance.path,
-                        joined(headers.get_all),
-                        "http",
-                        headers.items,
+                        instance.command, instance.path, hmap.get, "http", header_map=hmap
                     )
                     if span is not None:
                         instance.__dict__[_SPAN] = span
