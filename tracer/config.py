@@ -47,7 +47,7 @@ class Config:
     redact_query_keys: tuple[str, ...] = ()
     record_headers: bool = False
     instrument: tuple[str, ...] | None = None
-    batch_size: int = 200
+    batch_size: int = 1000
     flush_interval: float = 1.0
     max_queue: int = 100_000
     send_timeout: float = 10.0

@@ -67,6 +67,9 @@ def clean_text(value: str, limit: int) -> str:
     surrogates replaced, so it is safe in a log line and encodes as UTF-8."""
     if len(value) > limit:
         value = value[:limit]
+    if value.isascii() and value.isprintable():
+        # The usual case, settled in C: printable ASCII has no control character to escape.
+        return value
     if _CONTROL.search(value):
         value = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", value)
     if not value.isascii() and _SURROGATE.search(value):

@@ -74,9 +74,13 @@ class Sampler:
 
     def decide(self, trace_id: str | None = None) -> bool:
         """Sample the trace ``trace_id`` (a 32-hex id), decided here rather than upstream?"""
+        fixed = self.fixed
+        if fixed is not None:
+            if fixed >= 1.0:
+                return True
+            point = _rng.random() if trace_id is None else sample_point(trace_id)
+            return point < fixed
         point = _rng.random() if trace_id is None else sample_point(trace_id)
-        if self.fixed is not None:
-            return point < self.fixed
         # Counted without a lock: a lost increment under contention only nudges the estimate.
         self._count += 1
         if self.clock() >= self._next:

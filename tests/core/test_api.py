@@ -13,7 +13,7 @@ import reporters
 import tracer
 from reporters.memory import MemoryReporter
 from tests.conftest import Server
-from tracer.patching import TracerWrapper
+from tracer.patching import is_ours
 
 PATCHED = {
     (http.server.BaseHTTPRequestHandler, "handle_one_request"),
@@ -43,7 +43,7 @@ def test_uninstall_restores_the_very_same_objects() -> None:
     originals = {(owner, name): owner.__dict__[name] for owner, name in PATCHED}
     tracer.install(app_name="x", reporter=reporters.create("memory"))
     for owner, name in PATCHED:
-        assert isinstance(owner.__dict__[name], TracerWrapper), name
+        assert is_ours(owner.__dict__[name]), name
     tracer.uninstall()
     for (owner, name), original in originals.items():
         assert owner.__dict__[name] is original, name
@@ -61,7 +61,7 @@ def test_install_twice_changes_nothing() -> None:
     assert installer.runtime is not None and installer.runtime.service == "one"
     tracer.uninstall()
     tracer.uninstall()
-    assert not isinstance(requests.Session.__dict__["send"], TracerWrapper)
+    assert not is_ours(requests.Session.__dict__["send"])
 
 
 def test_reinstall_after_uninstall_traces_again(server: Server) -> None:

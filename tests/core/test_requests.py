@@ -113,10 +113,10 @@ def test_imported_after_install_is_patched() -> None:
         "assert 'requests' not in sys.modules\n"
         "tracer.install(app_name='late', reporter=reporters.create('memory'))\n"
         "import requests\n"
-        "from tracer.patching import TracerWrapper\n"
-        "assert isinstance(requests.Session.__dict__['send'], TracerWrapper)\n"
+        "from tracer.patching import is_ours\n"
+        "assert is_ours(requests.Session.__dict__['send'])\n"
         "tracer.uninstall()\n"
-        "assert not isinstance(requests.Session.__dict__['send'], TracerWrapper)\n"
+        "assert not is_ours(requests.Session.__dict__['send'])\n"
         "print('ok')\n"
     )
     out = subprocess.run(
