@@ -199,7 +199,9 @@ class OtelSetup(Setup):
 
     name = "otel"
 
-    def __init__(self, instrument: Sequence[str] = (), exporter: Any = None) -> None:
+    def __init__(
+        self, instrument: Sequence[str] = (), exporter: Any = None, max_queue: int | None = None
+    ) -> None:
         super().__init__()
         import importlib
 
@@ -208,7 +210,9 @@ class OtelSetup(Setup):
 
         self.exporter = exporter if exporter is not None else make_otel_exporter()
         self.provider = TracerProvider()
-        self.provider.add_span_processor(BatchSpanProcessor(self.exporter))
+        # The memory row queues more spans than the default 2,048 and must not see them dropped.
+        queue = {} if max_queue is None else {"max_queue_size": max_queue}
+        self.provider.add_span_processor(BatchSpanProcessor(self.exporter, **queue))
         self._instrumentors: list[Any] = []
         for what in instrument:
             module_name, class_name = OTEL_INSTRUMENTORS[what]
