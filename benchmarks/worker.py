@@ -146,7 +146,7 @@ def bench_memory_queued(variant: str, args: argparse.Namespace) -> dict[str, Any
         setup = TracerSetup(sink)
     elif variant == "otel":
         sink = make_otel_exporter(mode="block")
-        setup = OtelSetup(exporter=sink, max_queue=args.count + 10)
+        setup = OtelSetup(exporter=sink, max_queue=max(args.count + 10, 2048))
     else:
         raise ValueError("memory rows need a traced variant")
     new_span = span_factory(setup)
