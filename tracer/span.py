@@ -59,7 +59,6 @@ class Span:
         "annotations",
         "duration_us",
         "error",
-        "events",
         "is_local_root",
         "kind",
         "local",
@@ -101,15 +100,10 @@ class Span:
         self.local = local
         self.is_local_root = is_local_root
         self.span_id = ids.new_span_id()
-        start = _time_ns() // 1000
-        self.start_us = start
+        # SR (server) or CS (client) is the start; SS or CR the end: the events are derived
+        # from the two times when the record is built, not kept in a list per span.
+        self.start_us = _time_ns() // 1000
         self.duration_us = 0
-        if kind == SERVER:
-            self.events: list[tuple[str, int]] = [("sr", start)]
-        elif kind == CLIENT:
-            self.events = [("cs", start)]
-        else:
-            self.events = []
         self.method: str | None = None
         self.url: str | None = None
         self.path: str | None = None
@@ -180,16 +174,28 @@ class Span:
             return
         self._done = True
         end = _time_ns() // 1000
-        if self.kind == SERVER:
-            if self.start_us <= self.sent_us < end:
-                end = self.sent_us
-            self.events.append(("ss", end))
-        elif self.kind == CLIENT:
-            self.events.append(("cr", end))
+        if self.kind == SERVER and self.start_us <= self.sent_us < end:
+            end = self.sent_us
         self.duration_us = end - self.start_us
         Span.sink(self)
 
     # -- output --------------------------------------------------------------------------------
+
+    def events(self) -> list[dict[str, Any]]:
+        """Dapper's events: sr/ss for a server span, cs/cr for a client span (the end once
+        finished), none for an internal span."""
+        kind = self.kind
+        if kind == SERVER:
+            first, last = "sr", "ss"
+        elif kind == CLIENT:
+            first, last = "cs", "cr"
+        else:
+            return []
+        start = self.start_us
+        out = [{"type": first, "time_us": start}]
+        if self._done:
+            out.append({"type": last, "time_us": start + self.duration_us})
+        return out
 
     def to_record(self, service: str, host: str, pid: int) -> dict[str, Any]:
         """The span record of ARCHITECTURE.md, a JSON-serialisable dict."""
@@ -213,7 +219,7 @@ class Span:
             "pid": pid,
             "start_us": self.start_us,
             "duration_us": self.duration_us,
-            "events": [{"type": t, "time_us": us} for t, us in self.events],
+            "events": self.events(),
             "http": http,
             "error": None if self.error is None else bounded_error(self.error),
             "annotations": bounded(self.annotations, MAX_ANNOTATIONS) if self.annotations else [],

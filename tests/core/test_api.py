@@ -18,7 +18,6 @@ from tracer.patching import is_ours
 PATCHED = {
     (http.server.BaseHTTPRequestHandler, "handle_one_request"),
     (http.server.BaseHTTPRequestHandler, "parse_request"),
-    (http.server.BaseHTTPRequestHandler, "send_response_only"),
     (http.server.BaseHTTPRequestHandler, "end_headers"),
     (requests.Session, "send"),
 }

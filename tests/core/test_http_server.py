@@ -209,3 +209,29 @@ def test_threads_serving_concurrently_keep_their_own_ids(
     for t in threads:
         t.join()
     assert results == {i: f"thread-{i}" for i in range(20)}
+
+
+def test_expect_100_continue_keeps_the_final_status(memory: MemoryReporter, server: Server) -> None:
+    import socket
+
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(
+            b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n"
+            b"Expect: 100-continue\r\nConnection: close\r\n\r\n"
+        )
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+            if b"\r\n\r\n" in received:
+                sock.sendall(b"data")
+                break
+        while chunk := sock.recv(65536):
+            received += chunk
+    interim, _, final = received.partition(b"\r\n\r\n")
+    assert interim.startswith(b"HTTP/1.1 100")
+    assert b"x-parent" not in interim.lower()
+    assert final.startswith(b"HTTP/1.1 200")
+    assert final.lower().count(b"x-parent:") == 1
+    memory.wait_for(1)
+    (span,) = memory.find(kind="server")
+    assert span["http"]["status_code"] == 200

@@ -1,9 +1,11 @@
 """http.server: a server span (SR/SS) for every request of any BaseHTTPRequestHandler.
 
-SR is taken when ``parse_request`` has read the request line and headers; SS when
-``handle_one_request`` returns, that is once the handler wrote its response and the output was
-flushed. Each request runs in a copy of the connection's context, so nothing set while serving one
-request on a keep-alive connection is visible to the next.
+SR is taken when ``parse_request`` has read the request line and headers. The span ends when
+``handle_one_request`` returns, once the handler wrote its response and the output was flushed;
+SS is when the last write of the response began (see ``_TimedWriter``), so that the caller's CR
+can never precede it. The status and tracer's response headers are handled in ``end_headers``.
+Each request runs in a copy of the connection's context, so nothing set while serving one request
+on a keep-alive connection is visible to the next.
 """
 
 from __future__ import annotations
@@ -106,31 +108,28 @@ class HttpServerInstrumentation(Instrumentation):
                     safety.internal_error("http.server.start", exc)
             return ok
 
-        def send_response_only(
+        def end_headers(
             wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kw: dict[str, Any]
         ) -> Any:
             span: Span | None = instance.__dict__.get(_SPAN)
             if span is not None:
                 try:
-                    code: Any = args[0] if args else kw.get("code")
-                    span.status_code = int(code)
-                except Exception as exc:
-                    safety.internal_error("http.server.status", exc)
-            return wrapped(*args, **kw)
-
-        def end_headers(
-            wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kw: dict[str, Any]
-        ) -> Any:
-            span: Span | None = instance.__dict__.get(_SPAN)
-            if span is not None and getattr(instance, "request_version", "") != "HTTP/0.9":
-                try:
-                    for name, value in runtime.response_headers(span):
-                        instance.send_header(name, value)
+                    # The status line is the first line buffered by send_response(); reading the
+                    # status there spares a patch of send_response_only on every request.
+                    buffer = getattr(instance, "_headers_buffer", None)
+                    if buffer:
+                        code = int(buffer[0].split(None, 2)[1])
+                        if code >= 200:  # not on a "100 Continue"
+                            span.status_code = code
+                            lines = "".join(
+                                f"{name}: {value}\r\n"
+                                for name, value in runtime.response_headers(span)
+                            )
+                            buffer.append(lines.encode("latin-1"))
                 except Exception as exc:
                     safety.internal_error("http.server.headers", exc)
             return wrapped(*args, **kw)
 
         self.wrap(handler, "handle_one_request", handle_one_request)
         self.wrap(handler, "parse_request", parse_request)
-        self.wrap(handler, "send_response_only", send_response_only)
         self.wrap(handler, "end_headers", end_headers)
