@@ -15,6 +15,8 @@ calls them when present. This module never imports ``tracer``: only plain dicts 
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
@@ -44,3 +46,39 @@ class DeliveryError(Exception):
         super().__init__(message)
         self.retryable = retryable
         self.retry_after = retry_after
+
+
+class ConnectionReporter:
+    """What the network reporters share: one connection, a lock that survives ``os.fork()``,
+    and ``flush``/``close``. A subclass writes ``_drop_connection()``."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+        self._closed = False
+
+    def flush(self, timeout: float) -> bool:
+        """Nothing is buffered here: ``send`` returns only once the batch left, so this is True."""
+        return True
+
+    def close(self) -> None:
+        """Close the connection; later sends fail with a retryable ``DeliveryError``."""
+        with self._locked():
+            self._closed = True
+            self._drop_connection()
+
+    def _locked(self) -> threading.Lock:
+        """This process's lock; in a forked child, also forget the parent's connection."""
+        pid = os.getpid()
+        if pid != self._pid:
+            # The parent may have been inside send() on another thread at the fork, which leaves
+            # the child's copy of the lock held forever. The connection is the parent's: writing
+            # to it from here would interleave with the parent's traffic. Closing the child's
+            # copy of the descriptor sends nothing while the parent keeps its own.
+            self._lock = threading.Lock()
+            self._pid = pid
+            self._drop_connection()
+        return self._lock
+
+    def _drop_connection(self) -> None:
+        raise NotImplementedError

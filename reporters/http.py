@@ -26,12 +26,11 @@ import http.client
 import os
 import socket
 import ssl
-import threading
 import time
 import urllib.parse
 from collections.abc import Mapping
 
-from reporters.base import Batch, Callback, DeliveryError
+from reporters.base import Batch, Callback, ConnectionReporter, DeliveryError
 from reporters.logstash import encode_json
 
 __all__ = ["RETRYABLE_STATUSES", "HttpReporter", "create", "parse_retry_after"]
@@ -69,7 +68,7 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return max(0.0, moment.timestamp() - current)
 
 
-class HttpReporter:
+class HttpReporter(ConnectionReporter):
     """POSTs batches to one URL; build one with :func:`create`.
 
     ``send`` is meant to be called from one thread at a time (the pipeline's worker); ``close``
@@ -99,10 +98,8 @@ class HttpReporter:
         self._target = target
         self._headers = headers
         self._ssl_context = ssl_context
-        self._lock = threading.Lock()
-        self._pid = os.getpid()
+        super().__init__()
         self._conn: http.client.HTTPConnection | None = None
-        self._closed = False
 
     def __repr__(self) -> str:
         return f"<HttpReporter {self.url}>"
@@ -131,28 +128,6 @@ class HttpReporter:
                 retryable=False,
             )
         callback(error)
-
-    def flush(self, timeout: float) -> bool:
-        """Nothing is buffered here: ``send`` returns only after the answer, so this is True."""
-        return True
-
-    def close(self) -> None:
-        """Close the connection; later sends fail with a retryable ``DeliveryError``."""
-        with self._locked():
-            self._closed = True
-            self._drop_connection()
-
-    def _locked(self) -> threading.Lock:
-        """This process's lock; in a forked child, also forget the parent's connection."""
-        pid = os.getpid()
-        if pid != self._pid:
-            # The parent may have been inside send() on another thread at the fork, which leaves
-            # the child's copy of the lock held forever; and a keep-alive (or TLS) connection
-            # cannot be shared by two processes. Closing the child's copy sends nothing.
-            self._lock = threading.Lock()
-            self._pid = pid
-            self._drop_connection()
-        return self._lock
 
     def _post(self, body: bytes, headers: dict[str, str]) -> DeliveryError | None:
         reused = self._conn is not None

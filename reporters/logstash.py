@@ -31,12 +31,11 @@ import math
 import os
 import socket
 import ssl
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
-from reporters.base import Batch, Callback, DeliveryError
+from reporters.base import Batch, Callback, ConnectionReporter, DeliveryError
 
 __all__ = [
     "DEFAULT_MAX_DATAGRAM_BYTES",
@@ -158,7 +157,7 @@ def iter_records(data: Batch) -> Iterator[dict[str, Any]]:
         yield record
 
 
-class LogstashReporter:
+class LogstashReporter(ConnectionReporter):
     """Sends batches to Logstash; build one with :func:`create`.
 
     ``send`` is meant to be called from one thread at a time (the pipeline's worker); ``flush``
@@ -186,12 +185,10 @@ class LogstashReporter:
         self.dropped_oversize = 0
         self._ssl_context = ssl_context
         self._server_hostname = server_hostname or host
-        self._lock = threading.Lock()
-        self._pid = os.getpid()
+        super().__init__()
         self._sock: socket.socket | None = None
         self._udp_addr: tuple[Any, ...] | None = None
         self._udp_family = socket.AF_INET
-        self._closed = False
 
     def __repr__(self) -> str:
         tls = "+tls" if self._ssl_context is not None else ""
@@ -226,42 +223,19 @@ class LogstashReporter:
             )
         callback(error)
 
-    def flush(self, timeout: float) -> bool:
-        """Nothing is buffered here: ``send`` returns only after the write, so this is True."""
-        return True
-
-    def close(self) -> None:
-        """Close the connection; later sends fail with a retryable ``DeliveryError``."""
-        with self._locked():
-            self._closed = True
-            self._drop_socket()
-
-    def _locked(self) -> threading.Lock:
-        """This process's lock; in a forked child, also forget the parent's connection."""
-        pid = os.getpid()
-        if pid != self._pid:
-            # The parent may have been inside send() on another thread at the fork, which leaves
-            # the child's copy of the lock held forever. The connection is the parent's stream:
-            # writing to it from here would interleave with the parent's lines. Closing the
-            # child's copy of the descriptor sends nothing while the parent keeps its own.
-            self._lock = threading.Lock()
-            self._pid = pid
-            self._drop_socket()
-        return self._lock
-
     # TCP -----------------------------------------------------------------------------------
 
     def _send_tcp(self, payload: bytes) -> DeliveryError | None:
         reused = self._sock is not None and not self._peer_closed(self._sock)
         if not reused:
-            self._drop_socket()
+            self._drop_connection()
         try:
             if self._sock is None:
                 self._sock = self._connect()
             self._sock.sendall(payload)
             return None
         except OSError as exc:
-            self._drop_socket()
+            self._drop_connection()
             if not reused:
                 return self._error("send to", exc)
         # A reused connection can die between the check and the write; one fresh connection
@@ -271,7 +245,7 @@ class LogstashReporter:
             self._sock.sendall(payload)
             return None
         except OSError as exc:
-            self._drop_socket()
+            self._drop_connection()
             return self._error("send to", exc)
 
     def _connect(self) -> socket.socket:
@@ -318,7 +292,7 @@ class LogstashReporter:
                 sent += 1
         except OSError as exc:
             # Resolve the address again next time: the host may have moved.
-            self._drop_socket()
+            self._drop_connection()
             self.dropped_oversize += oversize
             return self._error("send datagram to", exc)
         self.dropped_oversize += oversize
@@ -341,7 +315,7 @@ class LogstashReporter:
 
     # Shared --------------------------------------------------------------------------------
 
-    def _drop_socket(self) -> None:
+    def _drop_connection(self) -> None:
         sock, self._sock, self._udp_addr = self._sock, None, None
         if sock is not None:
             try:
