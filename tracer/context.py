@@ -43,8 +43,3 @@ def suppressed() -> Iterator[None]:
         yield
     finally:
         suppress.reset(token)
-
-
-def is_suppressed() -> bool:
-    """True inside :func:`suppressed`."""
-    return suppress.get()

@@ -1,7 +1,7 @@
 """Patch targets as data: wrap and unwrap attributes, keeping the originals in one registry.
 
 Every wrapper we install is recognisable by :func:`is_ours`, so patching twice is impossible, and
-``unwrap_all()`` puts back the very same object that was there (tests assert ``is``).
+``unwrap()`` puts back the very same object that was there (tests assert ``is``).
 
 A plain function defined on a class (the common case: ``Session.send``, aiohttp's request
 handling, http.server's handler methods) is replaced by a plain function that calls our wrapper.
@@ -76,18 +76,3 @@ def unwrap(owner: Any, attribute: str) -> None:
         raw = _originals.pop((owner, attribute), None)
         if raw is not None:
             setattr(owner, attribute, raw)
-
-
-def unwrap_all() -> None:
-    """Restore every attribute we patched."""
-    with _lock:
-        items = list(_originals.items())
-        _originals.clear()
-    for (owner, attribute), raw in reversed(items):
-        setattr(owner, attribute, raw)
-
-
-def patched() -> list[tuple[Any, str]]:
-    """The (owner, attribute) pairs currently patched."""
-    with _lock:
-        return list(_originals)

@@ -157,7 +157,6 @@ class Pipeline:
         self._send_wake = threading.Event()
         self._idle = threading.Condition()
         self._stopping = False
-        self._closing = False
         self._flushing = 0
         self._last_batch = time.monotonic()
         self._worker_busy = 0

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 from urllib.parse import parse_qs
 
 from tracer import ids
@@ -97,40 +97,6 @@ def inbound_invalid(header: str) -> None:
     """Count an inbound header value that failed validation and was replaced."""
     if _invalid_counter is not None:
         _invalid_counter(header)
-
-
-def joined(get_all: Callable[[str], list[str] | None]) -> Getter:
-    """A getter over a multi-valued header collection that joins repeated headers with ``,``.
-
-    HTTP allows a list header to arrive as several lines; joining them is what the protocol means.
-    For ``traceparent`` the joined value is invalid, so two differing traceparent headers start a
-    new trace instead of silently taking one of them. ``get_all(name)`` returns the list of values
-    or None (``http.client.HTTPMessage.get_all``; for aiohttp ``lambda n: h.getall(n, None)``).
-    """
-
-    def get(name: str) -> str | None:
-        values = get_all(name)
-        if not values:
-            return None
-        return values[0] if len(values) == 1 else ",".join(values)
-
-    return get
-
-
-def header_getter(headers: Any) -> Getter:
-    """A getter for any header collection: repeated headers joined when it keeps them apart.
-
-    Works with ``multidict`` (aiohttp, ``getall``), ``email.message.Message`` (http.server,
-    ``get_all``) and plain mappings (``get``).
-    """
-    getall = getattr(headers, "getall", None)
-    if getall is not None:
-        return joined(lambda name: getall(name, None))
-    get_all = getattr(headers, "get_all", None)
-    if get_all is not None:
-        return joined(get_all)
-    get: Getter = headers.get
-    return get
 
 
 def header_map(items: Iterable[tuple[str, str]]) -> dict[str, str]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import socket
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, MutableMapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -52,7 +52,6 @@ class Runtime:
             slow_threshold_ms=config.slow_threshold_ms,
             max_forced_per_second=config.max_forced_per_second,
         )
-        Span.error_status = config.error_status
         self.ignore_headers = tuple(config.ignore_headers.items())
         self.ignore_hosts = frozenset(config.ignore_hosts)
         self.ignore_paths = frozenset(p for p in config.ignore_paths if not p.endswith("*"))
@@ -84,25 +83,15 @@ class Runtime:
         return False
 
     def server_span(
-        self,
-        method: str,
-        target: str,
-        get: Getter,
-        scheme: str = "http",
-        headers: Callable[[], Iterable[tuple[str, str]]] | None = None,
-        header_map: Mapping[str, str] | None = None,
+        self, method: str, target: str, headers: Mapping[str, str], scheme: str = "http"
     ) -> Span | None:
         """Start the server span of an inbound request (SR), or None when it is ignored.
 
-        ``get(name)`` returns a request header (lowercase name) or None; joining repeated headers
-        with ``,`` (:func:`tracer.propagation.joined`) lets duplicated trace headers be refused.
-        ``headers()`` returns all request headers; it is called only when ``record_headers`` is on.
-        ``header_map`` (from :func:`tracer.propagation.header_map`), when given, is used for all
-        of that instead, and lets a request without trace headers skip extraction altogether.
+        ``headers`` is the request's :func:`tracer.propagation.header_map` (lowercase names,
+        repeated headers joined with ``,`` so that two differing traceparents are refused, not
+        picked); a request with no trace header at all skips extraction with one set check.
         """
-        if header_map is not None:
-            get = header_map.get
-            headers = header_map.items
+        get = headers.get
         path, query = split_path(target)
         absolute = None
         if path[:1] != "/" and "://" in path:
@@ -119,10 +108,7 @@ class Runtime:
             return None
         method = clean_method(method)
         name = f"{method} {path}"
-        if header_map is not None:
-            inbound = self.propagator.extract_map(header_map, query)
-        else:
-            inbound = self.propagator.extract(get, query)
+        inbound = self.propagator.extract_map(headers, query)
         if inbound is None:
             tid = ids.new_trace_id()
             span = Span(SERVER, name, tid, tid, None, LocalTrace(self.sampler.decide(tid)), True)
@@ -146,8 +132,8 @@ class Runtime:
             host = clean_host(get("host")) or "localhost"
             absolute = f"{scheme}://{host}{target}"
         span.url = redact_url(absolute, self.query_keys)
-        if self.record_headers and headers is not None:
-            span.set_tag("http.request_headers", redact_headers(headers(), self.header_names))
+        if self.record_headers:
+            span.set_tag("http.request_headers", redact_headers(headers.items(), self.header_names))
         return span
 
     def response_headers(self, span: Span) -> list[tuple[str, str]]:

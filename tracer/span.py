@@ -79,8 +79,6 @@ class Span:
 
     # Where finished spans go; the installer points this at the sampler and pipeline.
     sink: Callable[[Span], None] = _no_sink
-    # The status from which a span counts as failed (config ``error_status``).
-    error_status: int = 500
 
     def __init__(
         self,
@@ -162,11 +160,6 @@ class Span:
             "message": f"{type(exc).__name__}: {exc}",
             "stack": None,
         }
-
-    @property
-    def failed(self) -> bool:
-        """True when the span recorded an error or a status of at least ``error_status``."""
-        return self.error is not None or (self.status_code or 0) >= Span.error_status
 
     def finish(self) -> None:
         """End the span (SS for a server span, CR for a client span) and hand it on."""

@@ -16,6 +16,7 @@ from tracer.pipeline import Pipeline
 from tracer.propagation import (
     Propagator,
     clean_token,
+    header_map,
     parse_b3,
     parse_b3_multi,
     parse_traceparent,
@@ -130,7 +131,7 @@ RUNTIME = _runtime(record_headers=True)
 @SETTINGS
 @given(header_maps, st.one_of(anything, latin1), st.one_of(anything, latin1))
 def test_extract_inject_and_record(headers: dict[str, str], target: str, method: str) -> None:
-    span = RUNTIME.server_span(method, target, headers.get, "http", headers.items)
+    span = RUNTIME.server_span(method, target, header_map(headers.items()))
     assert span is not None
     for _, value in RUNTIME.response_headers(span):
         clean(value)

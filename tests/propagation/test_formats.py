@@ -330,9 +330,9 @@ def test_only_configured_formats_are_injected() -> None:
     assert sorted(headers) == ["traceparent", "tracestate"]
 
 
-def test_joined_getter() -> None:
-    values = {"traceparent": [TP, TP.replace("01", "00", 1)], "a": ["x"]}
-    get = propagation.joined(values.get)
-    assert get("a") == "x" and get("missing") is None
-    assert get("traceparent") == f"{TP},{TP.replace('01', '00', 1)}"
-    assert parse_traceparent(get("traceparent")) is None
+def test_header_map_joins_repeated_headers() -> None:
+    second = TP.replace("01", "00", 1)
+    headers = propagation.header_map([("TraceParent", TP), ("A", "x"), ("traceparent", second)])
+    assert headers["a"] == "x" and "missing" not in headers
+    assert headers["traceparent"] == f"{TP},{second}"
+    assert parse_traceparent(headers["traceparent"]) is None

@@ -116,7 +116,7 @@ class AiohttpClientInstrumentation(Instrumentation):
         ) -> Any:
             try:
                 configs = instance._trace_configs
-                if not any(c is config for c in configs):
+                if config not in configs:
                     if instance not in sessions:
                         sessions[instance] = configs
                     instance._trace_configs = [*configs, config]

@@ -71,9 +71,7 @@ class AiohttpServerInstrumentation(Instrumentation):
             span = None
             try:
                 hmap = header_map(request.headers.items())
-                span = runtime.server_span(
-                    request.method, request.raw_path, hmap.get, request.scheme, header_map=hmap
-                )
+                span = runtime.server_span(request.method, request.raw_path, hmap, request.scheme)
             except Exception as exc:
                 safety.internal_error("aiohttp.server.start", exc)
             if span is None:

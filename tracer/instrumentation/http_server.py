@@ -94,9 +94,7 @@ class HttpServerInstrumentation(Instrumentation):
                     # The parsed (name, value) pairs as received; items() would re-parse each.
                     raw = getattr(headers, "_headers", None)
                     hmap = header_map(raw if isinstance(raw, list) else headers.items())
-                    span = runtime.server_span(
-                        instance.command, instance.path, hmap.get, "http", header_map=hmap
-                    )
+                    span = runtime.server_span(instance.command, instance.path, hmap)
                     if span is not None:
                         instance.__dict__[_SPAN] = span
                         current.set(span)
