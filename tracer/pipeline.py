@@ -2,13 +2,14 @@
 
 Three stages, so that no stage can stall the one before it:
 
-- The request thread turns the finished span into its record dict (about a microsecond) and
-  appends it to a deque: no lock, no I/O, no JSON. A count cap (``max_queue``) bounds the deque;
+- The request thread turns the finished span into a flat tuple (:meth:`Span.freeze`) and appends
+  it to a deque: no lock, no I/O, no JSON, nothing for the garbage collector to traverse twice. A count cap (``max_queue``) bounds the deque;
   past the cap spans are dropped, counted.
 - The worker thread groups records into batches. While the sender keeps up, a batch stays a list
-  of dicts and is handed over as it is. Once several batches wait (the reporter is slow or down)
-  each further one is held serialised and compressed, and the bytes held are capped
-  (``max_queue_bytes``): past the cap the oldest batches go to the disk spool.
+  of dicts and is handed over as it is. A batch that has to wait (``HOLD_AFTER`` batches are
+  already waiting, a batch has waited a whole ``flush_interval``, or the reporter is failing) is
+  held serialised and compressed, and the bytes held are capped (``max_queue_bytes``): past the
+  cap the oldest batches go to the disk spool.
 - The sender thread delivers one batch at a time: ``reporter.send(batch, callback)`` with tracing
   suppressed, waiting for the callback up to ``send_timeout``. Failures are retried with
   exponential backoff and jitter, capped at ``max_backoff`` seconds (``Retry-After`` honoured up to
@@ -36,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from reporters.base import DeliveryError
 from tracer import context, safety
-from tracer.span import Span
+from tracer.span import Frozen, Span, record
 
 if TYPE_CHECKING:
     from tracer.spool import Spool
@@ -44,10 +45,12 @@ if TYPE_CHECKING:
 log = logging.getLogger("tracer")
 
 LOG_EVERY = 10.0
-# A batch that has to wait behind the one being sent is held compressed (records as dicts take
-# about 1.5 KB each, compressed about 0.25 KB). With batches of a thousand spans a healthy
-# sender is rarely behind, so this costs CPU mostly when the reporter is slow or down.
-HOLD_AFTER = 1
+# A batch that finds this many batches already waiting is held compressed (records as dicts take
+# about 1.5 KB each, compressed a few hundred bytes at most); so is any batch that has waited a
+# whole flush interval. Not the batch that merely follows the one being sent: under load the
+# sender often waits a few milliseconds for the GIL, and compressing (then decoding) every batch
+# for that cost more CPU than all the rest of the pipeline.
+HOLD_AFTER = 2
 # What a record kept as a dict is counted as against max_queue_bytes (measured: ~1.5 KB).
 LIVE_RECORD_BYTES = 2048
 
@@ -71,7 +74,7 @@ class _Delivery:
 class _Batch:
     """Records waiting for delivery: live dicts, or held as compressed JSON."""
 
-    __slots__ = ("blob", "count", "ours", "records", "spool_id")
+    __slots__ = ("blob", "born", "count", "counted", "ours", "records", "spool_id")
 
     def __init__(
         self, records: list[dict[str, Any]] | None, blob: bytes | None, count: int
@@ -81,6 +84,9 @@ class _Batch:
         self.count = count
         self.spool_id: int | None = None
         self.ours = True
+        self.born = time.monotonic()
+        # What this batch adds to the pipeline's held bytes; changed only under its lock.
+        self.counted = 0
 
     @property
     def size(self) -> int:
@@ -149,7 +155,7 @@ class Pipeline:
         # hold the parent's spans, and the parent's threads do not exist in it.
         self.pid = os.getpid()
         self._token = secrets.token_bytes(8)
-        self._queue: deque[dict[str, Any]] = deque()
+        self._queue: deque[Frozen] = deque()
         self._batches: deque[_Batch] = deque()
         self._held_bytes = 0
         self._lock = threading.Lock()
@@ -176,26 +182,37 @@ class Pipeline:
     # -- request thread --------------------------------------------------------------------------
 
     def submit(self, span: Span) -> None:
-        """Queue a finished span's record; never blocks, never raises.
-
-        The record dict is built here, on the thread that finished the span: that costs about
-        a microsecond, and measured, it is several times cheaper in total than handing the live
-        span to the worker, which then reads (and frees) objects last touched on another core.
-        Serialising the record (JSON) happens later, off this thread.
-        """
+        """Queue a finished span; never blocks, never raises."""
         q = self._queue
         if len(q) >= self.max_queue:
             self._drop("queue_full", 1)
             return
         try:
-            record = span.to_record(self.service, self.host, self.pid)
+            frozen = span.freeze()
         except Exception as exc:
-            safety.internal_error("span.to_record", exc)
+            safety.internal_error("span.freeze", exc)
             self._drop("serialise_error", 1)
             return
-        q.append(record)
+        q.append(frozen)
         if len(q) >= self.batch_size and not self._wake.is_set():
             self._wake.set()
+
+    def _records(self, frozen: list[Frozen]) -> list[dict[str, Any]]:
+        """Record dicts for queued spans; one that cannot be built is dropped, counted."""
+        service, host, pid = self.service, self.host, self.pid
+        try:
+            return [record(f, service, host, pid) for f in frozen]
+        except Exception:
+            pass
+        out = []
+        for f in frozen:
+            try:
+                out.append(record(f, service, host, pid))
+            except Exception as exc:
+                safety.internal_error("span.record", exc)
+                # Already counted as taken (so as created): not a "serialise_error".
+                self._drop("record_error", 1)
+        return out
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -324,6 +341,7 @@ class Pipeline:
             self._wake.clear()
             try:
                 self._make_batches()
+                self._hold_stale()
             except Exception as exc:
                 safety.internal_error("pipeline.worker", exc)
             with self._idle:
@@ -347,16 +365,17 @@ class Pipeline:
             self._last_batch = time.monotonic()
             take = min(self.batch_size, len(q))
             with self._lock:
-                records = [q.popleft() for _ in range(take)]
+                frozen = [q.popleft() for _ in range(take)]
                 self._taken += take
                 self._worker_busy = take
+            records = self._records(frozen)
+            del frozen
             batch = _Batch(records, None, len(records))
             with self._lock:
                 if not records:
                     self._worker_busy = 0
                     continue
-                backlog = len(self._batches) + (self._sending is not None) >= HOLD_AFTER
-                backlog = backlog or self._failing
+                backlog = len(self._batches) >= HOLD_AFTER or self._failing
             if backlog:
                 batch.hold()
             overflow: list[_Batch] = []
@@ -364,14 +383,29 @@ class Pipeline:
                 # Counted as busy until it is in _batches, so pending() never misses it.
                 self._worker_busy = 0
                 self._batches.append(batch)
-                self._held_bytes += batch.size
+                batch.counted = batch.size
+                self._held_bytes += batch.counted
                 while self._held_bytes > self.max_queue_bytes and len(self._batches) > 1:
                     old = self._batches.popleft()
-                    self._held_bytes -= old.size
+                    self._held_bytes -= old.counted
                     overflow.append(old)
             for old in overflow:
                 self._to_spool(old, "memory_cap")
             self._send_wake.set()
+
+    def _hold_stale(self) -> None:
+        """Compress the live batches that have waited a whole flush interval."""
+        limit = time.monotonic() - self.flush_interval
+        with self._lock:
+            stale = [b for b in self._batches if b.records is not None and b.born < limit]
+        for batch in stale:
+            # The sender may take the batch meanwhile: it reads ``records`` or, once they are
+            # gone, the blob that hold() set first, so either way it sends the same spans.
+            batch.hold()
+            with self._lock:
+                if batch in self._batches:
+                    self._held_bytes += batch.size - batch.counted
+                    batch.counted = batch.size
 
     # -- sender: batches -> reporter ---------------------------------------------------------------
 
@@ -401,7 +435,7 @@ class Pipeline:
         with self._lock:
             if self._batches:
                 batch = self._batches.popleft()
-                self._held_bytes -= batch.size
+                self._held_bytes -= batch.counted
                 self._sending = batch
                 return batch
         if self.spool is None or self._failing:
@@ -519,12 +553,13 @@ class Pipeline:
         """At exit: whatever could not be delivered in time goes to the spool (or is counted)."""
         leftovers: list[_Batch] = []
         with self._lock:
-            records = list(self._queue)
+            frozen = list(self._queue)
             self._queue.clear()
-            self._taken += len(records)
+            self._taken += len(frozen)
             leftovers.extend(self._batches)
             self._batches.clear()
             self._held_bytes = 0
+        records = self._records(frozen)
         for i in range(0, len(records), self.batch_size):
             chunk = records[i : i + self.batch_size]
             leftovers.append(_Batch(chunk, None, len(chunk)))

@@ -1,8 +1,9 @@
 """Span: start, annotate, finish -> record dict.
 
-A span is cheap to create and finish on the request thread: it only stores numbers and strings.
-Turning it into the record dict that reporters receive (:meth:`Span.to_record`) happens later, on
-the pipeline's worker thread.
+A span is cheap to create and finish on the request thread: it only stores numbers and strings,
+and a finished span is queued as a flat tuple (:meth:`Span.freeze`). Turning that into the record
+dict that reporters receive (:func:`record`) happens later, a batch at a time, on the pipeline's
+worker thread.
 """
 
 from __future__ import annotations
@@ -177,49 +178,101 @@ class Span:
     def events(self) -> list[dict[str, Any]]:
         """Dapper's events: sr/ss for a server span, cs/cr for a client span (the end once
         finished), none for an internal span."""
-        kind = self.kind
-        if kind == SERVER:
-            first, last = "sr", "ss"
-        elif kind == CLIENT:
-            first, last = "cs", "cr"
-        else:
-            return []
-        start = self.start_us
-        out = [{"type": first, "time_us": start}]
-        if self._done:
-            out.append({"type": last, "time_us": start + self.duration_us})
-        return out
+        return _events(self.kind, self.start_us, self.duration_us if self._done else None)
+
+    def freeze(self) -> Frozen:
+        """The finished span's fields as one flat tuple, which is what the pipeline queues.
+
+        A tuple of strings and numbers is untracked by the garbage collector after its first
+        young-generation pass, so thousands of queued spans cost the collector nothing; record
+        dicts (nested lists and dicts) waiting in the queue were traversed again and again.
+        """
+        return (
+            self.kind,
+            self.name,
+            self.trace_id,
+            self.request_id,
+            self.span_id,
+            self.parent_id,
+            self.start_us,
+            self.duration_us if self._done else None,
+            self.method,
+            self.url,
+            self.path,
+            self.status_code,
+            self.error,
+            self.annotations,
+            self.tags,
+            self.local.sampled,
+            self.local.must_collect,
+        )
 
     def to_record(self, service: str, host: str, pid: int) -> dict[str, Any]:
         """The span record of ARCHITECTURE.md, a JSON-serialisable dict."""
-        http: dict[str, Any] | None = None
-        if self.method is not None or self.status_code is not None:
-            http = {
-                "method": self.method,
-                "url": self.url,
-                "path": self.path,
-                "status_code": self.status_code,
-            }
-        return {
-            "trace_id": self.trace_id,
-            "request_id": self.request_id,
-            "span_id": self.span_id,
-            "parent_id": self.parent_id,
-            "kind": self.kind,
-            "name": safe_text(self.name, MAX_NAME),
-            "service": service,
-            "host": host,
-            "pid": pid,
-            "start_us": self.start_us,
-            "duration_us": self.duration_us,
-            "events": self.events(),
-            "http": http,
-            "error": None if self.error is None else bounded_error(self.error),
-            "annotations": bounded(self.annotations, MAX_ANNOTATIONS) if self.annotations else [],
-            "tags": {} if not self.tags else bounded(self.tags, MAX_TAGS),
-            "sampled": self.local.sampled,
-            "must_collect": self.local.must_collect,
-        }
+        return record(self.freeze(), service, host, pid)
 
     def __repr__(self) -> str:
         return f"<Span {self.kind} {self.name!r} trace={self.trace_id} span={self.span_id}>"
+
+
+# kind, name, trace_id, request_id, span_id, parent_id, start_us, duration_us (None while
+# running), method, url, path, status_code, error, annotations, tags, sampled, must_collect.
+Frozen = tuple[Any, ...]
+
+_EVENT_TYPES = {SERVER: ("sr", "ss"), CLIENT: ("cs", "cr")}
+
+
+def _events(kind: str, start: int, duration: int | None) -> list[dict[str, Any]]:
+    types = _EVENT_TYPES.get(kind)
+    if types is None:
+        return []
+    out = [{"type": types[0], "time_us": start}]
+    if duration is not None:
+        out.append({"type": types[1], "time_us": start + duration})
+    return out
+
+
+def record(frozen: Frozen, service: str, host: str, pid: int) -> dict[str, Any]:
+    """The span record of ARCHITECTURE.md built from :meth:`Span.freeze`'s tuple."""
+    (
+        kind,
+        name,
+        trace_id,
+        request_id,
+        span_id,
+        parent_id,
+        start,
+        duration,
+        method,
+        url,
+        path,
+        status,
+        error,
+        annotations,
+        tags,
+        sampled,
+        must_collect,
+    ) = frozen
+    http: dict[str, Any] | None = None
+    if method is not None or status is not None:
+        http = {"method": method, "url": url, "path": path, "status_code": status}
+    return {
+        "trace_id": trace_id,
+        "request_id": request_id,
+        "span_id": span_id,
+        "parent_id": parent_id,
+        "kind": kind,
+        "name": safe_text(name, MAX_NAME),
+        "service": service,
+        "host": host,
+        "pid": pid,
+        "start_us": start,
+        "duration_us": duration or 0,
+        "events": _events(kind, start, duration),
+        "http": http,
+        "error": None if error is None else bounded_error(error),
+        "annotations": bounded(annotations, MAX_ANNOTATIONS) if annotations else [],
+        "tags": {} if not tags else bounded(tags, MAX_TAGS),
+        "sampled": sampled,
+        "must_collect": must_collect,
+    }
