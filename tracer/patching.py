@@ -70,6 +70,30 @@ def wrap(owner: Any, attribute: str, wrapper: Wrapper) -> None:
         _originals[key] = raw
 
 
+def replace(
+    owner: type, attribute: str, make: Callable[[types.FunctionType], types.FunctionType]
+) -> None:
+    """Replace the plain function ``owner.attribute`` by ``make(original)``.
+
+    For the few methods on a server's per-request path: the replacement calls the original
+    itself, with the original's own signature, so no generic ``(wrapped, instance, args,
+    kwargs)`` layer runs per call. Falls back to nothing (the attribute stays as it is) when it
+    is not a plain function, which the caller checks with :func:`is_ours` if it matters.
+    """
+    with _lock:
+        key = (owner, attribute)
+        if key in _originals:
+            return
+        raw = owner.__dict__.get(attribute)
+        if not isinstance(raw, types.FunctionType) or is_ours(raw):
+            return
+        replacement = make(raw)
+        functools.update_wrapper(replacement, raw)
+        replacement.__dict__[_MARK] = raw
+        setattr(owner, attribute, replacement)
+        _originals[key] = raw
+
+
 def unwrap(owner: Any, attribute: str) -> None:
     """Put back what was at ``owner.attribute`` before :func:`wrap`."""
     with _lock:

@@ -3,13 +3,13 @@
 Three stages, so that no stage can stall the one before it:
 
 - The request thread turns the finished span into a flat tuple (:meth:`Span.freeze`) and appends
-  it to a deque: no lock, no I/O, no JSON, nothing for the garbage collector to traverse twice. A count cap (``max_queue``) bounds the deque;
-  past the cap spans are dropped, counted.
-- The worker thread groups records into batches. While the sender keeps up, a batch stays a list
-  of dicts and is handed over as it is. A batch that has to wait (``HOLD_AFTER`` batches are
-  already waiting, a batch has waited a whole ``flush_interval``, or the reporter is failing) is
-  held serialised and compressed, and the bytes held are capped (``max_queue_bytes``): past the
-  cap the oldest batches go to the disk spool.
+  it to a deque: no lock, no I/O, no JSON, nothing for the garbage collector to traverse twice.
+  A count cap (``max_queue``) bounds the deque; past the cap spans are dropped, counted.
+- The worker thread turns queued spans into record dicts and groups them into batches. While the
+  sender keeps up, a batch stays a list of dicts and is handed over as it is. A batch that has to
+  wait (``HOLD_AFTER`` batches are already waiting, a batch has waited a whole ``flush_interval``,
+  or the reporter is failing) is held serialised and compressed, and the bytes held are capped
+  (``max_queue_bytes``): past the cap the oldest batches go to the disk spool.
 - The sender thread delivers one batch at a time: ``reporter.send(batch, callback)`` with tracing
   suppressed, waiting for the callback up to ``send_timeout``. Failures are retried with
   exponential backoff and jitter, capped at ``max_backoff`` seconds (``Retry-After`` honoured up to

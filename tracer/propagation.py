@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qs
 
 from tracer import ids
@@ -497,6 +497,19 @@ class Propagator:
             if not (query and "requestId=" in query):
                 return None
         return self.extract(headers.get, query)
+
+    def extract_multidict(self, headers: Any, query: str | None = None) -> Inbound | None:
+        """:meth:`extract_map` over a case-insensitive multidict (aiohttp's request headers).
+
+        The check that no trace header came is one set intersection in C; only a request that
+        carries one pays for the :func:`header_map` (repeated headers joined) that extraction
+        reads.
+        """
+        names = self.header_names
+        if names is not None and not (headers.keys() & names):
+            if not (query and "requestId=" in query):
+                return None
+        return self.extract(header_map(headers.items()).get, query)
 
     def inject(self, span: Span, service: str, headers: MutableMapping[str, str]) -> None:
         """Write every configured format's headers for a call made by ``span``."""

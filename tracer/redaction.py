@@ -57,7 +57,7 @@ _SURROGATE = re.compile(r"[\ud800-\udfff]")
 _HOST = re.compile(r"[A-Za-z0-9.\-:\[\]_]{1,255}")
 _HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~\-]{1,64}")
 _METHOD = re.compile(r"[A-Za-z]{1,20}")
-_METHODS = frozenset(
+METHODS = frozenset(
     ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH")
 )
 
@@ -87,7 +87,7 @@ def clean_host(value: str | None) -> str | None:
 
 def clean_method(value: str) -> str:
     """An HTTP method fit to record: a known one, another short alphabetic token, or ``_OTHER``."""
-    if value in _METHODS:
+    if value in METHODS:
         return value
     return value if len(value) <= 20 and _METHOD.fullmatch(value) else "_OTHER"
 

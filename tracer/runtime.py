@@ -15,11 +15,13 @@ from urllib.parse import urlsplit, urlunsplit
 from tracer import ids, propagation
 from tracer.config import Config
 from tracer.context import current
+from tracer.ids import new_trace_id
 from tracer.pipeline import Pipeline
-from tracer.propagation import Getter, Propagator, clean_token, header_token
+from tracer.propagation import Getter, Propagator, clean_token, header_map, header_token
 from tracer.redaction import (
     MAX_PATH,
     MAX_URL,
+    METHODS,
     clean_host,
     clean_method,
     clean_text,
@@ -31,6 +33,9 @@ from tracer.redaction import (
 )
 from tracer.sampling import Collector, Sampler
 from tracer.span import CLIENT, SERVER, LocalTrace, Span
+
+# A client URL whose calls are not traced (an ignored host, or one that does not parse).
+_IGNORED: tuple[str, str, str] = ("", "", "")
 
 
 class Runtime:
@@ -60,6 +65,10 @@ class Runtime:
         self.query_keys = query_keys(config.redact_query_keys)
         self.header_names = header_names(config.redact_headers)
         self.record_headers = config.record_headers
+        # Outgoing URL -> what a client span takes from it (see client_span).
+        self._targets: dict[str, tuple[str, str, str]] = {}
+        # Host header -> cleaned "scheme://host" prefix, for http and https (see server_span).
+        self._prefixes: tuple[dict[str | None, str], dict[str | None, str]] = ({}, {})
         # Counted without a lock (a lost increment under contention is acceptable), so that
         # nothing here can be held across fork().
         self._invalid: Counter[str] = Counter()
@@ -83,16 +92,22 @@ class Runtime:
         return False
 
     def server_span(
-        self, method: str, target: str, headers: Mapping[str, str], scheme: str = "http"
+        self,
+        method: str,
+        target: str,
+        headers: Mapping[str, str],
+        scheme: str = "http",
+        multidict: bool = False,
     ) -> Span | None:
         """Start the server span of an inbound request (SR), or None when it is ignored.
 
         ``headers`` is the request's :func:`tracer.propagation.header_map` (lowercase names,
         repeated headers joined with ``,`` so that two differing traceparents are refused, not
-        picked); a request with no trace header at all skips extraction with one set check.
+        picked), or with ``multidict`` a case-insensitive multidict (aiohttp's), which is only
+        turned into a header map when a trace header came. A request with no trace header at all
+        skips extraction with one set check.
         """
-        get = headers.get
-        path, query = split_path(target)
+        path, _, query = target.partition("?")
         absolute = None
         if path[:1] != "/" and "://" in path:
             # An absolute-form target (sent to proxies): the URL is the target itself, and the
@@ -104,16 +119,24 @@ class Runtime:
             except ValueError:
                 path, query = "/", ""
             path = path or "/"
-        if self._ignoring and self.ignored(get, path):
+        elif len(path) > MAX_PATH or not (path.isascii() and path.isprintable()):
+            path = clean_text(path, MAX_PATH)
+        if self._ignoring and self.ignored(headers.get, path):
             return None
-        method = clean_method(method)
-        name = f"{method} {path}"
-        inbound = self.propagator.extract_map(headers, query)
-        if inbound is None:
-            tid = ids.new_trace_id()
-            span = Span(SERVER, name, tid, tid, None, LocalTrace(self.sampler.decide(tid)), True)
+        if method not in METHODS:
+            method = clean_method(method)
+        if multidict:
+            inbound = self.propagator.extract_multidict(headers, query)
         else:
-            tid = inbound.trace_id or ids.new_trace_id()
+            inbound = self.propagator.extract_map(headers, query)
+        if inbound is None:
+            tid = new_trace_id()
+            fixed = self.sampler.fixed
+            always = fixed is not None and fixed >= 1.0
+            local = LocalTrace(True if always else self.sampler.decide(tid))
+            span = Span(SERVER, f"{method} {path}", tid, tid, None, local, True)
+        else:
+            tid = inbound.trace_id or new_trace_id()
             sampled = inbound.sampled
             if sampled is None:
                 sampled = self.sampler.decide(tid)
@@ -121,19 +144,36 @@ class Runtime:
             if inbound.must_collect:
                 self.collector.force(local)
             span = Span(
-                SERVER, name, tid, inbound.request_id or tid, inbound.parent_id, local, True
+                SERVER,
+                f"{method} {path}",
+                tid,
+                inbound.request_id or tid,
+                inbound.parent_id,
+                local,
+                True,
             )
             span.tracestate = inbound.tracestate
             if inbound.parent_service is not None:
                 span.set_tag("parent_service", inbound.parent_service)
+        local.root = span
         span.method = method
         span.path = path
         if absolute is None:
-            host = clean_host(get("host")) or "localhost"
-            absolute = f"{scheme}://{host}{target}"
+            # The Host header is nearly always one of a few values: its cleaned URL prefix is
+            # kept, so the usual request costs one dict lookup here.
+            host = headers.get("host")
+            prefixes = self._prefixes[scheme == "https"]
+            prefix = prefixes.get(host)
+            if prefix is None:
+                prefix = f"{scheme}://{clean_host(host) or 'localhost'}"
+                if len(prefixes) >= 64:
+                    prefixes.clear()
+                prefixes[host] = prefix
+            absolute = prefix + target
         span.url = redact_url(absolute, self.query_keys)
         if self.record_headers:
-            span.set_tag("http.request_headers", redact_headers(headers.items(), self.header_names))
+            items = header_map(headers.items()) if multidict else headers
+            span.set_tag("http.request_headers", redact_headers(items.items(), self.header_names))
         return span
 
     def response_headers(self, span: Span) -> list[tuple[str, str]]:
@@ -159,7 +199,8 @@ class Runtime:
         if parent is None:
             tid = ids.new_trace_id() if request_id is None else ids.trace_id_for(request_id)
             local = LocalTrace(self.sampler.decide(tid))
-            return Span(kind, name, tid, request_id or tid, None, local, True)
+            root = local.root = Span(kind, name, tid, request_id or tid, None, local, True)
+            return root
         span = Span(
             kind, name, parent.trace_id, parent.request_id, parent.span_id, parent.local, False
         )
@@ -168,26 +209,42 @@ class Runtime:
 
     def client_span(self, method: str, url: str, get: Getter | None = None) -> Span | None:
         """Start a client span (CS) for an outgoing call, or None for an ignored host."""
+        # A service calls a few endpoints over and over: what the URL gives the span (name,
+        # path, redacted URL, ignored or not) is kept per URL, in a bounded dict.
+        target = self._targets.get(url)
+        if target is None:
+            target = self._client_target(url)
+            if len(url) <= 2048:
+                if len(self._targets) >= 256:
+                    self._targets.clear()
+                self._targets[url] = target
+        if target is _IGNORED:
+            return None
+        where, path, redacted = target
+        if method not in METHODS:
+            method = clean_method(method)
+        # A caller that set its own request-id outside any trace starts the trace with it.
+        own = clean_token(get("request-id")) if get is not None and current.get() is None else None
+        span = self.child_span(CLIENT, f"{method} {where}{path}", own)
+        span.method = method
+        span.url = redacted
+        span.path = path
+        return span
+
+    def _client_target(self, url: str) -> tuple[str, str, str]:
         try:
             parts = urlsplit(url)
             hostname = parts.hostname or ""
             port = parts.port
         except ValueError:
-            return None
+            return _IGNORED
         if self.ignore_hosts and (
             hostname in self.ignore_hosts or f"{hostname}:{port}" in self.ignore_hosts
         ):
-            return None
-        method = clean_method(method)
+            return _IGNORED
         path = clean_text(parts.path or "/", MAX_PATH)
         where = clean_text(hostname if port is None else f"{hostname}:{port}", 300)
-        # A caller that set its own request-id outside any trace starts the trace with it.
-        own = clean_token(get("request-id")) if get is not None and current.get() is None else None
-        span = self.child_span(CLIENT, f"{method} {where}{path}", own)
-        span.method = method
-        span.url = redact_url(url, self.query_keys)
-        span.path = path
-        return span
+        return where, path, redact_url(url, self.query_keys)
 
     def inject(self, span: Span, headers: MutableMapping[str, str]) -> None:
         """Write the propagation headers for a call made by ``span``."""

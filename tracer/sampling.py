@@ -180,14 +180,18 @@ class Collector:
     def on_finish(self, span: Span) -> None:
         """Called once per finished span, on the thread that finished it."""
         local = span.local
-        if self.failed(span):
-            self.force(local)
         if local.sampled:
+            # force() on a sampled trace only marks it (no token), so it is inlined here.
+            if not local.must_collect and self.failed(span):
+                local.must_collect = True
             self.submit(span)
             return
+        if self.failed(span):
+            self.force(local)
+        held = local.held
         if local.must_collect:
-            if local.held:
-                held, local.held = local.held, []
+            if held:
+                local.held = None
                 for s in held:
                     self.submit(s)
             self.submit(span)
@@ -197,14 +201,15 @@ class Collector:
         if local.closed or span.is_local_root:
             # The local root ended (now or before) without a reason to keep the trace.
             local.closed = True
-            dropped = 1 + len(local.held)
-            local.held = []
-            self.unsampled_dropped += dropped
+            self.unsampled_dropped += 1 + (len(held) if held else 0)
+            local.held = None
             return
-        if len(local.held) >= MAX_HELD:
+        if held is None:
+            local.held = [span]
+        elif len(held) >= MAX_HELD:
             self.unsampled_dropped += 1
-            return
-        local.held.append(span)
+        else:
+            held.append(span)
 
     def stats(self) -> dict[str, int]:
         """Counters: spans of unsampled traces dropped, traces force-kept and rate-limited."""

@@ -37,13 +37,16 @@ class LocalTrace:
     error anywhere in it can still have the whole local trace collected (keep-on-error).
     """
 
-    __slots__ = ("closed", "held", "limited", "must_collect", "sampled")
+    __slots__ = ("closed", "held", "limited", "must_collect", "root", "sampled")
 
     def __init__(self, sampled: bool, must_collect: bool = False) -> None:
         self.sampled = sampled
         self.must_collect = must_collect
-        self.held: list[Span] = []
+        # Made on the first held span: a sampled trace never needs the list.
+        self.held: list[Span] | None = None
         self.closed = False
+        # The local root span (a server span, or a root started here), set by whoever makes it.
+        self.root: Span | None = None
         # Set when a forced keep was refused by the rate limit, so it is not asked for again.
         self.limited = False
 

@@ -28,17 +28,21 @@ import sys
 import time
 import types
 from collections.abc import Callable
-from contextvars import ContextVar
 from typing import Any
 
 from tracer import safety
 from tracer.context import current
 from tracer.instrumentation.base import Instrumentation
-from tracer.propagation import header_map
-from tracer.span import Span
+from tracer.span import SERVER, Span
 
-# The server span of the request this task serves (``current`` may hold a child span).
-_serving: ContextVar[Span | None] = ContextVar("tracer.aiohttp_server_span", default=None)
+
+def _server_span() -> Span | None:
+    """The server span of the request this task serves (``current`` may hold a child of it)."""
+    span = current.get()
+    if span is None or span.kind == SERVER:
+        return span
+    root = span.local.root
+    return root if root is not None and root.kind == SERVER and not root.finished else None
 
 
 def _route_name(span: Span, request: Any) -> None:
@@ -63,90 +67,102 @@ class AiohttpServerInstrumentation(Instrumentation):
         runtime = self.runtime
         assert runtime is not None
         plain_response = web_response.Response
+        start_span = runtime.server_span
+        service_token = runtime.service_token
+        collector = runtime.collector
+        time_ns = time.time_ns
 
-        async def serve(
-            wrapped: Callable[..., Any], args: tuple[Any, ...], kw: dict[str, Any]
-        ) -> Any:
-            request = args[0] if args else kw["request"]
-            span = None
-            try:
-                hmap = header_map(request.headers.items())
-                span = runtime.server_span(request.method, request.raw_path, hmap, request.scheme)
-            except Exception as exc:
-                safety.internal_error("aiohttp.server.start", exc)
-            if span is None:
-                return await wrapped(*args, **kw)
-            # This runs in the request's own task, so these values end with it; the tokens
-            # put the task's context back as it was all the same.
-            span_token = current.set(span)
-            serving_token = _serving.set(span)
-            try:
-                result = await wrapped(*args, **kw)
-            except BaseException as exc:
+        # These three run for every request, so they are installed as plain functions with
+        # aiohttp's own signatures (patching.replace), not behind the generic wrapper.
+
+        def make_handle_request(original: Callable[..., Any]) -> Any:
+            async def _handle_request(self: Any, request: Any, *args: Any, **kw: Any) -> Any:
                 try:
-                    # E.g. the client went away, or the error page could not be sent.
-                    if span.error is None:
-                        span.record_exception(exc)
-                    _route_name(span, request)
-                    span.finish()
-                except Exception as inner:
-                    safety.internal_error("aiohttp.server.finish", inner)
-                raise
-            finally:
-                _serving.reset(serving_token)
-                current.reset(span_token)
-            try:
-                _route_name(span, request)
-                if span.status_code is None:
-                    response = result[0] if isinstance(result, tuple) else result
-                    span.status_code = int(response.status)
-                span.finish()
-            except Exception as exc:
-                safety.internal_error("aiohttp.server.finish", exc)
-            return result
-
-        def handle_request(
-            wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kw: dict[str, Any]
-        ) -> Any:
-            # Called in the connection's task; the coroutine returned runs in the request's task.
-            return serve(wrapped, args, kw)
-
-        def handle_error(
-            wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kw: dict[str, Any]
-        ) -> Any:
-            # aiohttp calls this, and only this, when a handler raised something other than an
-            # HTTPException (a 504 for a timeout, else a 500), while the exception is handled:
-            # so errors cost nothing on requests that succeed.
-            span = _serving.get()
-            if span is not None and span.error is None:
-                try:
-                    exc = args[2] if len(args) > 2 else kw.get("exc")
-                    if exc is None:
-                        exc = sys.exc_info()[1]
-                    if exc is not None:
-                        span.record_exception(exc)
-                except Exception as inner:
-                    safety.internal_error("aiohttp.server.error", inner)
-            return wrapped(*args, **kw)
-
-        def prepare_headers(
-            wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kw: dict[str, Any]
-        ) -> Any:
-            span = _serving.get()
-            if span is not None:
-                try:
-                    span.status_code = int(instance.status)
-                    headers = instance.headers
-                    for name, value in runtime.response_headers(span):
-                        headers[name] = value
-                    if type(instance) is plain_response:
-                        # Its whole body goes out with these headers: that is SS (Span.sent_us).
-                        # A streamed response's SS is when its handler is done writing.
-                        span.sent_us = time.time_ns() // 1000
+                    span = start_span(
+                        request.method, request.raw_path, request.headers, request.scheme, True
+                    )
                 except Exception as exc:
-                    safety.internal_error("aiohttp.server.headers", exc)
-            return wrapped(*args, **kw)
+                    span = None
+                    safety.internal_error("aiohttp.server.start", exc)
+                if span is None:
+                    return await original(self, request, *args, **kw)
+                # This runs in the request's own task, so the value ends with it; the token
+                # puts the task's context back as it was all the same.
+                token = current.set(span)
+                try:
+                    result = await original(self, request, *args, **kw)
+                except BaseException as exc:
+                    try:
+                        # E.g. the client went away, or the error page could not be sent.
+                        if span.error is None:
+                            span.record_exception(exc)
+                        _route_name(span, request)
+                        span.finish()
+                    except Exception as inner:
+                        safety.internal_error("aiohttp.server.finish", inner)
+                    raise
+                finally:
+                    current.reset(token)
+                try:
+                    _route_name(span, request)
+                    if span.status_code is None:
+                        response = result[0] if isinstance(result, tuple) else result
+                        span.status_code = int(response.status)
+                    span.finish()
+                except Exception as exc:
+                    safety.internal_error("aiohttp.server.finish", exc)
+                return result
 
-        self.wrap(web_protocol.RequestHandler, "_handle_request", handle_request)
-        self.wrap(web_protocol.RequestHandler, "handle_error", handle_error)
-        self.wrap(web_response.StreamResponse, "_prepare_headers", prepare_headers)
+            return _handle_request
+
+        def make_handle_error(original: Callable[..., Any]) -> Any:
+            def handle_error(self: Any, request: Any, *args: Any, **kw: Any) -> Any:
+                # aiohttp calls this, and only this, when a handler raised something other than
+                # an HTTPException (a 504 for a timeout, else a 500), while the exception is
+                # handled: so errors cost nothing on requests that succeed.
+                span = _server_span()
+                if span is not None and span.error is None:
+                    try:
+                        exc = args[1] if len(args) > 1 else kw.get("exc")
+                        if exc is None:
+                            exc = sys.exc_info()[1]
+                        if exc is not None:
+                            span.record_exception(exc)
+                    except Exception as inner:
+                        safety.internal_error("aiohttp.server.error", inner)
+                return original(self, request, *args, **kw)
+
+            return handle_error
+
+        def make_prepare_headers(original: Callable[..., Any]) -> Any:
+            def _prepare_headers(self: Any, *args: Any, **kw: Any) -> Any:
+                span = _server_span()
+                if span is not None:
+                    try:
+                        status = span.status_code = self.status
+                        headers = self._headers
+                        headers["x-parent"] = service_token
+                        headers["x-client-send"] = str(span.start_us)
+                        if span.parent_id is not None:
+                            headers["x-span-id"] = span.parent_id
+                        local = span.local
+                        if not local.must_collect and (
+                            span.error is not None or status >= collector.error_status
+                        ):
+                            collector.force(local)
+                        if local.must_collect:
+                            headers["x-must-collect"] = "1"
+                        if type(self) is plain_response:
+                            # Its whole body goes out with these headers: that is SS (see
+                            # Span.sent_us). A streamed response's SS is when its handler is
+                            # done writing.
+                            span.sent_us = time_ns() // 1000
+                    except Exception as exc:
+                        safety.internal_error("aiohttp.server.headers", exc)
+                return original(self, *args, **kw)
+
+            return _prepare_headers
+
+        self.replace(web_protocol.RequestHandler, "_handle_request", make_handle_request)
+        self.replace(web_protocol.RequestHandler, "handle_error", make_handle_error)
+        self.replace(web_response.StreamResponse, "_prepare_headers", make_prepare_headers)

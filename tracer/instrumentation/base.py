@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 import types
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import wrapt
@@ -65,6 +66,17 @@ class Instrumentation:
     def wrap(self, owner: Any, attribute: str, wrapper: patching.Wrapper) -> None:
         """Patch ``owner.attribute``; undone by :meth:`uninstall`."""
         patching.wrap(owner, attribute, wrapper)
+        self._targets.append((owner, attribute))
+
+    def replace(
+        self,
+        owner: type,
+        attribute: str,
+        make: Callable[[types.FunctionType], types.FunctionType],
+    ) -> None:
+        """Replace the function ``owner.attribute`` by ``make(original)``; undone by
+        :meth:`uninstall`."""
+        patching.replace(owner, attribute, make)
         self._targets.append((owner, attribute))
 
     def _on_import(self, module: types.ModuleType) -> None:
