@@ -33,6 +33,15 @@ def new_span_id() -> str:
     return (_bits(64) | 1).to_bytes(8, "big").hex()
 
 
+_SPAN_BIT = 1 << 64
+
+
+def new_ids() -> tuple[str, str]:
+    """A fresh trace id and span id at once (one draw, one conversion), neither all zeros."""
+    both = (_bits(192) | _SPAN_BIT | 1).to_bytes(24, "big").hex()
+    return both[:32], both[32:]
+
+
 def valid_request_id(value: str) -> bool:
     """True when ``value`` may be propagated verbatim: 1-128 chars of ``[A-Za-z0-9._:-]``."""
     # The length is checked first so that a hostile 64 KB value never reaches the regex.

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit, urlunsplit
 from tracer import ids, propagation
 from tracer.config import Config
 from tracer.context import current
-from tracer.ids import new_trace_id
+from tracer.ids import new_ids, new_trace_id
 from tracer.pipeline import Pipeline
 from tracer.propagation import Getter, Propagator, clean_token, header_map, header_token
 from tracer.redaction import (
@@ -130,11 +130,11 @@ class Runtime:
         else:
             inbound = self.propagator.extract_map(headers, query)
         if inbound is None:
-            tid = new_trace_id()
+            tid, sid = new_ids()
             fixed = self.sampler.fixed
             always = fixed is not None and fixed >= 1.0
             local = LocalTrace(True if always else self.sampler.decide(tid))
-            span = Span(SERVER, f"{method} {path}", tid, tid, None, local, True)
+            span = Span(SERVER, f"{method} {path}", tid, tid, None, local, True, sid)
         else:
             tid = inbound.trace_id or new_trace_id()
             sampled = inbound.sampled
@@ -169,24 +169,33 @@ class Runtime:
                 if len(prefixes) >= 64:
                     prefixes.clear()
                 prefixes[host] = prefix
-            absolute = prefix + target
-        span.url = redact_url(absolute, self.query_keys)
+            if not query and "#" not in path:
+                # The prefix and the path are clean already, and there is no query to redact.
+                span.url = prefix + path
+            else:
+                span.url = redact_url(prefix + target, self.query_keys)
+        else:
+            span.url = redact_url(absolute, self.query_keys)
         if self.record_headers:
             items = header_map(headers.items()) if multidict else headers
             span.set_tag("http.request_headers", redact_headers(items.items(), self.header_names))
         return span
 
-    def response_headers(self, span: Span) -> list[tuple[str, str]]:
-        """Headers a traced server adds to its response, as the original did."""
+    def response_head(self, span: Span) -> bytes:
+        """The headers a traced server adds to its response, as the original did (``x-parent``,
+        ``x-client-send``, the ``x-span-id`` echo, ``x-must-collect``), as the lines of an
+        HTTP/1.x head, ready to append."""
         local = span.local
-        if not local.must_collect and self.collector.failed(span):
+        if not local.must_collect and (
+            span.error is not None or (span.status_code or 0) >= self.collector.error_status
+        ):
             self.collector.force(local)
-        headers = [("x-parent", self.service_token), ("x-client-send", str(span.start_us))]
+        head = f"x-parent: {self.service_token}\r\nx-client-send: {span.start_us}\r\n"
         if span.parent_id is not None:
-            headers.append(("x-span-id", span.parent_id))
+            head += f"x-span-id: {span.parent_id}\r\n"
         if local.must_collect:
-            headers.append(("x-must-collect", "1"))
-        return headers
+            head += "x-must-collect: 1\r\n"
+        return head.encode("latin-1")
 
     # -- outbound ------------------------------------------------------------------------------
 

@@ -181,8 +181,13 @@ class Collector:
         """Called once per finished span, on the thread that finished it."""
         local = span.local
         if local.sampled:
-            # force() on a sampled trace only marks it (no token), so it is inlined here.
-            if not local.must_collect and self.failed(span):
+            # failed() and force() inlined: this runs for every span of a sampled trace, and
+            # force() on one only marks it (no token).
+            if not local.must_collect and (
+                span.error is not None
+                or (span.status_code or 0) >= self.error_status
+                or (self.slow_us is not None and span.duration_us > self.slow_us)
+            ):
                 local.must_collect = True
             self.submit(span)
             return

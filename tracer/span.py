@@ -93,6 +93,7 @@ class Span:
         parent_id: str | None,
         local: LocalTrace,
         is_local_root: bool,
+        span_id: str | None = None,
     ) -> None:
         self.kind = kind
         self.name = name
@@ -101,7 +102,7 @@ class Span:
         self.parent_id = parent_id
         self.local = local
         self.is_local_root = is_local_root
-        self.span_id = ids.new_span_id()
+        self.span_id = span_id or ids.new_span_id()
         # SR (server) or CS (client) is the start; SS or CR the end: the events are derived
         # from the two times when the record is built, not kept in a list per span.
         self.start_us = _time_ns() // 1000

@@ -19,6 +19,7 @@ import requests
 import reporters
 import tracer
 from tests.conftest import Server, subprocess_env
+from tracer import safety
 from tracer.spool import Spool
 
 from .helpers import HttpSink, LineServer
@@ -364,3 +365,28 @@ def test_misbehaving_reporters(reporter: Any, delivered: int) -> None:
     if isinstance(reporter, Blocks):
         reporter.release.set()
     assert time.monotonic() - t0 < 60
+
+
+class Unlistable(dict):  # type: ignore[type-arg]
+    """A tag value that cannot be turned into its record: its items() raises."""
+
+    def items(self) -> Any:
+        raise RuntimeError("no items for you")
+
+
+def test_a_span_whose_record_cannot_be_built_is_dropped_counted_and_the_rest_delivered() -> None:
+    memory = reporters.create("memory")
+    tracer.install(app_name="records", reporter=memory, flush_interval=0.02)
+    for i in range(5):
+        with tracer.span(f"s{i}") as span:
+            if i == 2:
+                span.set_tag("bad", Unlistable(a=1))
+    assert tracer.flush(timeout=30)
+    stats = tracer.stats()
+    assert sorted(r["name"] for r in memory.spans) == ["s0", "s1", "s3", "s4"]
+    assert stats["created"] == 5
+    assert stats["dropped_by_reason"] == {"record_error": 1}
+    assert stats["created"] == stats["delivered"] + stats["dropped"] + stats["spooled"]
+    assert stats["pending"] == 0
+    # Counted and logged once as an internal error, which is expected here.
+    assert [str(e) for e in safety.take_strict_errors()] == ["no items for you"]

@@ -44,6 +44,10 @@ class _TimedWriter:
             span.sent_us = _time_ns() // 1000
         return self._raw.write(data)
 
+    def flush(self) -> Any:
+        # Called after every request: spelled out, so it does not go through __getattr__.
+        return self._raw.flush()
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._raw, name)
 
@@ -56,78 +60,81 @@ class HttpServerInstrumentation(Instrumentation):
         handler = module.BaseHTTPRequestHandler
         runtime = self.runtime
         assert runtime is not None
+        start_span = runtime.server_span
+        response_head = runtime.response_head
+        copy_context = contextvars.copy_context
 
-        def handle_one_request(
-            wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kw: dict[str, Any]
-        ) -> Any:
-            return contextvars.copy_context().run(_serve_one, wrapped, instance, args, kw)
+        # Installed as plain functions with http.server's own signatures (patching.replace):
+        # they run for every request, where the generic wrapper layer costs measurably.
 
-        def _serve_one(
-            wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kw: dict[str, Any]
-        ) -> Any:
-            try:
-                result = wrapped(*args, **kw)
-            except BaseException as exc:
-                span = instance.__dict__.pop(_SPAN, None)
+        def make_handle_one_request(original: Callable[..., Any]) -> Any:
+            def handle_one_request(self: Any) -> Any:
+                return copy_context().run(serve_one, self)
+
+            def serve_one(self: Any) -> Any:
+                try:
+                    result = original(self)
+                except BaseException as exc:
+                    span = self.__dict__.pop(_SPAN, None)
+                    if span is not None:
+                        try:
+                            span.record_exception(exc)
+                            span.finish()
+                        except Exception as inner:
+                            safety.internal_error("http.server.finish", inner)
+                    raise
+                span = self.__dict__.pop(_SPAN, None)
                 if span is not None:
                     try:
-                        span.record_exception(exc)
                         span.finish()
-                    except Exception as inner:
-                        safety.internal_error("http.server.finish", inner)
-                raise
-            span = instance.__dict__.pop(_SPAN, None)
-            if span is not None:
-                try:
-                    span.finish()
-                except Exception as exc:
-                    safety.internal_error("http.server.finish", exc)
-            return result
+                    except Exception as exc:
+                        safety.internal_error("http.server.finish", exc)
+                return result
 
-        def parse_request(
-            wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kw: dict[str, Any]
-        ) -> Any:
-            ok = wrapped(*args, **kw)
-            if ok:
-                try:
-                    headers = instance.headers
-                    # The parsed (name, value) pairs as received; items() would re-parse each.
-                    raw = getattr(headers, "_headers", None)
-                    hmap = header_map(raw if isinstance(raw, list) else headers.items())
-                    span = runtime.server_span(instance.command, instance.path, hmap)
-                    if span is not None:
-                        instance.__dict__[_SPAN] = span
-                        current.set(span)
-                        wfile = instance.wfile
-                        if type(wfile) is not _TimedWriter:
-                            wfile = instance.wfile = _TimedWriter(wfile)
-                        wfile.span = span
-                except Exception as exc:
-                    safety.internal_error("http.server.start", exc)
-            return ok
+            return handle_one_request
 
-        def end_headers(
-            wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kw: dict[str, Any]
-        ) -> Any:
-            span: Span | None = instance.__dict__.get(_SPAN)
-            if span is not None:
-                try:
-                    # The status line is the first line buffered by send_response(); reading the
-                    # status there spares a patch of send_response_only on every request.
-                    buffer = getattr(instance, "_headers_buffer", None)
-                    if buffer:
-                        code = int(buffer[0].split(None, 2)[1])
-                        if code >= 200:  # not on a "100 Continue"
-                            span.status_code = code
-                            lines = "".join(
-                                f"{name}: {value}\r\n"
-                                for name, value in runtime.response_headers(span)
-                            )
-                            buffer.append(lines.encode("latin-1"))
-                except Exception as exc:
-                    safety.internal_error("http.server.headers", exc)
-            return wrapped(*args, **kw)
+        def make_parse_request(original: Callable[..., Any]) -> Any:
+            def parse_request(self: Any) -> Any:
+                ok = original(self)
+                if ok:
+                    try:
+                        headers = self.headers
+                        # The parsed (name, value) pairs as received; items() would re-parse.
+                        raw = getattr(headers, "_headers", None)
+                        hmap = header_map(raw if type(raw) is list else headers.items())
+                        span = start_span(self.command, self.path, hmap)
+                        if span is not None:
+                            self.__dict__[_SPAN] = span
+                            current.set(span)
+                            wfile = self.wfile
+                            if type(wfile) is not _TimedWriter:
+                                wfile = self.wfile = _TimedWriter(wfile)
+                            wfile.span = span
+                    except Exception as exc:
+                        safety.internal_error("http.server.start", exc)
+                return ok
 
-        self.wrap(handler, "handle_one_request", handle_one_request)
-        self.wrap(handler, "parse_request", parse_request)
-        self.wrap(handler, "end_headers", end_headers)
+            return parse_request
+
+        def make_end_headers(original: Callable[..., Any]) -> Any:
+            def end_headers(self: Any) -> Any:
+                span: Span | None = self.__dict__.get(_SPAN)
+                if span is not None:
+                    try:
+                        # The status line is the first line buffered by send_response();
+                        # reading the status there spares a patch of send_response_only.
+                        buffer = getattr(self, "_headers_buffer", None)
+                        if buffer:
+                            code = int(buffer[0].split(None, 2)[1])
+                            if code >= 200:  # not on a "100 Continue"
+                                span.status_code = code
+                                buffer.append(response_head(span))
+                    except Exception as exc:
+                        safety.internal_error("http.server.headers", exc)
+                return original(self)
+
+            return end_headers
+
+        self.replace(handler, "handle_one_request", make_handle_one_request)
+        self.replace(handler, "parse_request", make_parse_request)
+        self.replace(handler, "end_headers", make_end_headers)
