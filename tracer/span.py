@@ -257,26 +257,38 @@ def record(frozen: Frozen, service: str, host: str, pid: int) -> dict[str, Any]:
         sampled,
         must_collect,
     ) = frozen
-    http: dict[str, Any] | None = None
-    if method is not None or status is not None:
-        http = {"method": method, "url": url, "path": path, "status_code": status}
+    # Written out rather than calling _events() and safe_text(): this runs once per span.
+    types = _EVENT_TYPES.get(kind)
+    if types is None:
+        events: list[dict[str, Any]] = []
+    elif duration is None:
+        events = [{"type": types[0], "time_us": start}]
+    else:
+        events = [
+            {"type": types[0], "time_us": start},
+            {"type": types[1], "time_us": start + duration},
+        ]
+    if len(name) > MAX_NAME or not name.isascii():
+        name = safe_text(name, MAX_NAME)
     return {
         "trace_id": trace_id,
         "request_id": request_id,
         "span_id": span_id,
         "parent_id": parent_id,
         "kind": kind,
-        "name": safe_text(name, MAX_NAME),
+        "name": name,
         "service": service,
         "host": host,
         "pid": pid,
         "start_us": start,
         "duration_us": duration or 0,
-        "events": _events(kind, start, duration),
-        "http": http,
+        "events": events,
+        "http": None
+        if method is None and status is None
+        else {"method": method, "url": url, "path": path, "status_code": status},
         "error": None if error is None else bounded_error(error),
         "annotations": bounded(annotations, MAX_ANNOTATIONS) if annotations else [],
-        "tags": {} if not tags else bounded(tags, MAX_TAGS),
+        "tags": bounded(tags, MAX_TAGS) if tags else {},
         "sampled": sampled,
         "must_collect": must_collect,
     }

@@ -45,13 +45,23 @@ def _server_span() -> Span | None:
     return root if root is not None and root.kind == SERVER and not root.finished else None
 
 
-def _route_name(span: Span, request: Any) -> None:
+def _route_name(span: Span, request: Any, names: dict[Any, str]) -> None:
     """Name the span after the matched route's canonical form (``GET /users/{id}``)."""
     match_info = getattr(request, "_match_info", None)
     route = getattr(match_info, "route", None)
-    resource = getattr(route, "resource", None)
-    if resource is not None:
-        span.name = f"{span.method} {resource.canonical}"
+    if route is None:
+        return
+    # Looked up once per route: the resource's canonical form does not change.
+    canonical = names.get(route)
+    if canonical is None:
+        resource = getattr(route, "resource", None)
+        if resource is None:
+            return
+        canonical = resource.canonical
+        if len(names) >= 1024:
+            names.clear()
+        names[route] = canonical
+    span.name = f"{span.method} {canonical}"
 
 
 class AiohttpServerInstrumentation(Instrumentation):
@@ -71,6 +81,8 @@ class AiohttpServerInstrumentation(Instrumentation):
         service_token = runtime.service_token
         collector = runtime.collector
         time_ns = time.time_ns
+        # route -> its resource's canonical form (bounded: applications may come and go).
+        route_names: dict[Any, str] = {}
 
         # These three run for every request, so they are installed as plain functions with
         # aiohttp's own signatures (patching.replace), not behind the generic wrapper.
@@ -96,7 +108,7 @@ class AiohttpServerInstrumentation(Instrumentation):
                         # E.g. the client went away, or the error page could not be sent.
                         if span.error is None:
                             span.record_exception(exc)
-                        _route_name(span, request)
+                        _route_name(span, request, route_names)
                         span.finish()
                     except Exception as inner:
                         safety.internal_error("aiohttp.server.finish", inner)
@@ -104,7 +116,7 @@ class AiohttpServerInstrumentation(Instrumentation):
                 finally:
                     current.reset(token)
                 try:
-                    _route_name(span, request)
+                    _route_name(span, request, route_names)
                     if span.status_code is None:
                         response = result[0] if isinstance(result, tuple) else result
                         span.status_code = int(response.status)
