@@ -23,6 +23,7 @@ Accounting: ``created == delivered + dropped + spooled + pending`` at any quiet 
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -52,7 +53,7 @@ LOG_EVERY = 10.0
 # for that cost more CPU than all the rest of the pipeline.
 HOLD_AFTER = 2
 # Records built between two chances for other threads to take the GIL (see Pipeline._records).
-RECORD_SLICE = 100
+RECORD_SLICE = 250
 # What a record kept as a dict is counted as against max_queue_bytes (measured: ~1.5 KB).
 LIVE_RECORD_BYTES = 2048
 
@@ -204,12 +205,19 @@ class Pipeline:
 
         Built a slice at a time with the GIL let go in between, so that the application's
         threads wait for the worker a fraction of a millisecond at most, not the several that a
-        whole batch takes.
+        whole batch takes. While a slice is built the cyclic garbage collector is paused (when
+        the application has not disabled it itself): records hold no cycles and are freed once
+        sent, but thousands of fresh containers would otherwise set off collections that walk
+        the application's whole heap, which measured costs several times more than building
+        them.
         """
         service, host, pid = self.service, self.host, self.pid
         out: list[dict[str, Any]] = []
         for i in range(0, len(frozen), RECORD_SLICE):
             part = frozen[i : i + RECORD_SLICE]
+            paused = gc.isenabled()
+            if paused:
+                gc.disable()
             try:
                 out.extend([record(f, service, host, pid) for f in part])
             except Exception:
@@ -220,6 +228,9 @@ class Pipeline:
                         safety.internal_error("span.record", exc)
                         # Already counted as taken (so as created): not a "serialise_error".
                         self._drop("record_error", 1)
+            finally:
+                if paused:
+                    gc.enable()
             time.sleep(0)
         return out
 
