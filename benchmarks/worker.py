@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import statistics
 import time
 import tracemalloc
 from collections.abc import Callable, Iterator
@@ -42,6 +43,10 @@ def span_factory(setup: Setup) -> Callable[[], AbstractContextManager[Any]]:
         attributes = {"component": "bench"}
         return lambda: start(SPAN_NAME, attributes=attributes)
     raise ValueError("spans need a traced variant")
+
+
+# Client calls timed together; a run's figure is the median of its chunks (see client_result).
+CLIENT_CHUNK = 100
 
 
 def chunks(total: int, size: int) -> Iterator[int]:
@@ -86,45 +91,52 @@ def bench_requests(variant: str, args: argparse.Namespace) -> dict[str, Any]:
     import requests
 
     ok = 0
+    times: list[float] = []
     with requests.Session() as session:
         for _ in range(args.warmup):
             ok += session.get(args.url).status_code == 200
-        start = time.perf_counter()
-        for _ in range(args.count):
-            response = session.get(args.url)
-            ok += response.status_code == 200 and response.content == b"ok"
-        elapsed = time.perf_counter() - start
-    return client_result(setup, variant, args, elapsed, ok)
+        for size in chunks(args.count, CLIENT_CHUNK):
+            start = time.perf_counter()
+            for _ in range(size):
+                response = session.get(args.url)
+                ok += response.status_code == 200 and response.content == b"ok"
+            times.append((time.perf_counter() - start) / size)
+    return client_result(setup, variant, args, times, ok)
 
 
 def bench_aiohttp_client(variant: str, args: argparse.Namespace) -> dict[str, Any]:
     setup = make_setup(variant, ["aiohttp-client"])
     import aiohttp
 
-    async def run() -> tuple[float, int]:
+    async def run() -> tuple[list[float], int]:
         ok = 0
+        times: list[float] = []
         # Created after set-up: both tracers hook the session as it is built.
         async with aiohttp.ClientSession() as session:
             for _ in range(args.warmup):
                 async with session.get(args.url) as response:
                     ok += response.status == 200 and await response.read() == b"ok"
-            start = time.perf_counter()
-            for _ in range(args.count):
-                async with session.get(args.url) as response:
-                    ok += response.status == 200 and await response.read() == b"ok"
-            return time.perf_counter() - start, ok
+            for size in chunks(args.count, CLIENT_CHUNK):
+                start = time.perf_counter()
+                for _ in range(size):
+                    async with session.get(args.url) as response:
+                        ok += response.status == 200 and await response.read() == b"ok"
+                times.append((time.perf_counter() - start) / size)
+            return times, ok
 
-    elapsed, ok = asyncio.run(run())
-    return client_result(setup, variant, args, elapsed, ok)
+    times, ok = asyncio.run(run())
+    return client_result(setup, variant, args, times, ok)
 
 
 def client_result(
-    setup: Setup, variant: str, args: argparse.Namespace, elapsed: float, ok: int
+    setup: Setup, variant: str, args: argparse.Namespace, times: list[float], ok: int
 ) -> dict[str, Any]:
+    """The run's figure is the median of its chunks' time per call: a burst of noise from the
+    machine (a neighbour, a page of the scheduler) spoils a chunk, not the run."""
     calls = args.count + args.warmup
     flushed = setup.flush()
     result = {
-        "value": elapsed / args.count * 1e6,
+        "value": statistics.median(times) * 1e6,
         "calls": calls,
         "ok": ok,
         "spans": setup.delivered(),
