@@ -27,8 +27,8 @@ bytes cannot reach an outgoing header, a log line or a reporter.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Callable, Iterable, MutableMapping, Sequence
+from typing import TYPE_CHECKING, Protocol
 from urllib.parse import parse_qs
 
 from tracer import ids
@@ -103,7 +103,7 @@ def header_map(items: Iterable[tuple[str, str]]) -> dict[str, str]:
     """Request headers as one dict: lowercase names, repeated headers joined with ``,``.
 
     Built once per request, it turns the dozen header lookups of extraction into dict lookups,
-    and lets :meth:`Propagator.extract_map` see at once that no trace header came at all.
+    and lets the server see with one set check that no trace header came at all.
     """
     out: dict[str, str] = {}
     for name, value in items:
@@ -489,27 +489,6 @@ class Propagator:
         if inbound.request_id is None:
             inbound.request_id = inbound.trace_id
         return inbound
-
-    def extract_map(self, headers: Mapping[str, str], query: str | None = None) -> Inbound | None:
-        """:meth:`extract` over a :func:`header_map`, with one set check when nothing came."""
-        names = self.header_names
-        if names is not None and names.isdisjoint(headers):
-            if not (query and "requestId=" in query):
-                return None
-        return self.extract(headers.get, query)
-
-    def extract_multidict(self, headers: Any, query: str | None = None) -> Inbound | None:
-        """:meth:`extract_map` over a case-insensitive multidict (aiohttp's request headers).
-
-        The check that no trace header came is one set intersection in C; only a request that
-        carries one pays for the :func:`header_map` (repeated headers joined) that extraction
-        reads.
-        """
-        names = self.header_names
-        if names is not None and not (headers.keys() & names):
-            if not (query and "requestId=" in query):
-                return None
-        return self.extract(header_map(headers.items()).get, query)
 
     def inject(self, span: Span, service: str, headers: MutableMapping[str, str]) -> None:
         """Write every configured format's headers for a call made by ``span``."""

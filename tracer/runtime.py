@@ -125,10 +125,18 @@ class Runtime:
             return None
         if method not in METHODS:
             method = clean_method(method)
-        if multidict:
-            inbound = self.propagator.extract_multidict(headers, query)
+        # Most requests carry no trace header at all: one set check (in C) settles it. Only a
+        # request that carries one pays for reading its headers into a header map.
+        names = self.propagator.header_names
+        if (
+            names is not None
+            and not (query and "requestId=" in query)
+            and (not (headers.keys() & names) if multidict else names.isdisjoint(headers))
+        ):
+            inbound = None
         else:
-            inbound = self.propagator.extract_map(headers, query)
+            hmap = header_map(headers.items()) if multidict else headers
+            inbound = self.propagator.extract(hmap.get, query)
         if inbound is None:
             tid, sid = new_ids()
             fixed = self.sampler.fixed

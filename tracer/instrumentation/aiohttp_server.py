@@ -148,7 +148,9 @@ class AiohttpServerInstrumentation(Instrumentation):
 
         def make_prepare_headers(original: Callable[..., Any]) -> Any:
             def _prepare_headers(self: Any, *args: Any, **kw: Any) -> Any:
-                span = _server_span()
+                span = current.get()
+                if span is not None and span.kind != SERVER:
+                    span = _server_span()
                 if span is not None:
                     try:
                         status = span.status_code = self.status
