@@ -326,6 +326,16 @@ def measure_client(row: str) -> Callable[[Context, str], Sample]:
     return measure
 
 
+def process_cpu(pid: int) -> float | None:
+    """CPU seconds (user + system, all threads) a process has used so far; None off Linux."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def measure_server(kind: str) -> Callable[[Context, str], Sample]:
     def measure(ctx: Context, variant: str) -> Sample:
         s = ctx.sizes
@@ -333,7 +343,9 @@ def measure_server(kind: str) -> Callable[[Context, str], Sample]:
         with service(ctx, "benchmarks.servers", kind, variant, f"--lifetime={s.timeout}") as srv:
             if s.load_warmup > 0:
                 runs.append(load(ctx, srv.url, s.load_warmup))
+            cpu_before = process_cpu(srv.proc.pid)
             measured = load(ctx, srv.url, s.load_seconds)
+            cpu_after = process_cpu(srv.proc.pid)
             runs.append(measured)
             result = srv.stop()
         problems = span_checks(result)
@@ -349,7 +361,10 @@ def measure_server(kind: str) -> Callable[[Context, str], Sample]:
         if measured["requests"] == 0:
             problems.append("no requests completed")
         rate = measured["requests"] / measured["seconds"] if measured["seconds"] else 0.0
-        return Sample(rate, result["spans"], result["expected"], problems)
+        extra = {}
+        if cpu_before is not None and cpu_after is not None and measured["requests"]:
+            extra["cpu_us"] = (cpu_after - cpu_before) * 1e6 / measured["requests"]
+        return Sample(rate, result["spans"], result["expected"], problems, extra)
 
     return measure
 
@@ -409,6 +424,7 @@ class Row:
     otel_needs: tuple[str, ...] = ("opentelemetry.sdk",)
     tracer_needs: tuple[str, ...] = ()  # tracer modules the row drives
     higher_is_better: bool = False
+    default: bool = True  # run without --only; the stage rows run only when asked for
 
 
 OTEL_CLIENT = "opentelemetry.instrumentation"
@@ -459,6 +475,29 @@ ROWS: tuple[Row, ...] = (
         higher_is_better=True,
     ),
     Row(
+        "7a",
+        "aiohttp-server-stages",
+        "aiohttp.web hello world, tracer's stages",
+        "req/s",
+        ("untraced", "patched", "spans", "tracer"),
+        measure_server("aiohttp"),
+        needs=("aiohttp",),
+        tracer_needs=("tracer.instrumentation.aiohttp_server",),
+        higher_is_better=True,
+        default=False,
+    ),
+    Row(
+        "7b",
+        "http-server-stages",
+        "http.server, tracer's stages",
+        "req/s",
+        ("untraced", "patched", "spans", "tracer"),
+        measure_server("http-server"),
+        tracer_needs=("tracer.instrumentation.http_server",),
+        higher_is_better=True,
+        default=False,
+    ),
+    Row(
         "6a",
         "memory-queued",
         "memory per queued span",
@@ -498,9 +537,10 @@ def skip_reason(ctx: Context, row: Row, variant: str) -> str | None:
         return NOT_INSTALLED
     if variant == "otel" and ("otel" in ctx.without or not all(map(installed, row.otel_needs))):
         return NOT_INSTALLED
-    if variant == "tracer" and ("tracer" in ctx.without or not tracer_available()):
+    traced = variant in ("tracer", "patched", "spans")
+    if traced and ("tracer" in ctx.without or not tracer_available()):
         return "skipped (tracer API not available)"
-    if variant == "tracer":
+    if traced:
         for module in row.tracer_needs:
             if not installed(module):
                 return f"skipped ({module} not available)"
@@ -580,6 +620,14 @@ def summary(row: Row, outcomes: dict[str, Outcome]) -> list[str]:
         ]
         if cpu:
             lines.append("process CPU incl. delivery, µs/span: " + ", ".join(cpu))
+    if row.unit == "req/s":
+        cpu = [
+            f"{o.variant} {number(c)}"
+            for o in outcomes.values()
+            if good(o) and (c := o.extra_median("cpu_us")) is not None
+        ]
+        if cpu:
+            lines.append("server process CPU per request, µs: " + ", ".join(cpu))
     if row.key == "memory-queued":
         fresh = [
             f"{o.variant} {number(c)}"
@@ -669,7 +717,7 @@ def render(results: list[tuple[Row, list[Outcome]]]) -> tuple[str, bool]:
 
 def select(rows: tuple[Row, ...], only: list[str]) -> list[Row]:
     if not only:
-        return list(rows)
+        return [row for row in rows if row.default]
     tokens = [t.strip() for item in only for t in item.split(",") if t.strip()]
     chosen = [
         row

@@ -109,20 +109,59 @@ def serve_http_server(setup: Setup, lifetime: float) -> int:
 SERVERS = {"aiohttp": ("aiohttp-server", serve_aiohttp), "http-server": ("", serve_http_server)}
 
 
+class Stages:
+    """The stage variants of the server-stages rows: tracer installed, but a request goes only so
+    far. ``patched``: the patched methods run, but no span is started (the request is treated as
+    ignored). ``spans``: server spans are started, get their response headers and finish, then
+    are counted and dropped instead of entering the pipeline."""
+
+    def __init__(self, stage: str) -> None:
+        self.stage = stage
+        self.dropped = 0
+        from tracer.runtime import Runtime
+        from tracer.span import Span
+
+        if stage == "patched":
+            # Before install: the instrumentations bind the runtime's method when they patch.
+            Runtime.server_span = lambda self, *args, **kwargs: None  # type: ignore[method-assign]
+        elif stage == "spans":
+            stages = self
+
+            def drop(span: Span) -> None:
+                stages.dropped += 1
+
+            self._drop = drop
+            self._span = Span
+
+    def after_install(self) -> None:
+        if self.stage == "spans":
+            self._span.sink = self._drop
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("kind", choices=sorted(SERVERS))
-    parser.add_argument("variant", choices=["untraced", "tracer", "otel"])
+    parser.add_argument("variant", choices=["untraced", "patched", "spans", "tracer", "otel"])
     parser.add_argument("--lifetime", type=float, default=120.0)
     args = parser.parse_args(argv)
     instrument, serve = SERVERS[args.kind]
-    setup = make_setup(args.variant, [instrument] if instrument else [])
+    stages = Stages(args.variant) if args.variant in ("patched", "spans") else None
+    variant = "tracer" if stages is not None else args.variant
+    setup = make_setup(variant, [instrument] if instrument else [])
+    if stages is not None:
+        stages.after_install()
     handled = serve(setup, args.lifetime)
     flushed = setup.flush()
+    spans, expected = setup.delivered(), handled
+    if args.variant in ("untraced", "patched"):
+        expected = 0
+    elif args.variant == "spans":
+        # Made and dropped before the pipeline: none may reach the sink.
+        spans = stages.dropped if stages is not None and setup.delivered() == 0 else -1
     result = {
         "handled": handled,
-        "spans": setup.delivered(),
-        "expected": 0 if args.variant == "untraced" else handled,
+        "spans": spans,
+        "expected": expected,
         "flushed": flushed,
         "stats": setup.stats(),
         "notes": setup.notes,

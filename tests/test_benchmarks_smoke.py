@@ -32,7 +32,22 @@ def test_quick_run_prints_every_row_and_exits_0() -> None:
     out = run_benchmarks()
     assert out.returncode == 0, out.stdout + out.stderr
     for row in ROWS:
-        assert f"{row.number} {row.key}" in out.stdout
+        # The stage rows run only when asked for (see the next test).
+        assert (f"{row.number} {row.key}" in out.stdout) == row.default, row.key
+    assert "FAILED" not in out.stdout
+
+
+@pytest.mark.timeout(300)
+def test_stage_rows_run_when_asked_for() -> None:
+    out = run_benchmarks("--only", "7")
+    assert out.returncode == 0, out.stdout + out.stderr
+    for key in ("aiohttp-server-stages", "http-server-stages"):
+        row = next(line for line in out.stdout.splitlines() if key in line)
+        assert row.rstrip().endswith("ok"), row
+    lines = out.stdout.splitlines()
+    for variant in ("patched", "spans"):
+        assert sum(1 for line in lines if f" {variant} " in line and line.endswith("ok")) == 2
+    assert "server process CPU per request" in out.stdout
     assert "FAILED" not in out.stdout
 
 
