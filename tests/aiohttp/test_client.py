@@ -224,3 +224,26 @@ async def test_events_in_causal_order_on_every_call(memory: MemoryReporter, serv
                 assert response.status == 200
                 await response.read()
     assert assert_causal(memory.wait_for(200)) == 100
+
+
+async def test_base_url_url_objects_params_and_caller_headers(
+    memory: MemoryReporter, server: Server
+) -> None:
+    """The span records the URL aiohttp really requested, and the caller's headers still go."""
+    from yarl import URL
+
+    async with aiohttp.ClientSession(base_url=server.url, headers={"x-session": "s"}) as session:
+        async with session.get("/relative", params={"page": "2"}, headers=[("x-own", "1")]) as r:
+            sent = (await r.json())["headers"]
+    async with aiohttp.ClientSession() as session:
+        async with session.get(URL(f"{server.url}/as-url")) as r:
+            assert r.status == 200
+    memory.wait_for(4)
+    clients = sorted(memory.find(kind="client"), key=lambda s: s["start_us"])
+    assert [c["http"]["url"] for c in clients] == [
+        f"{server.url}/relative?page=2",
+        f"{server.url}/as-url",
+    ]
+    assert [c["http"]["path"] for c in clients] == ["/relative", "/as-url"]
+    assert sent["x-own"] == "1" and sent["x-session"] == "s"
+    assert sent["x-span-id"] == clients[0]["span_id"]
