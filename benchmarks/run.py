@@ -321,7 +321,8 @@ def measure_client(row: str) -> Callable[[Context, str], Sample]:
             problems.append(f"{result['calls'] - result['ok']} calls not answered 200")
         if served != result["calls"]:
             problems.append(f"server saw {served} of {result['calls']} calls")
-        return Sample(result["value"], result["spans"], result["expected"], problems)
+        extra = {"cpu_us": result["cpu_us"]}
+        return Sample(result["value"], result["spans"], result["expected"], problems, extra)
 
     return measure
 
@@ -620,14 +621,17 @@ def summary(row: Row, outcomes: dict[str, Outcome]) -> list[str]:
         ]
         if cpu:
             lines.append("process CPU incl. delivery, µs/span: " + ", ".join(cpu))
-    if row.unit == "req/s":
+    if row.unit in ("req/s", "µs/call"):
         cpu = [
             f"{o.variant} {number(c)}"
             for o in outcomes.values()
             if good(o) and (c := o.extra_median("cpu_us")) is not None
         ]
         if cpu:
-            lines.append("server process CPU per request, µs: " + ", ".join(cpu))
+            what = (
+                "server process CPU per request" if row.unit == "req/s" else "client CPU per call"
+            )
+            lines.append(f"{what}, µs: " + ", ".join(cpu))
     if row.key == "memory-queued":
         fresh = [
             f"{o.variant} {number(c)}"

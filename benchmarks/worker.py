@@ -95,20 +95,22 @@ def bench_requests(variant: str, args: argparse.Namespace) -> dict[str, Any]:
     with requests.Session() as session:
         for _ in range(args.warmup):
             ok += session.get(args.url).status_code == 200
+        cpu = time.process_time()
         for size in chunks(args.count, CLIENT_CHUNK):
             start = time.perf_counter()
             for _ in range(size):
                 response = session.get(args.url)
                 ok += response.status_code == 200 and response.content == b"ok"
             times.append((time.perf_counter() - start) / size)
-    return client_result(setup, variant, args, times, ok)
+        cpu = time.process_time() - cpu
+    return client_result(setup, variant, args, times, cpu, ok)
 
 
 def bench_aiohttp_client(variant: str, args: argparse.Namespace) -> dict[str, Any]:
     setup = make_setup(variant, ["aiohttp-client"])
     import aiohttp
 
-    async def run() -> tuple[list[float], int]:
+    async def run() -> tuple[list[float], float, int]:
         ok = 0
         times: list[float] = []
         # Created after set-up: both tracers hook the session as it is built.
@@ -116,27 +118,30 @@ def bench_aiohttp_client(variant: str, args: argparse.Namespace) -> dict[str, An
             for _ in range(args.warmup):
                 async with session.get(args.url) as response:
                     ok += response.status == 200 and await response.read() == b"ok"
+            cpu = time.process_time()
             for size in chunks(args.count, CLIENT_CHUNK):
                 start = time.perf_counter()
                 for _ in range(size):
                     async with session.get(args.url) as response:
                         ok += response.status == 200 and await response.read() == b"ok"
                 times.append((time.perf_counter() - start) / size)
-            return times, ok
+            return times, time.process_time() - cpu, ok
 
-    times, ok = asyncio.run(run())
-    return client_result(setup, variant, args, times, ok)
+    times, cpu, ok = asyncio.run(run())
+    return client_result(setup, variant, args, times, cpu, ok)
 
 
 def client_result(
-    setup: Setup, variant: str, args: argparse.Namespace, times: list[float], ok: int
+    setup: Setup, variant: str, args: argparse.Namespace, times: list[float], cpu: float, ok: int
 ) -> dict[str, Any]:
     """The run's figure is the median of its chunks' time per call: a burst of noise from the
-    machine (a neighbour, a page of the scheduler) spoils a chunk, not the run."""
+    machine (a neighbour, a page of the scheduler) spoils a chunk, not the run. ``cpu_us`` is
+    the client process's CPU time per call over the timed calls, all its threads included."""
     calls = args.count + args.warmup
     flushed = setup.flush()
     result = {
         "value": statistics.median(times) * 1e6,
+        "cpu_us": cpu / args.count * 1e6,
         "calls": calls,
         "ok": ok,
         "spans": setup.delivered(),
