@@ -71,24 +71,38 @@ def wrap(owner: Any, attribute: str, wrapper: Wrapper) -> None:
 
 
 def replace(
-    owner: type, attribute: str, make: Callable[[types.FunctionType], types.FunctionType]
+    owner: type, attribute: str, make: Callable[[Callable[..., Any]], types.FunctionType]
 ) -> None:
-    """Replace the plain function ``owner.attribute`` by ``make(original)``.
+    """Replace the method ``owner.attribute`` by ``make(original)``.
 
-    For the few methods on a server's per-request path: the replacement calls the original
-    itself, with the original's own signature, so no generic ``(wrapped, instance, args,
-    kwargs)`` layer runs per call. Falls back to nothing (the attribute stays as it is) when it
-    is not a plain function, which the caller checks with :func:`is_ours` if it matters.
+    For the few methods on a server's per-request path: the replacement calls ``original(self,
+    ...)`` itself, with the library's own signature, so no generic ``(wrapped, instance, args,
+    kwargs)`` layer runs per call. When the attribute is not a plain function (another tool
+    wrapped it first, say with a wrapt proxy), ``original`` binds it afresh on each call through
+    the descriptor protocol, which works for any callable attribute.
     """
     with _lock:
         key = (owner, attribute)
         if key in _originals:
             return
         raw = owner.__dict__.get(attribute)
-        if not isinstance(raw, types.FunctionType) or is_ours(raw):
+        if raw is None or is_ours(raw):
             return
-        replacement = make(raw)
-        functools.update_wrapper(replacement, raw)
+        original: Callable[..., Any]
+        # type(), not isinstance(): a wrapt proxy passes isinstance() checks for what it wraps,
+        # but called unbound it would hand its wrapper no instance.
+        plain = type(raw) is types.FunctionType
+        if plain:
+            original = raw
+        else:
+            descriptor = raw
+
+            def original(self: Any, *args: Any, **kwargs: Any) -> Any:
+                return descriptor.__get__(self, type(self))(*args, **kwargs)
+
+        replacement = make(original)
+        if plain:
+            functools.update_wrapper(replacement, raw)
         replacement.__dict__[_MARK] = raw
         setattr(owner, attribute, replacement)
         _originals[key] = raw

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+from typing import Any
 
 import aiohttp
 import pytest
@@ -350,3 +351,59 @@ async def test_spans_leave_no_reference_cycles(memory: MemoryReporter, serve: Se
         gc.set_debug(0)
         gc.garbage.clear()
     assert "Span" not in leaked and "LocalTrace" not in leaked, leaked
+
+
+async def test_methods_another_tool_wrapped_first_are_still_traced() -> None:
+    """Another instrumentation (a wrapt proxy, as several use) got to aiohttp's methods before
+    install(): both run, and uninstall() puts the other tool's proxies back."""
+    import wrapt
+    from aiohttp import client
+
+    calls: list[str] = []
+
+    def foreign(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        # The other tool's wrapper is called as a method: with its instance, bound.
+        calls.append(f"{type(instance).__name__}.{wrapped.__name__}")
+        return wrapped(*args, **kwargs)
+
+    targets = [
+        (web_protocol.RequestHandler, "_handle_request"),
+        (web_response.StreamResponse, "_prepare_headers"),
+        (client.ClientSession, "_request"),
+    ]
+    originals = {t: t[0].__dict__[t[1]] for t in targets}
+    for owner, name in targets:
+        wrapt.wrap_function_wrapper(owner, name, foreign)
+    proxies = {t: t[0].__dict__[t[1]] for t in targets}
+    memory = reporters.create("memory")
+    runner = None
+    try:
+        tracer.install(app_name="coexist", reporter=memory, flush_interval=0.02)
+        app = echo_app()
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        host, port = runner.addresses[0][:2]
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"http://{host}:{port}/users/7") as response:
+                assert response.status == 200
+                body = await response.json()
+        memory.wait_for(2)
+        (server,) = memory.find(kind="server")
+        (client_span,) = memory.find(kind="client")
+        assert server["parent_id"] == client_span["span_id"]
+        assert body["headers"]["x-span-id"] == client_span["span_id"]
+        assert sorted(set(calls)) == [
+            "ClientSession._request",
+            "RequestHandler._handle_request",
+            "Response._prepare_headers",
+        ]
+        tracer.uninstall()
+        for target in targets:
+            assert target[0].__dict__[target[1]] is proxies[target]
+    finally:
+        if runner is not None:
+            await runner.cleanup()
+        for (owner, name), original in originals.items():
+            setattr(owner, name, original)

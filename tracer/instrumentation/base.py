@@ -72,7 +72,7 @@ class Instrumentation:
         self,
         owner: type,
         attribute: str,
-        make: Callable[[types.FunctionType], types.FunctionType],
+        make: Callable[[Callable[..., Any]], types.FunctionType],
     ) -> None:
         """Replace the function ``owner.attribute`` by ``make(original)``; undone by
         :meth:`uninstall`."""
