@@ -67,8 +67,8 @@ class Runtime:
         self.record_headers = config.record_headers
         # Outgoing URL -> what a client span takes from it (see client_span).
         self._targets: dict[str, tuple[str, str, str]] = {}
-        # Host header -> cleaned "scheme://host" prefix, for http and https (see server_span).
-        self._prefixes: tuple[dict[str | None, str], dict[str | None, str]] = ({}, {})
+        # Scheme -> Host header -> cleaned "scheme://host" prefix (see server_span).
+        self._prefixes: dict[str, dict[str | None, str]] = {"http": {}, "https": {}}
         # Counted without a lock (a lost increment under contention is acceptable), so that
         # nothing here can be held across fork().
         self._invalid: Counter[str] = Counter()
@@ -170,13 +170,14 @@ class Runtime:
             # The Host header is nearly always one of a few values: its cleaned URL prefix is
             # kept, so the usual request costs one dict lookup here.
             host = headers.get("host")
-            prefixes = self._prefixes[scheme == "https"]
-            prefix = prefixes.get(host)
+            prefixes = self._prefixes.get(scheme)
+            prefix = None if prefixes is None else prefixes.get(host)
             if prefix is None:
                 prefix = f"{scheme}://{clean_host(host) or 'localhost'}"
-                if len(prefixes) >= 64:
-                    prefixes.clear()
-                prefixes[host] = prefix
+                if prefixes is not None:
+                    if len(prefixes) >= 64:
+                        prefixes.clear()
+                    prefixes[host] = prefix
             if not query and "#" not in path:
                 # The prefix and the path are clean already, and there is no query to redact.
                 span.url = prefix + path
