@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 # Swallowed internal errors fail the test that caused them (see tracer.safety).
 os.environ.setdefault("TRACER_STRICT", "1")
@@ -114,3 +116,17 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
     env.update(extra)
     return env
+
+
+def assert_child_prints_ok(code: str) -> None:
+    """Run ``code`` in a fresh interpreter (this checkout's tracer, nothing imported yet): it
+    must exit 0 and print ``ok``."""
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=subprocess_env(),
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"

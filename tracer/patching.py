@@ -52,22 +52,32 @@ _lock = threading.Lock()
 _originals: dict[tuple[Any, str], Any] = {}
 
 
-def wrap(owner: Any, attribute: str, wrapper: Wrapper) -> None:
-    """Replace ``owner.attribute`` by a wrapper that calls ``wrapper(wrapped, instance, a, kw)``."""
+def _patch(owner: Any, attribute: str, build: Callable[[Any], Any]) -> None:
+    """Put ``build(raw)`` at ``owner.attribute`` and remember ``raw``, once, never over ours.
+
+    ``raw`` is the class attribute itself (not the bound or descriptor result): that is what
+    :func:`unwrap` must put back. A missing attribute raises, so the instrumentation reports it.
+    """
     with _lock:
         key = (owner, attribute)
         if key in _originals:
             return
-        # The raw class attribute (not the bound/descriptor result) is what must be restored.
         raw = owner.__dict__[attribute] if isinstance(owner, type) else getattr(owner, attribute)
         if is_ours(raw):
             return
-        if isinstance(owner, type) and isinstance(raw, types.FunctionType):
-            replacement: Any = _method_wrapper(raw, wrapper)
-        else:
-            replacement = TracerWrapper(raw, wrapper)
-        setattr(owner, attribute, replacement)
+        setattr(owner, attribute, build(raw))
         _originals[key] = raw
+
+
+def wrap(owner: Any, attribute: str, wrapper: Wrapper) -> None:
+    """Replace ``owner.attribute`` by a wrapper that calls ``wrapper(wrapped, instance, a, kw)``."""
+
+    def build(raw: Any) -> Any:
+        if isinstance(owner, type) and isinstance(raw, types.FunctionType):
+            return _method_wrapper(raw, wrapper)
+        return TracerWrapper(raw, wrapper)
+
+    _patch(owner, attribute, build)
 
 
 def replace(
@@ -81,13 +91,8 @@ def replace(
     wrapped it first, say with a wrapt proxy), ``original`` binds it afresh on each call through
     the descriptor protocol, which works for any callable attribute.
     """
-    with _lock:
-        key = (owner, attribute)
-        if key in _originals:
-            return
-        raw = owner.__dict__.get(attribute)
-        if raw is None or is_ours(raw):
-            return
+
+    def build(raw: Any) -> types.FunctionType:
         original: Callable[..., Any]
         # type(), not isinstance(): a wrapt proxy passes isinstance() checks for what it wraps,
         # but called unbound it would hand its wrapper no instance.
@@ -95,17 +100,17 @@ def replace(
         if plain:
             original = raw
         else:
-            descriptor = raw
 
             def original(self: Any, *args: Any, **kwargs: Any) -> Any:
-                return descriptor.__get__(self, type(self))(*args, **kwargs)
+                return raw.__get__(self, type(self))(*args, **kwargs)
 
         replacement = make(original)
         if plain:
             functools.update_wrapper(replacement, raw)
         replacement.__dict__[_MARK] = raw
-        setattr(owner, attribute, replacement)
-        _originals[key] = raw
+        return replacement
+
+    _patch(owner, attribute, build)
 
 
 def unwrap(owner: Any, attribute: str) -> None:

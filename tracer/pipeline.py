@@ -214,14 +214,11 @@ class Pipeline:
         service, host, pid = self.service, self.host, self.pid
         out: list[dict[str, Any]] = []
         for i in range(0, len(frozen), RECORD_SLICE):
-            part = frozen[i : i + RECORD_SLICE]
             paused = gc.isenabled()
             if paused:
                 gc.disable()
             try:
-                out.extend([record(f, service, host, pid) for f in part])
-            except Exception:
-                for f in part:
+                for f in frozen[i : i + RECORD_SLICE]:
                     try:
                         out.append(record(f, service, host, pid))
                     except Exception as exc:

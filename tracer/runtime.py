@@ -15,7 +15,6 @@ from urllib.parse import urlsplit, urlunsplit
 from tracer import ids, propagation
 from tracer.config import Config
 from tracer.context import current
-from tracer.ids import new_ids, new_trace_id
 from tracer.pipeline import Pipeline
 from tracer.propagation import Getter, Propagator, clean_token, header_map, header_token
 from tracer.redaction import (
@@ -138,13 +137,11 @@ class Runtime:
             hmap = header_map(headers.items()) if multidict else headers
             inbound = self.propagator.extract(hmap.get, query)
         if inbound is None:
-            tid, sid = new_ids()
-            fixed = self.sampler.fixed
-            always = fixed is not None and fixed >= 1.0
-            local = LocalTrace(True if always else self.sampler.decide(tid))
+            tid, sid = ids.new_ids()
+            local = LocalTrace(self.sampler.decide(tid))
             span = Span(SERVER, f"{method} {path}", tid, tid, None, local, True, sid)
         else:
-            tid = inbound.trace_id or new_trace_id()
+            tid = inbound.trace_id or ids.new_trace_id()
             sampled = inbound.sampled
             if sampled is None:
                 sampled = self.sampler.decide(tid)
@@ -194,11 +191,8 @@ class Runtime:
         """The headers a traced server adds to its response, as the original did (``x-parent``,
         ``x-client-send``, the ``x-span-id`` echo, ``x-must-collect``), as the lines of an
         HTTP/1.x head, ready to append."""
+        self.collector.note_failure(span)
         local = span.local
-        if not local.must_collect and (
-            span.error is not None or (span.status_code or 0) >= self.collector.error_status
-        ):
-            self.collector.force(local)
         head = f"x-parent: {self.service_token}\r\nx-client-send: {span.start_us}\r\n"
         if span.parent_id is not None:
             head += f"x-span-id: {span.parent_id}\r\n"

@@ -156,6 +156,12 @@ class Collector:
             return True
         return self.slow_us is not None and span.duration_us > self.slow_us
 
+    def note_failure(self, span: Span) -> None:
+        """Have ``span``'s trace kept if ``span`` failed (see :meth:`failed`)."""
+        local = span.local
+        if not local.must_collect and self.failed(span):
+            self.force(local)
+
     def force(self, local: LocalTrace) -> bool:
         """Mark a trace as one that must be kept; False when the forced-keep rate is used up.
 
@@ -179,20 +185,11 @@ class Collector:
 
     def on_finish(self, span: Span) -> None:
         """Called once per finished span, on the thread that finished it."""
+        self.note_failure(span)
         local = span.local
         if local.sampled:
-            # failed() and force() inlined: this runs for every span of a sampled trace, and
-            # force() on one only marks it (no token).
-            if not local.must_collect and (
-                span.error is not None
-                or (span.status_code or 0) >= self.error_status
-                or (self.slow_us is not None and span.duration_us > self.slow_us)
-            ):
-                local.must_collect = True
             self.submit(span)
             return
-        if self.failed(span):
-            self.force(local)
         held = local.held
         if local.must_collect:
             if held:

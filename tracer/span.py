@@ -261,17 +261,6 @@ def record(frozen: Frozen, service: str, host: str, pid: int) -> dict[str, Any]:
         sampled,
         must_collect,
     ) = frozen
-    # Written out rather than calling _events() and safe_text(): this runs once per span.
-    types = _EVENT_TYPES.get(kind)
-    if types is None:
-        events: list[dict[str, Any]] = []
-    elif duration is None:
-        events = [{"type": types[0], "time_us": start}]
-    else:
-        events = [
-            {"type": types[0], "time_us": start},
-            {"type": types[1], "time_us": start + duration},
-        ]
     if len(name) > MAX_NAME or not name.isascii():
         name = safe_text(name, MAX_NAME)
     return {
@@ -286,7 +275,7 @@ def record(frozen: Frozen, service: str, host: str, pid: int) -> dict[str, Any]:
         "pid": pid,
         "start_us": start,
         "duration_us": duration or 0,
-        "events": events,
+        "events": _events(kind, start, duration),
         "http": None
         if method is None and status is None
         else {"method": method, "url": url, "path": path, "status_code": status},

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 from typing import Any
 
 import aiohttp
@@ -15,7 +13,7 @@ import reporters
 import tracer
 from reporters.memory import MemoryReporter
 from tests.aiohttp.conftest import Serve, echo, echo_app
-from tests.conftest import subprocess_env
+from tests.conftest import assert_child_prints_ok
 from tracer import context
 from tracer.span import now_us
 
@@ -317,15 +315,7 @@ def test_aiohttp_imported_after_install_is_traced() -> None:
         "assert not is_ours(web_protocol.RequestHandler.__dict__['_handle_request'])\n"
         "print('ok')\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=subprocess_env(),
-    )
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "ok"
+    assert_child_prints_ok(code)
 
 
 async def test_spans_leave_no_reference_cycles(memory: MemoryReporter, serve: Serve) -> None:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import socket
-import subprocess
-import sys
 from typing import Any
 
 import pytest
@@ -13,7 +11,7 @@ import requests
 import reporters
 import tracer
 from reporters.memory import MemoryReporter
-from tests.conftest import Server, subprocess_env
+from tests.conftest import Server, assert_child_prints_ok
 
 
 def test_headers_on_the_wire_and_client_span(memory: MemoryReporter, server: Server) -> None:
@@ -119,15 +117,7 @@ def test_imported_after_install_is_patched() -> None:
         "assert not is_ours(requests.Session.__dict__['send'])\n"
         "print('ok')\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=subprocess_env(),
-    )
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "ok"
+    assert_child_prints_ok(code)
 
 
 def assert_causal(spans: list[dict[str, Any]]) -> int:

@@ -153,18 +153,14 @@ class AiohttpServerInstrumentation(Instrumentation):
                     span = _server_span()
                 if span is not None:
                     try:
-                        status = span.status_code = self.status
+                        span.status_code = self.status
                         headers = self._headers
                         headers["x-parent"] = service_token
                         headers["x-client-send"] = str(span.start_us)
                         if span.parent_id is not None:
                             headers["x-span-id"] = span.parent_id
-                        local = span.local
-                        if not local.must_collect and (
-                            span.error is not None or status >= collector.error_status
-                        ):
-                            collector.force(local)
-                        if local.must_collect:
+                        collector.note_failure(span)
+                        if span.local.must_collect:
                             headers["x-must-collect"] = "1"
                         if type(self) is plain_response:
                             # Its whole body goes out with these headers: that is SS (see
