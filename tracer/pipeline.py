@@ -56,6 +56,8 @@ HOLD_AFTER = 2
 RECORD_SLICE = 250
 # What a record kept as a dict is counted as against max_queue_bytes (measured: ~1.5 KB).
 LIVE_RECORD_BYTES = 2048
+# How long stop() waits for each thread past the exit timeout (a spool write, a send in flight).
+_EXIT_GRACE = 1.0
 
 
 class _Delivery:
@@ -170,6 +172,7 @@ class Pipeline:
         self._last_batch = time.monotonic()
         self._worker_busy = 0
         self._sending: _Batch | None = None
+        self._delivery: _Delivery | None = None
         self._taken = 0
         self._delivered = 0
         self._replayed = 0
@@ -276,7 +279,15 @@ class Pipeline:
         self._send_wake.set()
         for thread in (self._worker, self._sender):
             if thread is not None and thread is not threading.current_thread():
-                thread.join(timeout=1.0)
+                thread.join(timeout=_EXIT_GRACE)
+        delivery = self._delivery
+        sender = self._sender
+        if delivery is not None and sender is not None and sender.is_alive():
+            # The reporter still holds a batch past the grace: give up on it, so that the sender
+            # spools the batch instead of the process exiting with it unaccounted for.
+            delivery(TimeoutError("reporter did not call back before exit"))
+            if sender is not threading.current_thread():
+                sender.join(timeout=_EXIT_GRACE)
         if not ok:
             self._spool_leftovers()
         self._call_optional("close")
@@ -585,7 +596,7 @@ class Pipeline:
                 self._to_spool(batch, "exit")
 
     def _send_once(self, data: dict[str, Any]) -> BaseException | None:
-        delivery = _Delivery()
+        delivery = self._delivery = _Delivery()
         caller = self._caller
         if caller is None or caller.stuck:
             caller = self._caller = _Caller(self.reporter)
