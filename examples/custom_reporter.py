@@ -56,11 +56,13 @@ def main() -> None:
     path = sys.argv[1] if len(sys.argv) > 1 else "spans.jsonl"
     tracer.install(app_name="custom-reporter-example", reporter=FileReporter(path))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hello)
+    server.daemon_threads = False  # so that server_close() waits for the last span to finish
     threading.Thread(target=server.serve_forever, daemon=True).start()
     with requests.Session() as session:
         for _ in range(3):
             session.get(f"http://127.0.0.1:{server.server_port}/hello", timeout=5)
     server.shutdown()
+    server.server_close()
     tracer.flush()
 
 
