@@ -131,6 +131,12 @@ class Setup:
     def close(self) -> None:
         pass
 
+    def suspend(self) -> None:
+        """Switch the instrumentation off; spans made so far still count."""
+
+    def resume(self) -> None:
+        """Switch it on again, with the same sink."""
+
 
 class TracerSetup(Setup):
     name = "tracer"
@@ -141,6 +147,7 @@ class TracerSetup(Setup):
 
         self._tracer = tracer
         self.reporter = reporter or CountingReporter()
+        self._options = options
         self.notes = install_tracer(self.reporter, **options)
 
     def delivered(self) -> int:
@@ -154,6 +161,12 @@ class TracerSetup(Setup):
 
     def close(self) -> None:
         self._tracer.uninstall()
+
+    def suspend(self) -> None:
+        self._tracer.uninstall()
+
+    def resume(self) -> None:
+        install_tracer(self.reporter, **self._options)
 
 
 # OpenTelemetry instrumentors by the name a benchmark asks for: (module, class).
@@ -230,6 +243,14 @@ class OtelSetup(Setup):
         for instrumentor in self._instrumentors:
             instrumentor.uninstrument()
         self.provider.shutdown()
+
+    def suspend(self) -> None:
+        for instrumentor in self._instrumentors:
+            instrumentor.uninstrument()
+
+    def resume(self) -> None:
+        for instrumentor in self._instrumentors:
+            instrumentor.instrument(tracer_provider=self.provider)
 
 
 def make_setup(variant: str, instrument: Sequence[str] = ()) -> Setup:

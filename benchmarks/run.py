@@ -120,8 +120,11 @@ class Outcome:
     def problems(self) -> list[str]:
         return [p for s in self.samples for p in s.problems]
 
+    def extra_values(self, key: str) -> list[float]:
+        return [float(s.extra[key]) for s in self.samples if key in s.extra]
+
     def extra_median(self, key: str) -> float | None:
-        found = [float(s.extra[key]) for s in self.samples if key in s.extra]
+        found = self.extra_values(key)
         return statistics.median(found) if found else None
 
 
@@ -321,7 +324,11 @@ def measure_client(row: str) -> Callable[[Context, str], Sample]:
             problems.append(f"{result['calls'] - result['ok']} calls not answered 200")
         if served != result["calls"]:
             problems.append(f"server saw {served} of {result['calls']} calls")
-        extra = {"cpu_us": result["cpu_us"]}
+        extra = {
+            key: result[key]
+            for key in ("cpu_us", "paired_us", "base_value", "base_cpu_us")
+            if key in result
+        }
         return Sample(result["value"], result["spans"], result["expected"], problems, extra)
 
     return measure
@@ -613,6 +620,24 @@ def summary(row: Row, outcomes: dict[str, Outcome]) -> list[str]:
                 )
         else:
             lines.append(f"tracer/otel = {ours.median / otel.median:.2f}")
+    paired = {
+        o.variant: o.extra_values("paired_us")
+        for o in (ours, otel)
+        if o is not None and good(o) and o.extra_values("paired_us")
+    }
+    if paired:
+        medians = {v: statistics.median(values) for v, values in paired.items()}
+        shown = ", ".join(
+            f"{v} {medians[v]:+.1f} µs [{min(values):+.1f}..{max(values):+.1f}]"
+            for v, values in paired.items()
+        )
+        ratio = ""
+        if medians.get("otel", 0) > 0 and "tracer" in medians:
+            ratio = f"; tracer's is {medians['tracer'] / medians['otel']:.2f} of OpenTelemetry's"
+        lines.append(
+            "added per call, paired in each process (traced chunks against untraced chunks"
+            f" beside them): {shown}{ratio}"
+        )
     if row.key == "span":
         cpu = [
             f"{o.variant} {number(c)}"

@@ -45,8 +45,11 @@ def span_factory(setup: Setup) -> Callable[[], AbstractContextManager[Any]]:
     raise ValueError("spans need a traced variant")
 
 
-# Client calls timed together; a run's figure is the median of its chunks (see client_result).
+# Client calls timed together; a run's figure is the median of its chunks (see client_run).
 CLIENT_CHUNK = 100
+# Untimed calls before each chunk, so that no chunk pays for the switch before it (a fresh
+# session's connection, first-call caches).
+SWITCH_WARMUP = 10
 
 
 def chunks(total: int, size: int) -> Iterator[int]:
@@ -90,66 +93,113 @@ def bench_requests(variant: str, args: argparse.Namespace) -> dict[str, Any]:
     setup = make_setup(variant, ["requests"])
     import requests
 
-    ok = 0
-    times: list[float] = []
     with requests.Session() as session:
-        for _ in range(args.warmup):
-            ok += session.get(args.url).status_code == 200
-        cpu = time.process_time()
-        for size in chunks(args.count, CLIENT_CHUNK):
-            start = time.perf_counter()
-            for _ in range(size):
+
+        def call(count: int, fresh: bool) -> int:
+            ok = 0
+            for _ in range(count):
                 response = session.get(args.url)
                 ok += response.status_code == 200 and response.content == b"ok"
-            times.append((time.perf_counter() - start) / size)
-        cpu = time.process_time() - cpu
-    return client_result(setup, variant, args, times, cpu, ok)
+            return ok
+
+        return client_run(setup, variant, args, call)
 
 
 def bench_aiohttp_client(variant: str, args: argparse.Namespace) -> dict[str, Any]:
     setup = make_setup(variant, ["aiohttp-client"])
     import aiohttp
 
-    async def run() -> tuple[list[float], float, int]:
+    sessions: list[aiohttp.ClientSession] = []
+
+    async def calls(count: int, fresh: bool) -> int:
+        # A new session after each switch: OpenTelemetry hooks a session as it is built.
+        if fresh or not sessions:
+            if sessions:
+                await sessions.pop().close()
+            sessions.append(aiohttp.ClientSession())
+        session = sessions[0]
         ok = 0
-        times: list[float] = []
-        # Created after set-up: both tracers hook the session as it is built.
-        async with aiohttp.ClientSession() as session:
-            for _ in range(args.warmup):
-                async with session.get(args.url) as response:
-                    ok += response.status == 200 and await response.read() == b"ok"
-            cpu = time.process_time()
-            for size in chunks(args.count, CLIENT_CHUNK):
-                start = time.perf_counter()
-                for _ in range(size):
-                    async with session.get(args.url) as response:
-                        ok += response.status == 200 and await response.read() == b"ok"
-                times.append((time.perf_counter() - start) / size)
-            return times, time.process_time() - cpu, ok
+        for _ in range(count):
+            async with session.get(args.url) as response:
+                ok += response.status == 200 and await response.read() == b"ok"
+        return ok
 
-    times, cpu, ok = asyncio.run(run())
-    return client_result(setup, variant, args, times, cpu, ok)
+    loop = asyncio.new_event_loop()
+    try:
+        return client_run(
+            setup, variant, args, lambda n, fresh: loop.run_until_complete(calls(n, fresh))
+        )
+    finally:
+        if sessions:
+            loop.run_until_complete(sessions.pop().close())
+        loop.close()
 
 
-def client_result(
-    setup: Setup, variant: str, args: argparse.Namespace, times: list[float], cpu: float, ok: int
+def client_run(
+    setup: Setup, variant: str, args: argparse.Namespace, call: Callable[[int, bool], int]
 ) -> dict[str, Any]:
-    """The run's figure is the median of its chunks' time per call: a burst of noise from the
-    machine (a neighbour, a page of the scheduler) spoils a chunk, not the run. ``cpu_us`` is
-    the client process's CPU time per call over the timed calls, all its threads included."""
-    calls = args.count + args.warmup
+    """Timed chunks of ``call(count, fresh)``; a run's figure is the median chunk's time per call.
+
+    A burst of noise from the machine spoils a chunk, not the run. A traced variant also times,
+    in the same process, an untraced chunk next to each traced one (its instrumentation switched
+    off and on again, in A B B A order), and reports the median of the pairs' differences: the
+    machine's speed drifts by tens of µs per call between separate processes, and within a pair
+    it cancels. A traced chunk's time includes flushing its spans to the sink, so the export
+    work of both tracers is inside the timed part. ``cpu_us`` is the process's CPU time per call
+    (all threads) over the traced chunks, ``base_cpu_us`` over the untraced ones.
+    """
+    paired = variant != "untraced"
+    ok = call(args.warmup, True)
+    calls = args.warmup
+    traced_calls = args.warmup if paired else 0
+    on = paired
+    times: dict[bool, list[float]] = {True: [], False: []}
+    cpu: dict[bool, float] = {True: 0.0, False: 0.0}
+    timed: dict[bool, int] = {True: 0, False: 0}
+    diffs: list[float] = []
+    for index, size in enumerate(chunks(args.count, CLIENT_CHUNK)):
+        order = ((True, False) if index % 2 == 0 else (False, True)) if paired else (False,)
+        pair: dict[bool, float] = {}
+        for want in order:
+            if paired and want != on:
+                if want:
+                    setup.resume()
+                else:
+                    setup.suspend()
+                on = want
+            ok += call(SWITCH_WARMUP, True)
+            setup.flush()
+            calls += SWITCH_WARMUP + size
+            traced_calls += (SWITCH_WARMUP + size) if on else 0
+            cpu_start = time.process_time()
+            start = time.perf_counter()
+            ok += call(size, False)
+            if on:
+                setup.flush()
+            pair[on] = (time.perf_counter() - start) / size
+            cpu[on] += time.process_time() - cpu_start
+            timed[on] += size
+            times[on].append(pair[on])
+        if paired:
+            diffs.append(pair[True] - pair[False])
+    if paired and not on:
+        setup.resume()
     flushed = setup.flush()
     result = {
-        "value": statistics.median(times) * 1e6,
-        "cpu_us": cpu / args.count * 1e6,
+        "value": statistics.median(times[paired]) * 1e6,
+        "cpu_us": cpu[paired] / max(timed[paired], 1) * 1e6,
         "calls": calls,
         "ok": ok,
         "spans": setup.delivered(),
-        "expected": 0 if variant == "untraced" else calls,
+        "expected": traced_calls,
         "flushed": flushed,
         "stats": setup.stats(),
         "notes": setup.notes,
     }
+    if paired:
+        result["paired_us"] = statistics.median(diffs) * 1e6
+        result["base_value"] = statistics.median(times[False]) * 1e6
+        result["base_cpu_us"] = cpu[False] / max(timed[False], 1) * 1e6
     setup.close()
     return result
 

@@ -34,6 +34,8 @@ def test_quick_run_prints_every_row_and_exits_0() -> None:
     for row in ROWS:
         # The stage rows run only when asked for (see the next test).
         assert (f"{row.number} {row.key}" in out.stdout) == row.default, row.key
+    # Both client rows time traced chunks against untraced ones in the same process.
+    assert out.stdout.count("added per call, paired in each process") == 2, out.stdout
     assert "FAILED" not in out.stdout
 
 
