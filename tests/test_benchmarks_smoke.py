@@ -59,3 +59,27 @@ def test_missing_optional_dependencies_are_skipped_not_failed() -> None:
     assert out.returncode == 0, out.stdout + out.stderr
     otel_line = next(line for line in out.stdout.splitlines() if " otel " in line)
     assert NOT_INSTALLED in otel_line
+
+
+def test_profile_sums_py_spy_collapsed_stacks_per_package_and_function() -> None:
+    from benchmarks.profile import Sampled, read_collapsed, report
+
+    collapsed = [
+        'process 7:"python";<module> (/x/runpy.py:1);'
+        "_handle_request (/x/tracer/instrumentation/aiohttp_server.py);"
+        "_handle (/x/aiohttp/web_app.py) 30",
+        "<module> (/x/runpy.py:1);_handle_request (/x/tracer/instrumentation/aiohttp_server.py);"
+        "server_span (/x/tracer/runtime.py:99) 10",
+        "<module> (/x/runpy.py:1);select (/usr/lib/python3/selectors.py) 60",
+        "not a stack line",
+    ]
+    profile = read_collapsed(collapsed)
+    assert profile.samples == 100
+    assert profile.by_package == {"aiohttp": 30, "tracer": 10, "stdlib and other": 60}
+    assert profile.with_tracer == 40
+    assert profile.own["server_span (runtime.py)"] == 10
+    # 100 samples at 100 Hz are 1 s of GIL time: over 1,000 requests, 1,000 µs each.
+    run = Sampled("tracer", profile, requests=1000, rate=100)
+    assert run.us_per_request(profile.samples) == 1000.0
+    text = report([Sampled("untraced", read_collapsed(collapsed[2:3]), 1000, 100), run], top=5)
+    assert "server_span (runtime.py)" in text and "untraced" in text
