@@ -56,6 +56,7 @@ class CountingReporter:
         self.batches = 0
         self.failed_spans = 0
         self.entered = threading.Event()
+        self.failed = threading.Event()  # set once a delivery has failed ("fail" mode)
         self._released = threading.Event()
         self._hold_limit = hold_limit
         self._lock = threading.Lock()
@@ -72,6 +73,7 @@ class CountingReporter:
             if self.mode == "fail":
                 with self._lock:
                     self.failed_spans += count
+                self.failed.set()
                 callback(ConnectionError("benchmark reporter is down"))
                 return
             # "block": bounded, so a lost release cannot hang the benchmark.

@@ -60,14 +60,20 @@ class Frame:
 
     @property
     def package(self) -> str:
+        # The marker nearest the file wins: a checkout named tracer/ with its virtualenv inside
+        # holds aiohttp at .../tracer/.venv/.../aiohttp/, which is aiohttp's.
+        best, where = "stdlib and other", -1
         for marker, name in PACKAGES:
-            if marker in self.path:
-                return name
-        return "stdlib and other"
+            at = self.path.rfind(marker)
+            if at > where:
+                best, where = name, at
+        return best
 
     @property
     def label(self) -> str:
-        return f"{self.function} ({os.path.basename(self.path)})"
+        # A closure is named by its innermost two functions: make_handle_request:_handle_request.
+        function = ":".join(self.function.split(".<locals>.")[-2:])
+        return f"{function} ({os.path.basename(self.path)})"
 
 
 @dataclass
@@ -75,12 +81,14 @@ class Profile:
     samples: int = 0
     own: Counter[str] = field(default_factory=Counter)
     by_package: Counter[str] = field(default_factory=Counter)
-    tracer_inclusive: Counter[str] = field(default_factory=Counter)
     with_tracer: int = 0
 
 
 def parse_frame(text: str) -> Frame:
-    # py-spy's collapsed frames read "function (path:line)" or, with --function, "function (path)".
+    # py-spy's collapsed frames read "function (path:line)"; with --function the line is the
+    # function's first. It may also write "process N:..." and "thread (N)" labels: no path.
+    if text.startswith(("process ", "thread (")):
+        return Frame(text, "")
     name, _, rest = text.rpartition(" (")
     if not name:
         return Frame(text, "")
@@ -107,11 +115,8 @@ def read_collapsed(lines: Iterable[str]) -> Profile:
         innermost = frames[-1]
         profile.own[innermost.label] += count
         profile.by_package[innermost.package] += count
-        ours = {f.label for f in frames if f.package == "tracer"}
-        if ours:
+        if any(f.package == "tracer" for f in frames):
             profile.with_tracer += count
-            for label in ours:
-                profile.tracer_inclusive[label] += count
     return profile
 
 
@@ -186,10 +191,10 @@ def report(runs: list[Sampled], top: int) -> str:
     lines = [
         "GIL-held time per request, µs (samples / rate / requests answered while sampled)",
         "",
-        f"{'':44}{head}",
-        f"{'requests while sampled':44}" + "".join(f"{r.requests:>{width},.0f}" for r in runs),
-        f"{'samples':44}" + "".join(f"{r.profile.samples:>{width}}" for r in runs),
-        f"{'all':44}" + "".join(f"{r.us_per_request(r.profile.samples):>{width}.1f}" for r in runs),
+        f"{'':58}{head}",
+        f"{'requests while sampled':58}" + "".join(f"{r.requests:>{width},.0f}" for r in runs),
+        f"{'samples':58}" + "".join(f"{r.profile.samples:>{width}}" for r in runs),
+        f"{'all':58}" + "".join(f"{r.us_per_request(r.profile.samples):>{width}.1f}" for r in runs),
     ]
     packages = sorted({p for r in runs for p in r.profile.by_package})
     lines.append("innermost Python frame by package:")
@@ -197,9 +202,9 @@ def report(runs: list[Sampled], top: int) -> str:
         row = "".join(
             f"{r.us_per_request(r.profile.by_package[package]):>{width}.1f}" for r in runs
         )
-        lines.append(f"  {package:42}{row}")
+        lines.append(f"  {package:56}{row}")
     lines.append(
-        f"  {'(any tracer frame on the stack)':42}"
+        f"  {'(any tracer frame on the stack)':56}"
         + "".join(f"{r.us_per_request(r.profile.with_tracer):>{width}.1f}" for r in runs)
     )
     last, first = runs[-1], runs[0]
@@ -210,15 +215,13 @@ def report(runs: list[Sampled], top: int) -> str:
         return gained - (first.us_per_request(first.profile.own[label]) if len(runs) > 1 else 0)
 
     ordered = sorted(labels, key=added, reverse=True)[:top]
-    title = (
-        f"functions by own time, most added by {last.variant} first"
-        if len(runs) > 1
-        else ("functions by own time")
-    )
+    title = "functions by own time"
+    if len(runs) > 1:
+        title += f", most added by {last.variant} first"
     lines += ["", title + ":"]
     for label in ordered:
         row = "".join(f"{r.us_per_request(r.profile.own[label]):>{width}.2f}" for r in runs)
-        lines.append(f"  {label[:42]:42}{row}")
+        lines.append(f"  {label if len(label) <= 56 else '...' + label[-53:]:56}{row}")
     return "\n".join(lines)
 
 

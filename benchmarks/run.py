@@ -324,7 +324,7 @@ def measure_client(row: str) -> Callable[[Context, str], Sample]:
             problems.append(f"{result['calls'] - result['ok']} calls not answered 200")
         if served != result["calls"]:
             problems.append(f"server saw {served} of {result['calls']} calls")
-        extra = {
+        extra: dict[str, Any] = {
             key: result[key]
             for key in ("cpu_us", "paired_us", "base_value", "base_cpu_us")
             if key in result
@@ -334,10 +334,12 @@ def measure_client(row: str) -> Callable[[Context, str], Sample]:
     return measure
 
 
-def process_cpu(pid: int) -> float | None:
-    """CPU seconds (user + system, all threads) a process has used so far; None off Linux."""
+def process_cpu(pid: int, main_thread: bool = False) -> float | None:
+    """CPU seconds (user + system) a process has used so far, all its threads or only its main
+    thread (``main_thread``); None off Linux."""
+    path = f"/proc/{pid}/task/{pid}/stat" if main_thread else f"/proc/{pid}/stat"
     try:
-        with open(f"/proc/{pid}/stat") as f:
+        with open(path) as f:
             fields = f.read().rpartition(")")[2].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError):
@@ -352,8 +354,10 @@ def measure_server(kind: str) -> Callable[[Context, str], Sample]:
             if s.load_warmup > 0:
                 runs.append(load(ctx, srv.url, s.load_warmup))
             cpu_before = process_cpu(srv.proc.pid)
+            main_before = process_cpu(srv.proc.pid, main_thread=True)
             measured = load(ctx, srv.url, s.load_seconds)
             cpu_after = process_cpu(srv.proc.pid)
+            main_after = process_cpu(srv.proc.pid, main_thread=True)
             runs.append(measured)
             result = srv.stop()
         problems = span_checks(result)
@@ -372,6 +376,12 @@ def measure_server(kind: str) -> Callable[[Context, str], Sample]:
         extra = {}
         if cpu_before is not None and cpu_after is not None and measured["requests"]:
             extra["cpu_us"] = (cpu_after - cpu_before) * 1e6 / measured["requests"]
+            if main_before is not None and main_after is not None:
+                # The rest is other threads': tracer's pipeline in the aiohttp server; in
+                # http.server also the connection threads, which run the requests.
+                main_us = (main_after - main_before) * 1e6 / measured["requests"]
+                # Both are counted in clock ticks: never show a tick's rounding as negative.
+                extra["other_threads_us"] = max(0.0, extra["cpu_us"] - main_us)
         return Sample(rate, result["spans"], result["expected"], problems, extra)
 
     return measure
@@ -657,6 +667,16 @@ def summary(row: Row, outcomes: dict[str, Outcome]) -> list[str]:
                 "server process CPU per request" if row.unit == "req/s" else "client CPU per call"
             )
             lines.append(f"{what}, µs: " + ", ".join(cpu))
+    if row.key.startswith("aiohttp-server"):
+        # The event loop serves every request on the main thread; other threads are tracer's
+        # pipeline (or OpenTelemetry's export thread).
+        other = [
+            f"{o.variant} {number(c)}"
+            for o in outcomes.values()
+            if good(o) and (c := o.extra_median("other_threads_us")) is not None
+        ]
+        if other:
+            lines.append("of which outside the event loop's thread, µs: " + ", ".join(other))
     if row.key == "memory-queued":
         fresh = [
             f"{o.variant} {number(c)}"

@@ -291,7 +291,7 @@ def bench_memory_down(variant: str, args: argparse.Namespace) -> dict[str, Any]:
     rss_down = rss_bytes()
     down_stats = setup.stats()
     # At least one delivery must have failed, however slowly the pipeline got to its first send.
-    reporter.entered.wait(10)
+    reporter.failed.wait(10)
     failed = reporter.failed_spans
     reporter.release()
     flushed = setup.flush(timeout=args.recover)

@@ -36,6 +36,7 @@ def test_quick_run_prints_every_row_and_exits_0() -> None:
         assert (f"{row.number} {row.key}" in out.stdout) == row.default, row.key
     # Both client rows time traced chunks against untraced ones in the same process.
     assert out.stdout.count("added per call, paired in each process") == 2, out.stdout
+    assert "of which outside the event loop's thread" in out.stdout
     assert "FAILED" not in out.stdout
 
 
@@ -71,15 +72,18 @@ def test_profile_sums_py_spy_collapsed_stacks_per_package_and_function() -> None
         "<module> (/x/runpy.py:1);_handle_request (/x/tracer/instrumentation/aiohttp_server.py);"
         "server_span (/x/tracer/runtime.py:99) 10",
         "<module> (/x/runpy.py:1);select (/usr/lib/python3/selectors.py) 60",
+        # A checkout named tracer/ with its virtualenv inside: this frame is aiohttp's.
+        "thread (0x7f00);<module> (/home/u/tracer/.venv/lib/site-packages/aiohttp/web.py:3) 5",
+        "thread (0x7f00) 7",  # a label alone is no sample
         "not a stack line",
     ]
     profile = read_collapsed(collapsed)
-    assert profile.samples == 100
-    assert profile.by_package == {"aiohttp": 30, "tracer": 10, "stdlib and other": 60}
+    assert profile.samples == 105
+    assert profile.by_package == {"aiohttp": 35, "tracer": 10, "stdlib and other": 60}
     assert profile.with_tracer == 40
     assert profile.own["server_span (runtime.py)"] == 10
     # 100 samples at 100 Hz are 1 s of GIL time: over 1,000 requests, 1,000 µs each.
     run = Sampled("tracer", profile, requests=1000, rate=100)
-    assert run.us_per_request(profile.samples) == 1000.0
+    assert run.us_per_request(100) == 1000.0
     text = report([Sampled("untraced", read_collapsed(collapsed[2:3]), 1000, 100), run], top=5)
     assert "server_span (runtime.py)" in text and "untraced" in text

@@ -63,17 +63,20 @@ _EXIT_GRACE = 1.0
 class _Delivery:
     """One batch's callback: the first call wins, later ones are ignored."""
 
-    __slots__ = ("done", "error")
+    __slots__ = ("_lock", "done", "error")
 
     def __init__(self) -> None:
         self.done = threading.Event()
         self.error: BaseException | None = None
+        # The reporter's callback, the send timeout and stop() may all close it, concurrently.
+        self._lock = threading.Lock()
 
     def __call__(self, error: BaseException | None = None) -> None:
-        if self.done.is_set():
-            return
-        self.error = error
-        self.done.set()
+        with self._lock:
+            if self.done.is_set():
+                return
+            self.error = error
+            self.done.set()
 
 
 class _Batch:
@@ -282,7 +285,12 @@ class Pipeline:
                 thread.join(timeout=_EXIT_GRACE)
         delivery = self._delivery
         sender = self._sender
-        if delivery is not None and sender is not None and sender.is_alive():
+        if (
+            delivery is not None
+            and not delivery.done.is_set()
+            and sender is not None
+            and sender.is_alive()
+        ):
             # The reporter still holds a batch past the grace: give up on it, so that the sender
             # spools the batch instead of the process exiting with it unaccounted for.
             delivery(TimeoutError("reporter did not call back before exit"))
@@ -524,9 +532,14 @@ class Pipeline:
             retry_after = getattr(error, "retry_after", None)
             if isinstance(retry_after, (int, float)) and retry_after > 0:
                 delay = max(delay, min(float(retry_after), self.max_backoff))
-            # Sleep, but wake up for stop() so that exit is never held up by a backoff.
+            # Sleep, but wake up for stop() so that exit is never held up by a backoff. The flag
+            # is read again after the clear: a stop() in between must not sleep unnoticed.
             self._send_wake.clear()
-            self._send_wake.wait(delay)
+            if not self._stopping:
+                self._send_wake.wait(delay)
+            if self._stopping:
+                self._settle(batch, delivered=False, reason="reporter_error")
+                return
 
     def _settle(self, batch: _Batch, delivered: bool, reason: str = "") -> None:
         """Account for a batch that left the sender: delivered, spooled, or dropped."""
@@ -597,16 +610,20 @@ class Pipeline:
 
     def _send_once(self, data: dict[str, Any]) -> BaseException | None:
         delivery = self._delivery = _Delivery()
-        caller = self._caller
-        if caller is None or caller.stuck:
-            caller = self._caller = _Caller(self.reporter)
-        caller.call(data, delivery)
-        if not delivery.done.wait(self.send_timeout):
-            if caller.inside:
-                caller.abandon()
-            # Close the delivery ourselves so that a late callback is ignored.
-            delivery(TimeoutError(f"reporter did not call back within {self.send_timeout} s"))
-        return delivery.error
+        try:
+            caller = self._caller
+            if caller is None or caller.stuck:
+                caller = self._caller = _Caller(self.reporter)
+            caller.call(data, delivery)
+            if not delivery.done.wait(self.send_timeout):
+                if caller.inside:
+                    caller.abandon()
+                # Close the delivery ourselves so that a late callback is ignored.
+                delivery(TimeoutError(f"reporter did not call back within {self.send_timeout} s"))
+            return delivery.error
+        finally:
+            # Not kept past the send: an error's traceback would hold the batch's records.
+            self._delivery = None
 
 
 class _Caller:
