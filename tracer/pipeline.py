@@ -272,8 +272,9 @@ class Pipeline:
     def stop(self, timeout: float | None = None) -> bool:
         """Flush for up to ``timeout`` seconds, spool what is left, stop the threads, close.
 
-        True when everything was delivered. Never hangs past the timeout (plus a short grace for
-        the spool write).
+        True when everything was delivered. Never hangs past the timeout by more than a grace
+        of about a second per thread (``_EXIT_GRACE``): for a send in flight to return, then for
+        the spool writes.
         """
         timeout = self.exit_timeout if timeout is None else timeout
         ok = self.flush(timeout)
