@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 import subprocess
 import sys
 
@@ -106,6 +108,18 @@ def server() -> Iterator[Server]:
 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@contextlib.contextmanager
+def refused_port() -> Iterator[int]:
+    """A 127.0.0.1 port that refuses connections for as long as the block runs.
+
+    The socket stays bound without listening: connecting gets ECONNREFUSED, and no other socket
+    can take the port in the meantime, as one could if it were only closed.
+    """
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        yield int(held.getsockname()[1])
 
 
 def subprocess_env(**extra: str) -> dict[str, str]:

@@ -12,7 +12,7 @@ import reporters
 import tracer
 from reporters.memory import MemoryReporter
 from tests.aiohttp.conftest import Serve, echo_app
-from tests.conftest import Server
+from tests.conftest import Server, refused_port
 from tracer import context
 
 
@@ -72,12 +72,6 @@ async def test_redirects_followed_inside_one_span(memory: MemoryReporter, serve:
     assert {s["parent_id"] for s in hops} == {client["span_id"]}
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def _fetch_error(url: str, timeout: aiohttp.ClientTimeout | None = None) -> BaseException:
     async with aiohttp.ClientSession(timeout=timeout) as session:
         try:
@@ -89,11 +83,12 @@ async def _fetch_error(url: str, timeout: aiohttp.ClientTimeout | None = None) -
 
 
 async def test_connection_error_recorded_and_reraised_unchanged() -> None:
-    url = f"http://127.0.0.1:{_closed_port()}/down"
-    untraced = await _fetch_error(url)
-    reporter = reporters.create("memory")
-    tracer.install(app_name="s", reporter=reporter, flush_interval=0.02)
-    traced = await _fetch_error(url)
+    with refused_port() as port:
+        url = f"http://127.0.0.1:{port}/down"
+        untraced = await _fetch_error(url)
+        reporter = reporters.create("memory")
+        tracer.install(app_name="s", reporter=reporter, flush_interval=0.02)
+        traced = await _fetch_error(url)
     assert type(traced) is type(untraced)
     assert isinstance(traced, aiohttp.ClientConnectorError)
     assert str(traced) == str(untraced)

@@ -11,7 +11,7 @@ import requests
 import reporters
 import tracer
 from reporters.memory import MemoryReporter
-from tests.conftest import Server, assert_child_prints_ok
+from tests.conftest import Server, assert_child_prints_ok, refused_port
 
 
 def test_headers_on_the_wire_and_client_span(memory: MemoryReporter, server: Server) -> None:
@@ -47,16 +47,9 @@ def test_session_and_status_codes(memory: MemoryReporter, server: Server) -> Non
     ]
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_connection_error_recorded_and_reraised(memory: MemoryReporter) -> None:
-    url = f"http://127.0.0.1:{_closed_port()}/down"
-    with pytest.raises(requests.ConnectionError):
-        requests.get(url, timeout=5)
+    with refused_port() as port, pytest.raises(requests.ConnectionError):
+        requests.get(f"http://127.0.0.1:{port}/down", timeout=5)
     tracer.flush()
     (client,) = memory.find(kind="client")
     assert client["error"]["type"] == "network-error"

@@ -12,6 +12,7 @@ import pytest
 
 from reporters import http as http_reporter
 from reporters.base import DeliveryError
+from tests.conftest import refused_port
 
 from .helpers import Certs, HttpSink, Outcomes, wait_child
 
@@ -130,11 +131,9 @@ def test_reconnects_when_the_server_closed_the_idle_connection(http_sink: HttpSi
 
 
 def test_connection_refused_is_retryable() -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    reporter = http_reporter.create(f"http://127.0.0.1:{port}/")
-    error = send(reporter).error()
+    with refused_port() as port:
+        reporter = http_reporter.create(f"http://127.0.0.1:{port}/")
+        error = send(reporter).error()
     assert error.retryable is True
     assert isinstance(error.__cause__, ConnectionRefusedError)
 

@@ -20,7 +20,7 @@ import requests
 
 import reporters
 import tracer
-from tests.conftest import Server, subprocess_env
+from tests.conftest import Server, refused_port, subprocess_env
 from tracer import safety
 from tracer.spool import Spool
 
@@ -144,24 +144,23 @@ def _child(code: str, spool: Path, *args: str, **env: str) -> subprocess.Complet
 
 def test_spool_replayed_by_the_next_process(tmp_path: Path, line_server: LineServer) -> None:
     spool = tmp_path / "svc.sqlite"
-    closed = LineServer()
-    dead_port = closed.port
-    closed.close()
-    first = _child(
-        """
-        import sys, json, tracer, reporters
-        tracer.install(app_name="svc", spool_path=sys.argv[1], max_retries=1, max_backoff=0.05,
-                       flush_interval=0.02, exit_timeout=1.0,
-                       reporter=reporters.logstash.create(host="127.0.0.1", port=int(sys.argv[2])))
-        ids = []
-        for i in range(30):
-            with tracer.span(f"first-{i}") as s:
-                ids.append(s.span_id)
-        print(json.dumps(ids))
-        """,
-        spool,
-        str(dead_port),
-    )
+    with refused_port() as dead_port:
+        first = _child(
+            """
+            import sys, json, tracer, reporters
+            tracer.install(app_name="svc", spool_path=sys.argv[1], max_retries=1,
+                           max_backoff=0.05, flush_interval=0.02, exit_timeout=1.0,
+                           reporter=reporters.logstash.create(host="127.0.0.1",
+                                                              port=int(sys.argv[2])))
+            ids = []
+            for i in range(30):
+                with tracer.span(f"first-{i}") as s:
+                    ids.append(s.span_id)
+            print(json.dumps(ids))
+            """,
+            spool,
+            str(dead_port),
+        )
     assert first.returncode == 0, first.stderr
     made = json.loads(first.stdout)
     assert Spool(spool).pending()[1] == 30
