@@ -526,21 +526,21 @@ class Pipeline:
             self._failing = True
             self._log_trouble(f"reporter failing ({type(error).__name__}: {error})")
             attempt += 1
-            if attempt > self.max_retries or self._stopping:
-                self._settle(batch, delivered=False, reason="reporter_error")
-                return
-            delay = min(self.max_backoff, 0.05 * 2**attempt) * (0.5 + random.random() / 2)
-            retry_after = getattr(error, "retry_after", None)
-            if isinstance(retry_after, (int, float)) and retry_after > 0:
-                delay = max(delay, min(float(retry_after), self.max_backoff))
-            # Sleep, but wake up for stop() so that exit is never held up by a backoff. The flag
-            # is read again after the clear: a stop() in between must not sleep unnoticed.
-            self._send_wake.clear()
-            if not self._stopping:
-                self._send_wake.wait(delay)
-            if self._stopping:
-                self._settle(batch, delivered=False, reason="reporter_error")
-                return
+            if attempt <= self.max_retries:
+                delay = min(self.max_backoff, 0.05 * 2**attempt) * (0.5 + random.random() / 2)
+                retry_after = getattr(error, "retry_after", None)
+                if isinstance(retry_after, (int, float)) and retry_after > 0:
+                    delay = max(delay, min(float(retry_after), self.max_backoff))
+                # Sleep, but wake up for stop() so that exit is never held up by a backoff. The
+                # flag is read again after the clear: a stop() in between must not sleep unseen.
+                self._send_wake.clear()
+                if not self._stopping:
+                    self._send_wake.wait(delay)
+                if not self._stopping:
+                    continue
+            # Out of retries, or exiting: the spool keeps the batch.
+            self._settle(batch, delivered=False, reason="reporter_error")
+            return
 
     def _settle(self, batch: _Batch, delivered: bool, reason: str = "") -> None:
         """Account for a batch that left the sender: delivered, spooled, or dropped."""

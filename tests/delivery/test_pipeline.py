@@ -280,16 +280,21 @@ def test_fork_child_exports_its_own_spans_never_the_parents(line_server: LineSer
             with tracer.span("child-span") as s:
                 child_id = s.span_id if s is not None else ""
             ok = tracer.flush(timeout=10)
-            os.write(write_end, json.dumps([child_id, ok, os.getpid()]).encode())
+            report: list[Any] = [child_id, ok, os.getpid(), tracer.stats()]
         except BaseException:
+            import traceback
+
             code = 1
+            report = ["", False, os.getpid(), traceback.format_exc()]
         finally:
+            # What the child saw goes back to the parent, so that a failure here says why.
+            os.write(write_end, json.dumps(report, default=str).encode()[:65536])
             os._exit(code)
     os.close(write_end)
     _, status = os.waitpid(pid, 0)
-    child_id, child_ok, child_pid = json.loads(os.read(read_end, 4096))
-    os.close(read_end)
-    assert status == 0 and child_ok
+    with os.fdopen(read_end, "rb") as pipe:
+        child_id, child_ok, child_pid, child_said = json.loads(pipe.read())
+    assert status == 0 and child_ok, child_said
     assert tracer.flush(timeout=10)
     records = read_lines(line_server, lambda n: n >= 2)
     records += read_lines(line_server, lambda n: False, limit=0.5)  # no second copy behind

@@ -75,21 +75,20 @@ class HttpServerInstrumentation(Instrumentation):
                 try:
                     result = original(self)
                 except BaseException as exc:
-                    span = self.__dict__.pop(_SPAN, None)
-                    if span is not None:
-                        try:
-                            span.record_exception(exc)
-                            span.finish()
-                        except Exception as inner:
-                            safety.internal_error("http.server.finish", inner)
+                    end(self, exc)
                     raise
+                end(self, None)
+                return result
+
+            def end(self: Any, exc: BaseException | None) -> None:
                 span = self.__dict__.pop(_SPAN, None)
                 if span is not None:
                     try:
+                        if exc is not None:
+                            span.record_exception(exc)
                         span.finish()
-                    except Exception as exc:
-                        safety.internal_error("http.server.finish", exc)
-                return result
+                    except Exception as inner:
+                        safety.internal_error("http.server.finish", inner)
 
             return handle_one_request
 
