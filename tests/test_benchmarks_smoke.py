@@ -6,6 +6,7 @@ instead of failing, so this passes without the ``bench`` extra. Nothing here ass
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -87,3 +88,51 @@ def test_profile_sums_py_spy_collapsed_stacks_per_package_and_function() -> None
     assert run.us_per_request(100) == 1000.0
     text = report([Sampled("untraced", read_collapsed(collapsed[2:3]), 1000, 100), run], top=5)
     assert "server_span (runtime.py)" in text and "untraced" in text
+
+
+def test_instruction_counts_are_read_per_thread_and_reported(tmp_path: Path) -> None:
+    from benchmarks.instructions import PerRequest, read_total, report, thread_totals
+
+    head = "version: 1\ncreator: callgrind-3.19.0\nevents: Ir\n"
+    for number, total in ((1, 5000), (2, 700), (3, 300)):
+        (tmp_path / f"out-0{number}").write_text(f"{head}summary: {total}\n\nfn=main\n1 {total}\n")
+    (tmp_path / "out-notes").write_text("not callgrind output")
+    assert thread_totals(str(tmp_path / "out")) == {1: 5000, 2: 700, 3: 300}
+    assert read_total("totals: 42\n") == 42
+    with pytest.raises(ValueError):
+        read_total("fn=main\n1 42\n")
+    text = report(
+        "aiohttp",
+        [PerRequest("untraced", 200_000, 0, []), PerRequest("tracer", 250_000, 20_000, ["x"])],
+        warmup=10,
+        requests=100,
+    )
+    tracer_line = next(line for line in text.splitlines() if line.startswith("tracer"))
+    assert "+50,000" in tracer_line and "0.800" in tracer_line and "FAILED: x" in tracer_line
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is not installed")
+def test_instruction_count_command_runs_under_callgrind() -> None:
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.instructions",
+            "http-server",
+            "--variants=untraced,tracer",
+            "--requests=100",
+            "--warmup=5",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    rows = {line.split()[0]: line.split() for line in out.stdout.splitlines() if line.strip()}
+    # Counted, not timed: a traced request executes more instructions than an untraced one.
+    untraced = int(rows["untraced"][1].replace(",", ""))
+    traced = int(rows["tracer"][1].replace(",", ""))
+    assert 0 < untraced < traced
+    assert "FAILED" not in out.stdout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 
@@ -336,3 +337,50 @@ def test_header_map_joins_repeated_headers() -> None:
     assert headers["a"] == "x" and "missing" not in headers
     assert headers["traceparent"] == f"{TP},{second}"
     assert parse_traceparent(headers["traceparent"]) is None
+
+
+def test_new_ids_are_well_formed_and_unique_across_threads() -> None:
+    import re
+    import threading
+
+    seen: list[list[str]] = []
+
+    def draw() -> None:
+        mine: list[str] = []
+        for _ in range(2000):  # several refills of the id pool per thread
+            tid, sid = ids.new_ids()
+            mine += [tid, sid, ids.new_trace_id(), ids.new_span_id()]
+        seen.append(mine)
+
+    threads = [threading.Thread(target=draw) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    every = [value for mine in seen for value in mine]
+    assert len(every) == 4 * 2000 * 4
+    assert len(set(every)) == len(every)
+    for value in every:
+        assert re.fullmatch(r"[0-9a-f]{16}|[0-9a-f]{32}", value), value
+        assert int(value, 16) != 0
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_never_draws_its_parents_ids() -> None:
+    ids.new_ids()  # the pool holds unused ids when the process forks
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            os.close(read_end)
+            drawn = [ids.new_span_id() for _ in range(50)] + [ids.new_trace_id()]
+            os.write(write_end, " ".join(drawn).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end) as pipe:
+        child = pipe.read().split()
+    os.waitpid(pid, 0)
+    parent = [ids.new_span_id() for _ in range(50)] + [ids.new_trace_id()]
+    assert len(child) == 51
+    assert not set(child) & set(parent)

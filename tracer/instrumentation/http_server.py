@@ -22,7 +22,6 @@ from tracer.instrumentation.base import Instrumentation
 from tracer.propagation import header_map
 from tracer.span import Span
 
-_SPAN = "_tracer_span"
 _time_ns = time.time_ns
 
 
@@ -72,6 +71,10 @@ class HttpServerInstrumentation(Instrumentation):
                 return copy_context().run(serve_one, self)
 
             def serve_one(self: Any) -> Any:
+                # The request's span is kept as a plain attribute, written before the request
+                # is read: going through the handler's __dict__ instead would turn every
+                # attribute access of http.server's own code into a slower, unspecialised one.
+                self._tracer_span = None
                 try:
                     result = original(self)
                 except BaseException as exc:
@@ -81,8 +84,9 @@ class HttpServerInstrumentation(Instrumentation):
                 return result
 
             def end(self: Any, exc: BaseException | None) -> None:
-                span = self.__dict__.pop(_SPAN, None)
+                span = self._tracer_span
                 if span is not None:
+                    self._tracer_span = None
                     try:
                         if exc is not None:
                             span.record_exception(exc)
@@ -103,7 +107,7 @@ class HttpServerInstrumentation(Instrumentation):
                         hmap = header_map(raw if type(raw) is list else headers.items())
                         span = start_span(self.command, self.path, hmap)
                         if span is not None:
-                            self.__dict__[_SPAN] = span
+                            self._tracer_span = span
                             current.set(span)
                             wfile = self.wfile
                             if type(wfile) is not _TimedWriter:
@@ -117,7 +121,7 @@ class HttpServerInstrumentation(Instrumentation):
 
         def make_end_headers(original: Callable[..., Any]) -> Any:
             def end_headers(self: Any) -> Any:
-                span: Span | None = self.__dict__.get(_SPAN)
+                span: Span | None = getattr(self, "_tracer_span", None)
                 if span is not None:
                     try:
                         # The status line is the first line buffered by send_response();

@@ -1,0 +1,222 @@
+"""Instructions per request, a figure that does not drift.
+
+``python -m benchmarks.instructions {aiohttp,http-server}``
+
+The server rows measure time, and on a shared machine time drifts by tens of percent between runs.
+This counts the machine instructions a server executes per request instead, under valgrind's
+callgrind, which gives the same count for the same work whatever else the machine is doing
+(repeat runs agree to about 0.5%). For each variant (``--variants``: untraced, patched, spans,
+tracer, as in rows 7a/7b) it starts the benchmark's hello-world server under callgrind, sends
+``--warmup`` requests and then ``--requests`` more over one keep-alive connection, one at a time,
+and stops it; a second process gets the warm-up only. The difference of the two processes'
+totals, divided by ``--requests``, is the cost of one request with start-up, warm-up, exit and
+the final flush of spans left out, and the pipeline's per-span work (records, delivery) left in.
+
+Each process must report the requests its handler answered, and the traced variants the spans
+their sink received, as the benchmark's server rows do.
+
+Instructions are not time: Python code executes fewer instructions per cycle than the C parts of
+a server, so a ratio of instructions is an upper bound for the ratio of throughputs. What this
+shows well is where added work is, and whether a change to tracer removed any.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+
+from benchmarks.common import PORT_PREFIX
+from benchmarks.run import child_env, parse_result
+
+VARIANTS = ("untraced", "patched", "spans", "tracer")
+_TOTAL = re.compile(r"^(?:summary|totals):\s+(\d+)", re.MULTILINE)
+_BODY = b"Hello, world"
+
+
+def read_total(text: str) -> int:
+    """The instruction total of one callgrind output file."""
+    match = _TOTAL.search(text)
+    if match is None:
+        raise ValueError("no 'summary:' or 'totals:' line in callgrind output")
+    return int(match.group(1))
+
+
+def thread_totals(prefix: str) -> dict[int, int]:
+    """Instructions by thread number (1 is the main thread), from ``--separate-threads`` files."""
+    out: dict[int, int] = {}
+    for path in glob.glob(prefix + "-*"):
+        number = path.rsplit("-", 1)[1]
+        if number.isdigit():
+            with open(path, encoding="utf-8", errors="replace") as f:
+                out[int(number)] = read_total(f.read())
+    return out
+
+
+def send_requests(port: int, count: int, timeout: float) -> None:
+    """``count`` GETs over one keep-alive connection, each answered before the next is sent."""
+    request = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        buffer = b""
+        for _ in range(count):
+            sock.sendall(request)
+            # Every response of the benchmark's servers ends with this body.
+            while _BODY not in buffer:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    raise RuntimeError("the server closed the connection")
+                buffer += chunk
+            buffer = buffer[buffer.index(_BODY) + len(_BODY) :]
+
+
+@dataclass
+class Counted:
+    total: int
+    main_thread: int
+    handled: int
+    spans: int
+    expected: int
+
+
+def count(kind: str, variant: str, requests: int, workdir: str, timeout: float) -> Counted:
+    """One server process under callgrind, ``requests`` answered; its instruction totals."""
+    prefix = os.path.join(workdir, f"{kind}-{variant}-{requests}")
+    command = [
+        "valgrind",
+        "--tool=callgrind",
+        "--separate-threads=yes",
+        f"--callgrind-out-file={prefix}",
+        sys.executable,
+        "-m",
+        "benchmarks.servers",
+        kind,
+        variant,
+        f"--lifetime={timeout:.0f}",
+    ]
+    # A fixed hash seed: the same dict layouts, so the same instructions, in every process.
+    env = {**child_env(), "PYTHONHASHSEED": "0", "XDG_CACHE_HOME": workdir}
+    proc = subprocess.Popen(
+        command,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        lines: list[str] = []
+        while True:
+            line = proc.stdout.readline()
+            if not line:
+                raise RuntimeError(f"server did not start: {proc.communicate()[1][-500:]}")
+            lines.append(line.rstrip("\n"))
+            if line.startswith(PORT_PREFIX):
+                port = int(line[len(PORT_PREFIX) :])
+                break
+        send_requests(port, requests, timeout)
+        out, err = proc.communicate("stop\n", timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    result = parse_result(lines + out.splitlines())
+    if proc.returncode != 0 or result is None:
+        raise RuntimeError(f"server exit {proc.returncode}: {err.strip()[-500:]}")
+    threads = thread_totals(prefix)
+    if not threads:
+        raise RuntimeError("callgrind wrote no output")
+    return Counted(
+        sum(threads.values()),
+        threads.get(1, 0),
+        int(result["handled"]),
+        int(result["spans"]),
+        int(result["expected"]),
+    )
+
+
+@dataclass
+class PerRequest:
+    variant: str
+    total: float
+    outside_main: float
+    problems: list[str]
+
+
+def measure(kind: str, variant: str, warmup: int, requests: int, workdir: str) -> PerRequest:
+    timeout = 600.0
+    base = count(kind, variant, warmup, workdir, timeout)
+    full = count(kind, variant, warmup + requests, workdir, timeout)
+    problems = []
+    for counted, want in ((base, warmup), (full, warmup + requests)):
+        if counted.handled != want:
+            problems.append(f"answered {counted.handled} of {want} requests")
+        if counted.spans != counted.expected:
+            problems.append(f"{counted.spans} spans for {counted.expected} expected")
+    total = (full.total - base.total) / requests
+    main = (full.main_thread - base.main_thread) / requests
+    return PerRequest(variant, total, total - main, problems)
+
+
+def report(kind: str, runs: list[PerRequest], warmup: int, requests: int) -> str:
+    first = runs[0]
+    lines = [
+        f"instructions per request: {kind} server under callgrind, {requests:,} requests after"
+        f" {warmup:,} of warm-up, one keep-alive connection (difference of two processes)",
+        "",
+        f"{'variant':10}{'per request':>14}{'added':>12}{'ratio':>8}{'outside main thread':>22}",
+    ]
+    for run in runs:
+        added = run.total - first.total
+        ratio = first.total / run.total if run.total else float("nan")
+        lines.append(
+            f"{run.variant:10}{run.total:>14,.0f}{added:>+12,.0f}{ratio:>8.3f}"
+            f"{run.outside_main:>22,.0f}"
+            + ("  FAILED: " + "; ".join(run.problems) if run.problems else "")
+        )
+    lines += [
+        "",
+        f"ratio: {first.variant}'s instructions / the variant's (an upper bound for its"
+        " throughput ratio)",
+    ]
+    if kind == "aiohttp":
+        lines.append("outside main thread: tracer's pipeline (the event loop runs on the main one)")
+    else:
+        lines.append("outside main thread: the connection's handler thread and tracer's pipeline")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.instructions", description=__doc__)
+    parser.add_argument("kind", choices=("aiohttp", "http-server"))
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated")
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--warmup", type=int, default=500)
+    args = parser.parse_args(argv)
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    if not variants or any(v not in VARIANTS for v in variants):
+        raise SystemExit(f"--variants takes some of: {', '.join(VARIANTS)}")
+    if shutil.which("valgrind") is None:
+        raise SystemExit("valgrind is not installed (Debian: apt-get install valgrind)")
+    requests = min(max(args.requests, 100), 100_000)
+    warmup = min(max(args.warmup, 1), 100_000)
+    workdir = tempfile.mkdtemp(prefix="tracer-instructions-")
+    try:
+        runs = [measure(args.kind, v, warmup, requests, workdir) for v in variants]
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    print(report(args.kind, runs, warmup, requests))
+    return 1 if any(run.problems for run in runs) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
