@@ -240,6 +240,32 @@ def _events(kind: str, start: int, duration: int | None) -> list[dict[str, Any]]
     return out
 
 
+# Every record starts as a copy of this: copying a dict whose keys are all in place costs about
+# half as much as building one key by key, and a record is built for every span.
+_RECORD_TEMPLATE: dict[str, Any] = dict.fromkeys(
+    (
+        "trace_id",
+        "request_id",
+        "span_id",
+        "parent_id",
+        "kind",
+        "name",
+        "service",
+        "host",
+        "pid",
+        "start_us",
+        "duration_us",
+        "events",
+        "http",
+        "error",
+        "annotations",
+        "tags",
+        "sampled",
+        "must_collect",
+    )
+)
+
+
 def record(frozen: Frozen, service: str, host: str, pid: int) -> dict[str, Any]:
     """The span record of ARCHITECTURE.md built from :meth:`Span.freeze`'s tuple."""
     (
@@ -263,25 +289,34 @@ def record(frozen: Frozen, service: str, host: str, pid: int) -> dict[str, Any]:
     ) = frozen
     if len(name) > MAX_NAME or not name.isascii():
         name = safe_text(name, MAX_NAME)
-    return {
-        "trace_id": trace_id,
-        "request_id": request_id,
-        "span_id": span_id,
-        "parent_id": parent_id,
-        "kind": kind,
-        "name": name,
-        "service": service,
-        "host": host,
-        "pid": pid,
-        "start_us": start,
-        "duration_us": duration or 0,
-        "events": _events(kind, start, duration),
-        "http": None
-        if method is None and status is None
-        else {"method": method, "url": url, "path": path, "status_code": status},
-        "error": None if error is None else bounded_error(error),
-        "annotations": bounded(annotations, MAX_ANNOTATIONS) if annotations else [],
-        "tags": bounded(tags, MAX_TAGS) if tags else {},
-        "sampled": sampled,
-        "must_collect": must_collect,
-    }
+    out = _RECORD_TEMPLATE.copy()
+    out["trace_id"] = trace_id
+    out["request_id"] = request_id
+    out["span_id"] = span_id
+    out["parent_id"] = parent_id
+    out["kind"] = kind
+    out["name"] = name
+    out["service"] = service
+    out["host"] = host
+    out["pid"] = pid
+    out["start_us"] = start
+    out["duration_us"] = duration or 0
+    types = _EVENT_TYPES.get(kind)
+    if types is None:
+        out["events"] = []
+    elif duration is None:
+        out["events"] = [{"type": types[0], "time_us": start}]
+    else:
+        out["events"] = [
+            {"type": types[0], "time_us": start},
+            {"type": types[1], "time_us": start + duration},
+        ]
+    if method is not None or status is not None:
+        out["http"] = {"method": method, "url": url, "path": path, "status_code": status}
+    if error is not None:
+        out["error"] = bounded_error(error)
+    out["annotations"] = bounded(annotations, MAX_ANNOTATIONS) if annotations else []
+    out["tags"] = bounded(tags, MAX_TAGS) if tags else {}
+    out["sampled"] = sampled
+    out["must_collect"] = must_collect
+    return out
