@@ -1,6 +1,6 @@
 """Instructions per request, a figure that does not drift.
 
-``python -m benchmarks.instructions {aiohttp,http-server}``
+``python -m benchmarks.instructions {aiohttp,http-server,requests,aiohttp-client}``
 
 The server rows measure time, and on a shared machine time drifts by tens of percent between runs.
 This counts the machine instructions a server executes per request instead, under valgrind's
@@ -12,8 +12,13 @@ and stops it; a second process gets the warm-up only. The difference of the two 
 totals, divided by ``--requests``, is the cost of one request with start-up, warm-up, exit and
 the final flush of spans left out, and the pipeline's per-span work (records, delivery) left in.
 
-Each process must report the requests its handler answered, and the traced variants the spans
-their sink received, as the benchmark's server rows do.
+The two clients (``requests``, ``aiohttp-client``; variants untraced, tracer, otel) are counted
+the same way: the client process runs under callgrind and makes its calls, one at a time, to the
+client rows' upstream server in a process of its own, then flushes its spans to the discarding
+sink, so each tracer's export work is counted too.
+
+Each process must report the requests its handler answered (or the calls that succeeded), and the
+traced variants the spans their sink received, as the benchmark's rows do.
 
 Instructions are not time: Python code executes fewer instructions per cycle than the C parts of
 a server, so a ratio of instructions is an upper bound for the ratio of throughputs. What this
@@ -33,10 +38,13 @@ import sys
 import tempfile
 from dataclasses import dataclass
 
-from benchmarks.common import PORT_PREFIX
+from benchmarks.common import PORT_PREFIX, emit, make_setup
 from benchmarks.run import child_env, parse_result
 
 VARIANTS = ("untraced", "patched", "spans", "tracer")
+CLIENT_VARIANTS = ("untraced", "tracer", "otel")
+# The client kinds -> the instrumentation each variant installs (benchmarks.common.make_setup).
+CLIENTS = {"requests": "requests", "aiohttp-client": "aiohttp-client"}
 _TOTAL = re.compile(r"^(?:summary|totals):\s+(\d+)", re.MULTILINE)
 _BODY = b"Hello, world"
 
@@ -86,23 +94,36 @@ class Counted:
     expected: int
 
 
-def count(kind: str, variant: str, requests: int, workdir: str, timeout: float) -> Counted:
-    """One server process under callgrind, ``requests`` answered; its instruction totals."""
-    prefix = os.path.join(workdir, f"{kind}-{variant}-{requests}")
-    command = [
+def _callgrind(prefix: str, *args: str) -> list[str]:
+    return [
         "valgrind",
         "--tool=callgrind",
         "--separate-threads=yes",
         f"--callgrind-out-file={prefix}",
         sys.executable,
         "-m",
-        "benchmarks.servers",
-        kind,
-        variant,
-        f"--lifetime={timeout:.0f}",
+        *args,
     ]
-    # A fixed hash seed: the same dict layouts, so the same instructions, in every process.
-    env = {**child_env(), "PYTHONHASHSEED": "0", "XDG_CACHE_HOME": workdir}
+
+
+def _env(workdir: str) -> dict[str, str]:
+    # A fixed hash seed: the same dict layouts, so the same instructions, in every process. The
+    # same variables for every variant, too: requests reads the whole environment on every call.
+    return {**child_env(), "PYTHONHASHSEED": "0", "XDG_CACHE_HOME": workdir}
+
+
+def _totals(prefix: str) -> tuple[int, int]:
+    threads = thread_totals(prefix)
+    if not threads:
+        raise RuntimeError("callgrind wrote no output")
+    return sum(threads.values()), threads.get(1, 0)
+
+
+def count(kind: str, variant: str, requests: int, workdir: str, timeout: float) -> Counted:
+    """One server process under callgrind, ``requests`` answered; its instruction totals."""
+    prefix = os.path.join(workdir, f"{kind}-{variant}-{requests}")
+    command = _callgrind(prefix, "benchmarks.servers", kind, variant, f"--lifetime={timeout:.0f}")
+    env = _env(workdir)
     proc = subprocess.Popen(
         command,
         stdin=subprocess.PIPE,
@@ -132,16 +153,91 @@ def count(kind: str, variant: str, requests: int, workdir: str, timeout: float) 
     result = parse_result(lines + out.splitlines())
     if proc.returncode != 0 or result is None:
         raise RuntimeError(f"server exit {proc.returncode}: {err.strip()[-500:]}")
-    threads = thread_totals(prefix)
-    if not threads:
-        raise RuntimeError("callgrind wrote no output")
+    total, main_thread = _totals(prefix)
     return Counted(
-        sum(threads.values()),
-        threads.get(1, 0),
+        total,
+        main_thread,
         int(result["handled"]),
         int(result["spans"]),
         int(result["expected"]),
     )
+
+
+def count_client(kind: str, variant: str, calls: int, url: str, workdir: str) -> Counted:
+    """One client process under callgrind making ``calls`` calls to ``url``; its totals."""
+    prefix = os.path.join(workdir, f"{kind}-{variant}-{calls}")
+    command = _callgrind(
+        prefix, "benchmarks.instructions", "--client", kind, variant, url, str(calls)
+    )
+    out = subprocess.run(command, capture_output=True, text=True, env=_env(workdir), timeout=1200)
+    result = parse_result(out.stdout.splitlines())
+    if out.returncode != 0 or result is None:
+        raise RuntimeError(f"client exit {out.returncode}: {out.stderr.strip()[-500:]}")
+    total, main_thread = _totals(prefix)
+    return Counted(
+        total, main_thread, int(result["ok"]), int(result["spans"]), int(result["expected"])
+    )
+
+
+def client_calls(kind: str, variant: str, url: str, calls: int) -> dict[str, int]:
+    """In the process under callgrind: the calls, then a flush; what succeeded and was exported."""
+    setup = make_setup(variant, [CLIENTS[kind]])
+    ok = 0
+    if kind == "requests":
+        import requests
+
+        with requests.Session() as session:
+            for _ in range(calls):
+                response = session.get(url)
+                ok += response.status_code == 200 and response.content == b"ok"
+    else:
+        import asyncio
+
+        import aiohttp
+
+        async def run() -> int:
+            done = 0
+            async with aiohttp.ClientSession() as session:
+                for _ in range(calls):
+                    async with session.get(url) as response:
+                        done += response.status == 200 and await response.read() == b"ok"
+            return done
+
+        ok = asyncio.run(run())
+    setup.flush()
+    result = {
+        "ok": ok,
+        "spans": setup.delivered(),
+        "expected": 0 if variant == "untraced" else calls,
+    }
+    setup.close()
+    return result
+
+
+class Upstream:
+    """The client rows' upstream (benchmarks.target), not under callgrind, until stop()."""
+
+    def __init__(self, workdir: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.target", "--lifetime=3600"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=_env(workdir),
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line.startswith(PORT_PREFIX):
+            self.stop()
+            raise RuntimeError("the upstream server did not start")
+        self.url = f"http://127.0.0.1:{int(line[len(PORT_PREFIX) :])}/"
+
+    def stop(self) -> None:
+        try:
+            self.proc.communicate("stop\n", timeout=30)
+        except (subprocess.TimeoutExpired, OSError, ValueError):
+            self.proc.kill()
+            self.proc.wait()
 
 
 @dataclass
@@ -152,14 +248,19 @@ class PerRequest:
     problems: list[str]
 
 
-def measure(kind: str, variant: str, warmup: int, requests: int, workdir: str) -> PerRequest:
-    timeout = 600.0
-    base = count(kind, variant, warmup, workdir, timeout)
-    full = count(kind, variant, warmup + requests, workdir, timeout)
+def measure(
+    kind: str, variant: str, warmup: int, requests: int, workdir: str, url: str | None
+) -> PerRequest:
+    if url is None:
+        base = count(kind, variant, warmup, workdir, 600.0)
+        full = count(kind, variant, warmup + requests, workdir, 600.0)
+    else:
+        base = count_client(kind, variant, warmup, url, workdir)
+        full = count_client(kind, variant, warmup + requests, url, workdir)
     problems = []
     for counted, want in ((base, warmup), (full, warmup + requests)):
         if counted.handled != want:
-            problems.append(f"answered {counted.handled} of {want} requests")
+            problems.append(f"{counted.handled} of {want} requests answered")
         if counted.spans != counted.expected:
             problems.append(f"{counted.spans} spans for {counted.expected} expected")
     total = (full.total - base.total) / requests
@@ -169,8 +270,9 @@ def measure(kind: str, variant: str, warmup: int, requests: int, workdir: str) -
 
 def report(kind: str, runs: list[PerRequest], warmup: int, requests: int) -> str:
     first = runs[0]
+    what = f"{kind} client" if kind in CLIENTS else f"{kind} server"
     lines = [
-        f"instructions per request: {kind} server under callgrind, {requests:,} requests after"
+        f"instructions per request: {what} under callgrind, {requests:,} requests after"
         f" {warmup:,} of warm-up, one keep-alive connection (difference of two processes)",
         "",
         f"{'variant':10}{'per request':>14}{'added':>12}{'ratio':>8}{'outside main thread':>22}",
@@ -188,31 +290,59 @@ def report(kind: str, runs: list[PerRequest], warmup: int, requests: int) -> str
         f"ratio: {first.variant}'s instructions / the variant's (an upper bound for its"
         " throughput ratio)",
     ]
-    if kind == "aiohttp":
-        lines.append("outside main thread: tracer's pipeline (the event loop runs on the main one)")
-    else:
+    if kind == "http-server":
         lines.append("outside main thread: the connection's handler thread and tracer's pipeline")
+    else:
+        lines.append(
+            "outside main thread: the tracers' export threads (the calls run on the main one)"
+        )
+    by_name = {run.variant: run for run in runs}
+    if kind in CLIENTS and {"untraced", "tracer", "otel"} <= by_name.keys():
+        base = by_name["untraced"].total
+        ours, theirs = by_name["tracer"].total - base, by_name["otel"].total - base
+        if theirs > 0:
+            lines.append(
+                f"tracer adds {ours:,.0f} instructions per call, OpenTelemetry {theirs:,.0f}:"
+                f" tracer's is {ours / theirs:.2f} of OpenTelemetry's"
+            )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--client"]:
+        # The process under callgrind (see count_client).
+        kind, variant, url, calls = argv[1:5]
+        emit(client_calls(kind, variant, url, int(calls)))
+        return 0
     parser = argparse.ArgumentParser(prog="python -m benchmarks.instructions", description=__doc__)
-    parser.add_argument("kind", choices=("aiohttp", "http-server"))
-    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated")
-    parser.add_argument("--requests", type=int, default=2000)
-    parser.add_argument("--warmup", type=int, default=500)
+    parser.add_argument("kind", choices=("aiohttp", "http-server", *CLIENTS))
+    parser.add_argument("--variants", help="comma-separated (default: all of the kind's)")
+    parser.add_argument(
+        "--requests", type=int, help="counted requests or calls (default 2000; clients 1000)"
+    )
+    parser.add_argument("--warmup", type=int, default=0, help="default 500; clients 300")
     args = parser.parse_args(argv)
-    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-    if not variants or any(v not in VARIANTS for v in variants):
-        raise SystemExit(f"--variants takes some of: {', '.join(VARIANTS)}")
+    client = args.kind in CLIENTS
+    known = CLIENT_VARIANTS if client else VARIANTS
+    variants = [v.strip() for v in (args.variants or ",".join(known)).split(",") if v.strip()]
+    if not variants or any(v not in known for v in variants):
+        raise SystemExit(f"--variants takes some of: {', '.join(known)}")
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind is not installed (Debian: apt-get install valgrind)")
-    requests = min(max(args.requests, 100), 100_000)
-    warmup = min(max(args.warmup, 1), 100_000)
+    requests = min(max(args.requests or (1000 if client else 2000), 100), 100_000)
+    warmup = min(max(args.warmup or (300 if client else 500), 1), 100_000)
     workdir = tempfile.mkdtemp(prefix="tracer-instructions-")
+    upstream = None
     try:
-        runs = [measure(args.kind, v, warmup, requests, workdir) for v in variants]
+        url = None
+        if client:
+            upstream = Upstream(workdir)
+            url = upstream.url
+        runs = [measure(args.kind, v, warmup, requests, workdir, url) for v in variants]
     finally:
+        if upstream is not None:
+            upstream.stop()
         shutil.rmtree(workdir, ignore_errors=True)
     print(report(args.kind, runs, warmup, requests))
     return 1 if any(run.problems for run in runs) else 0

@@ -109,6 +109,18 @@ def test_instruction_counts_are_read_per_thread_and_reported(tmp_path: Path) -> 
     )
     tracer_line = next(line for line in text.splitlines() if line.startswith("tracer"))
     assert "+50,000" in tracer_line and "0.800" in tracer_line and "FAILED: x" in tracer_line
+    client = report(
+        "requests",
+        [
+            PerRequest("untraced", 1_000_000, 0, []),
+            PerRequest("tracer", 1_100_000, 30_000, []),
+            PerRequest("otel", 1_400_000, 20_000, []),
+        ],
+        warmup=10,
+        requests=100,
+    )
+    assert "requests client" in client
+    assert "tracer's is 0.25 of OpenTelemetry's" in client
 
 
 @pytest.mark.timeout(300)

@@ -92,8 +92,11 @@ def test_ignore_hosts(server: Server) -> None:
     assert reporter.find(kind="client") == []
 
 
-def test_caller_request_id_starts_the_trace(memory: MemoryReporter, server: Server) -> None:
-    response = requests.get(f"{server.url}/own", headers={"request-id": "mine-1"}, timeout=10)
+@pytest.mark.parametrize("name", ["request-id", "Request-Id"])
+def test_caller_request_id_starts_the_trace(
+    memory: MemoryReporter, server: Server, name: str
+) -> None:
+    response = requests.get(f"{server.url}/own", headers={name: "mine-1"}, timeout=10)
     assert response.json()["headers"]["request-id"] == "mine-1"
     assert response.json()["transaction_id"] == "mine-1"
 

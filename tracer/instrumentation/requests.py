@@ -13,6 +13,26 @@ from typing import Any
 from tracer import safety
 from tracer.context import suppress
 from tracer.instrumentation.base import Instrumentation
+from tracer.propagation import Getter
+
+
+def _getter(headers: Any, case_insensitive: type) -> Getter:
+    """A lookup of lowercase header names in requests' header dict.
+
+    ``CaseInsensitiveDict.get`` of a missing name goes through ``Mapping.get`` and a raised
+    KeyError, several times the cost of a dict lookup, and tracer asks for names that are
+    nearly always missing. The dict keeps ``(name, value)`` under the lowercase name.
+    """
+    store = getattr(headers, "_store", None) if type(headers) is case_insensitive else None
+    if not isinstance(store, dict):
+        get: Getter = headers.get
+        return get
+
+    def lookup(name: str) -> str | None:
+        item = store.get(name)
+        return None if item is None else item[1]
+
+    return lookup
 
 
 class RequestsInstrumentation(Instrumentation):
@@ -26,6 +46,7 @@ class RequestsInstrumentation(Instrumentation):
             module.exceptions.ConnectionError,
             module.exceptions.Timeout,
         )
+        case_insensitive = module.structures.CaseInsensitiveDict
 
         def send(
             wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kw: dict[str, Any]
@@ -36,7 +57,9 @@ class RequestsInstrumentation(Instrumentation):
             try:
                 request = args[0] if args else kw["request"]
                 span = runtime.client_span(
-                    request.method or "GET", request.url, request.headers.get
+                    request.method or "GET",
+                    request.url,
+                    _getter(request.headers, case_insensitive),
                 )
                 if span is not None:
                     runtime.inject(span, request.headers)
@@ -58,7 +81,9 @@ class RequestsInstrumentation(Instrumentation):
                     safety.internal_error("requests.finish", inner)
                 raise
             try:
-                runtime.read_response(span, response.status_code, response.headers.get)
+                runtime.read_response(
+                    span, response.status_code, _getter(response.headers, case_insensitive)
+                )
                 span.finish()
             except Exception as exc:
                 safety.internal_error("requests.finish", exc)
