@@ -270,7 +270,9 @@ def measure(
 
 def report(kind: str, runs: list[PerRequest], warmup: int, requests: int) -> str:
     first = runs[0]
-    what = f"{kind} client" if kind in CLIENTS else f"{kind} server"
+    what = {"requests": "requests client", "aiohttp-client": "aiohttp client"}.get(
+        kind, f"{kind} server"
+    )
     lines = [
         f"instructions per request: {what} under callgrind, {requests:,} requests after"
         f" {warmup:,} of warm-up, one keep-alive connection (difference of two processes)",
