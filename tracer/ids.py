@@ -29,8 +29,10 @@ _take = _pool.pop
 
 def _refill() -> str:
     text = (_bits(192 * _POOL_SIZE) | _MASK).to_bytes(24 * _POOL_SIZE, "big").hex()
-    _pool.extend(map(text.__getitem__, _CHUNKS))
-    return _take()
+    # The caller gets the first pair, which never enters the pool: other threads may empty the
+    # pool again before this thread could pop from it.
+    _pool.extend(map(text.__getitem__, _CHUNKS[1:]))
+    return text[:48]
 
 
 def _after_fork_in_child() -> None:

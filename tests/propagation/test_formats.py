@@ -341,6 +341,7 @@ def test_header_map_joins_repeated_headers() -> None:
 
 def test_new_ids_are_well_formed_and_unique_across_threads() -> None:
     import re
+    import sys
     import threading
 
     seen: list[list[str]] = []
@@ -352,13 +353,19 @@ def test_new_ids_are_well_formed_and_unique_across_threads() -> None:
             mine += [tid, sid, ids.new_trace_id(), ids.new_span_id()]
         seen.append(mine)
 
-    threads = [threading.Thread(target=draw) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    # Threads switch as often as they can, so that they empty the pool under each other.
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [threading.Thread(target=draw) for _ in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(interval)
     every = [value for mine in seen for value in mine]
-    assert len(every) == 4 * 2000 * 4
+    assert len(every) == 16 * 2000 * 4  # no thread died of an exception
     assert len(set(every)) == len(every)
     for value in every:
         assert re.fullmatch(r"[0-9a-f]{16}|[0-9a-f]{32}", value), value
@@ -381,6 +388,8 @@ def test_a_forked_child_never_draws_its_parents_ids() -> None:
     with os.fdopen(read_end) as pipe:
         child = pipe.read().split()
     os.waitpid(pid, 0)
-    parent = [ids.new_span_id() for _ in range(50)] + [ids.new_trace_id()]
+    # More than one pool's worth, so that the parent refills too: a child that kept its parent's
+    # random state would draw what the parent draws next.
+    parent = [ids.new_span_id() for _ in range(600)] + [ids.new_trace_id()]
     assert len(child) == 51
     assert not set(child) & set(parent)
