@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,18 +23,37 @@ class Running:
     def __init__(self) -> None:
         self.runners: list[web.AppRunner] = []
 
-    async def serve(self, app: web.Application) -> str:
+    async def serve(self, app: web.Application, ssl_context: ssl.SSLContext | None = None) -> str:
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
+        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context)
         await site.start()
         self.runners.append(runner)
         host, port = runner.addresses[-1][:2]
-        return f"http://{host}:{port}"
+        return f"{'http' if ssl_context is None else 'https'}://{host}:{port}"
 
     async def close(self) -> None:
         for runner in reversed(self.runners):
             await runner.cleanup()
+
+
+@pytest.fixture
+async def serve_tls(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[Callable[[web.Application], Awaitable[tuple[str, Path]]]]:
+    """``url, ca_file = await serve_tls(app)``: ``app`` over TLS with a throw-away CA."""
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is needed to make test certificates")
+    from tests.delivery.helpers import make_certs
+
+    certs = make_certs(tmp_path_factory.mktemp("certs"))
+    running = Running()
+
+    async def serve(app: web.Application) -> tuple[str, Path]:
+        return await running.serve(app, certs.server_context()), certs.ca
+
+    yield serve
+    await running.close()
 
 
 @pytest.fixture

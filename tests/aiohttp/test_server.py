@@ -397,3 +397,21 @@ async def test_methods_another_tool_wrapped_first_are_still_traced() -> None:
             await runner.cleanup()
         for (owner, name), original in originals.items():
             setattr(owner, name, original)
+
+
+async def test_https_request_gets_an_https_url(
+    memory: MemoryReporter, serve_tls: Any, tmp_path: Any
+) -> None:
+    import ssl
+
+    url, ca = await serve_tls(echo_app())
+    client_context = ssl.create_default_context(cafile=str(ca))
+    with context.suppressed():
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{url}/users/7", ssl=client_context) as response:
+                assert response.status == 200
+    memory.wait_for(1)
+    (span,) = memory.find(kind="server")
+    assert url.startswith("https://")
+    assert span["http"]["url"] == f"{url}/users/7"
+    assert span["name"] == "GET /users/{id}"
