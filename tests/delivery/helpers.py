@@ -102,6 +102,25 @@ class LineServer:
             except OSError:
                 pass
             conn.close()
+        self._conns = []
+
+    def pause(self) -> None:
+        """Go down: stop listening and drop every connection, but keep the port, bound and not
+        listening, so that connecting is refused until :meth:`resume` and no other socket can
+        take the port in between (closing and listening anew could lose it)."""
+        self.close()
+        holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        holder.bind(("127.0.0.1", self.port))
+        self.listener = holder
+
+    def resume(self) -> None:
+        """Come back on the same port after :meth:`pause`; lines keep arriving in ``lines``."""
+        self.listener.listen()
+        self.listener.settimeout(0.05)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._accept_loop, daemon=True)
+        self._thread.start()
 
 
 def strict_loads(data: bytes | str) -> Any:

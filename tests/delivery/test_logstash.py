@@ -108,22 +108,21 @@ def test_empty_batch_is_delivered_without_writing(line_server: LineServer) -> No
 
 def test_reconnects_after_the_listener_goes_away_and_comes_back() -> None:
     server = LineServer()
-    port = server.port
-    reporter = logstash.create(host="127.0.0.1", port=port, timeout=2)
-    assert send(reporter, batch(span(name="before"))).only is None
-    assert server.get_records(1)[0]["name"] == "before"
-    server.close()
-
-    # The old connection is closed by the peer and nothing listens: an error, never a raise.
-    error = send(reporter, batch(span(name="lost"))).error()
-    assert error.retryable is True
-    assert isinstance(error.__cause__, ConnectionRefusedError)
-
-    server = LineServer(port=port)
+    reporter = logstash.create(host="127.0.0.1", port=server.port, timeout=2)
     try:
+        assert send(reporter, batch(span(name="before"))).only is None
+        assert server.get_records(1)[0]["name"] == "before"
+        server.pause()
+
+        # The old connection is closed by the peer and nothing listens: an error, never a raise.
+        error = send(reporter, batch(span(name="lost"))).error()
+        assert error.retryable is True
+        assert isinstance(error.__cause__, ConnectionRefusedError)
+
+        server.resume()
         assert send(reporter, batch(span(name="after"))).only is None
         assert server.get_records(1)[0]["name"] == "after"
-        assert server.accepted == 1
+        assert server.accepted == 2  # one connection before the outage, one after
     finally:
         server.close()
         reporter.close()
