@@ -32,24 +32,20 @@ from __future__ import annotations
 import argparse
 import glob
 import os
-import queue
 import re
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
-import threading
 from dataclasses import dataclass
-from typing import IO
 
-from benchmarks.common import PORT_PREFIX, emit, make_setup
-from benchmarks.run import child_env, parse_result
+from benchmarks.common import emit, make_setup
+from benchmarks.run import FULL, Context, Sizes, child_env, parse_result, service
+from benchmarks.worker import CLIENT_CALLS
 
 VARIANTS = ("untraced", "patched", "spans", "tracer")
 CLIENT_VARIANTS = ("untraced", "tracer", "otel")
-# The client kinds -> the instrumentation each variant installs (benchmarks.common.make_setup).
-CLIENTS = {"requests": "requests", "aiohttp-client": "aiohttp-client"}
 _TOTAL = re.compile(r"^(?:summary|totals):\s+(\d+)", re.MULTILINE)
 _BODY = b"Hello, world"
 
@@ -96,31 +92,6 @@ CLIENT_SECONDS_PER_CALL = 0.25
 START_SECONDS = 120.0
 
 
-def wait_for_port(stream: IO[str], timeout: float) -> tuple[int, list[str]]:
-    """The port a child prints (``PORT n``), and the lines before it; bounded by ``timeout``."""
-    lines: queue.Queue[str | None] = queue.Queue()
-
-    def read() -> None:
-        for line in stream:
-            lines.put(line.rstrip("\n"))
-            if line.startswith(PORT_PREFIX):
-                return
-        lines.put(None)
-
-    threading.Thread(target=read, daemon=True).start()
-    seen: list[str] = []
-    while True:
-        try:
-            line = lines.get(timeout=timeout)
-        except queue.Empty:
-            raise RuntimeError(f"no {PORT_PREFIX.strip()} line within {timeout:.0f} s") from None
-        if line is None:
-            raise RuntimeError("the process exited before it listened")
-        seen.append(line)
-        if line.startswith(PORT_PREFIX):
-            return int(line[len(PORT_PREFIX) :]), seen
-
-
 @dataclass
 class Counted:
     total: int
@@ -130,22 +101,21 @@ class Counted:
     expected: int
 
 
-def _callgrind(prefix: str, *args: str) -> list[str]:
+def _callgrind(prefix: str) -> list[str]:
+    """What goes before the interpreter: callgrind, one output file per thread."""
     return [
         "valgrind",
         "--tool=callgrind",
         "--separate-threads=yes",
         f"--callgrind-out-file={prefix}",
-        sys.executable,
-        "-m",
-        *args,
     ]
 
 
-def _env(workdir: str) -> dict[str, str]:
+def _context(workdir: str, timeout: float) -> Context:
     # A fixed hash seed: the same dict layouts, so the same instructions, in every process. The
     # same variables for every variant, too: requests reads the whole environment on every call.
-    return {**child_env(), "PYTHONHASHSEED": "0", "XDG_CACHE_HOME": workdir}
+    sizes = Sizes(**{**FULL.__dict__, "timeout": timeout})
+    return Context(sizes, {**child_env(), "PYTHONHASHSEED": "0"}, workdir, None, set())
 
 
 def _totals(prefix: str) -> tuple[int, int]:
@@ -159,29 +129,18 @@ def count(kind: str, variant: str, requests: int, workdir: str) -> Counted:
     """One server process under callgrind, ``requests`` answered; its instruction totals."""
     timeout = START_SECONDS + SERVER_SECONDS_PER_REQUEST * requests
     prefix = os.path.join(workdir, f"{kind}-{variant}-{requests}")
-    command = _callgrind(prefix, "benchmarks.servers", kind, variant, f"--lifetime={timeout:.0f}")
-    env = _env(workdir)
-    proc = subprocess.Popen(
-        command,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-    )
-    assert proc.stdin is not None and proc.stdout is not None
-    try:
-        port, lines = wait_for_port(proc.stdout, START_SECONDS)
-        send_requests(port, requests, timeout)
-        out, err = proc.communicate("stop\n", timeout=timeout)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    result = parse_result(lines + out.splitlines())
-    if proc.returncode != 0 or result is None:
-        raise RuntimeError(f"server exit {proc.returncode}: {err.strip()[-500:]}")
+    ctx = _context(workdir, timeout)
+    with service(
+        ctx,
+        "benchmarks.servers",
+        kind,
+        variant,
+        f"--lifetime={timeout:.0f}",
+        prefix=_callgrind(prefix),
+        start_timeout=START_SECONDS,
+    ) as server:
+        send_requests(server.port, requests, timeout)
+        result = server.stop()
     total, main_thread = _totals(prefix)
     return Counted(
         total,
@@ -195,12 +154,21 @@ def count(kind: str, variant: str, requests: int, workdir: str) -> Counted:
 def count_client(kind: str, variant: str, calls: int, url: str, workdir: str) -> Counted:
     """One client process under callgrind making ``calls`` calls to ``url``; its totals."""
     prefix = os.path.join(workdir, f"{kind}-{variant}-{calls}")
-    command = _callgrind(
-        prefix, "benchmarks.instructions", "--client", kind, variant, url, str(calls)
-    )
+    command = [
+        *_callgrind(prefix),
+        sys.executable,
+        "-m",
+        "benchmarks.instructions",
+        "--client",
+        kind,
+        variant,
+        url,
+        str(calls),
+    ]
     timeout = START_SECONDS + CLIENT_SECONDS_PER_CALL * calls
+    ctx = _context(workdir, timeout)
     out = subprocess.run(
-        command, capture_output=True, text=True, env=_env(workdir), timeout=timeout
+        command, capture_output=True, text=True, env=ctx.env, cwd=ctx.cwd, timeout=timeout
     )
     result = parse_result(out.stdout.splitlines())
     if out.returncode != 0 or result is None:
@@ -213,29 +181,9 @@ def count_client(kind: str, variant: str, calls: int, url: str, workdir: str) ->
 
 def client_calls(kind: str, variant: str, url: str, calls: int) -> dict[str, int]:
     """In the process under callgrind: the calls, then a flush; what succeeded and was exported."""
-    setup = make_setup(variant, [CLIENTS[kind]])
-    ok = 0
-    if kind == "requests":
-        import requests
-
-        with requests.Session() as session:
-            for _ in range(calls):
-                response = session.get(url)
-                ok += response.status_code == 200 and response.content == b"ok"
-    else:
-        import asyncio
-
-        import aiohttp
-
-        async def run() -> int:
-            done = 0
-            async with aiohttp.ClientSession() as session:
-                for _ in range(calls):
-                    async with session.get(url) as response:
-                        done += response.status == 200 and await response.read() == b"ok"
-            return done
-
-        ok = asyncio.run(run())
+    setup = make_setup(variant, [kind])
+    with CLIENT_CALLS[kind](url) as call:
+        ok = call(calls, True)
     setup.flush()
     result = {
         "ok": ok,
@@ -244,33 +192,6 @@ def client_calls(kind: str, variant: str, url: str, calls: int) -> dict[str, int
     }
     setup.close()
     return result
-
-
-class Upstream:
-    """The client rows' upstream (benchmarks.target), not under callgrind, until stop()."""
-
-    def __init__(self, workdir: str) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.target", "--lifetime=7200"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            env=_env(workdir),
-        )
-        assert self.proc.stdout is not None
-        try:
-            port, _ = wait_for_port(self.proc.stdout, START_SECONDS)
-        except RuntimeError:
-            self.stop()
-            raise
-        self.url = f"http://127.0.0.1:{port}/"
-
-    def stop(self) -> None:
-        try:
-            self.proc.communicate("stop\n", timeout=30)
-        except (subprocess.TimeoutExpired, OSError, ValueError):
-            self.proc.kill()
-            self.proc.wait()
 
 
 @dataclass
@@ -333,7 +254,7 @@ def report(kind: str, runs: list[PerRequest], warmup: int, requests: int) -> str
             "outside main thread: the tracers' export threads (the calls run on the main one)"
         )
     by_name = {run.variant: run for run in runs}
-    if kind in CLIENTS and {"untraced", "tracer", "otel"} <= by_name.keys():
+    if kind in CLIENT_CALLS and {"untraced", "tracer", "otel"} <= by_name.keys():
         base = by_name["untraced"].total
         ours, theirs = by_name["tracer"].total - base, by_name["otel"].total - base
         if theirs > 0:
@@ -352,14 +273,14 @@ def main(argv: list[str] | None = None) -> int:
         emit(client_calls(kind, variant, target, int(calls)))
         return 0
     parser = argparse.ArgumentParser(prog="python -m benchmarks.instructions", description=__doc__)
-    parser.add_argument("kind", choices=("aiohttp", "http-server", *CLIENTS))
+    parser.add_argument("kind", choices=("aiohttp", "http-server", *CLIENT_CALLS))
     parser.add_argument("--variants", help="comma-separated (default: all of the kind's)")
     parser.add_argument(
         "--requests", type=int, help="counted requests or calls (default 2000; clients 1000)"
     )
     parser.add_argument("--warmup", type=int, help="default 500; clients 300")
     args = parser.parse_args(argv)
-    client = args.kind in CLIENTS
+    client = args.kind in CLIENT_CALLS
     known = CLIENT_VARIANTS if client else VARIANTS
     # In the order given, each once: a variant's files are named after it.
     variants = list(
@@ -373,16 +294,17 @@ def main(argv: list[str] | None = None) -> int:
     warmup = args.warmup if args.warmup is not None else (300 if client else 500)
     warmup = min(max(warmup, 1), 5_000)
     workdir = tempfile.mkdtemp(prefix="tracer-instructions-")
-    upstream = None
     try:
-        url: str | None = None
         if client:
-            upstream = Upstream(workdir)
-            url = upstream.url
-        runs = [measure(args.kind, v, warmup, requests, workdir, url) for v in variants]
+            ctx = _context(workdir, 60.0)
+            with service(ctx, "benchmarks.target", "--lifetime=7200") as upstream:
+                runs = [
+                    measure(args.kind, v, warmup, requests, workdir, upstream.url) for v in variants
+                ]
+                upstream.stop()
+        else:
+            runs = [measure(args.kind, v, warmup, requests, workdir, None) for v in variants]
     finally:
-        if upstream is not None:
-            upstream.stop()
         shutil.rmtree(workdir, ignore_errors=True)
     print(report(args.kind, runs, warmup, requests))
     return 1 if any(run.problems for run in runs) else 0

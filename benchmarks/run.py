@@ -21,7 +21,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -183,13 +183,21 @@ def last_line(text: str) -> str:
 class Service:
     """A server process: started, asked for its port, stopped by a line on stdin."""
 
-    def __init__(self, ctx: Context, module: str, *args: str) -> None:
+    def __init__(
+        self,
+        ctx: Context,
+        module: str,
+        *args: str,
+        prefix: Sequence[str] = (),
+        start_timeout: float = 30.0,
+    ) -> None:
+        """``prefix`` goes before the interpreter on the command line (a profiler, say)."""
         self._stderr = tempfile.TemporaryFile(mode="w+")
         self._lines: queue.Queue[str | None] = queue.Queue()
         self._all: list[str] = []
         self._ctx = ctx
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", module, *args],
+            [*prefix, sys.executable, "-m", module, *args],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._stderr,
@@ -200,7 +208,7 @@ class Service:
         assert self.proc.stdout is not None
         self._reader = threading.Thread(target=self._read, args=(self.proc.stdout,), daemon=True)
         self._reader.start()
-        self.port = self._wait_for_port(timeout=30.0)
+        self.port = self._wait_for_port(timeout=start_timeout)
 
     def _read(self, stream: IO[str]) -> None:
         for line in stream:
@@ -266,8 +274,8 @@ class Service:
 
 
 @contextmanager
-def service(ctx: Context, module: str, *args: str) -> Iterator[Service]:
-    svc = Service(ctx, module, *args)
+def service(ctx: Context, module: str, *args: str, **options: Any) -> Iterator[Service]:
+    svc = Service(ctx, module, *args, **options)
     try:
         yield svc
     finally:

@@ -14,7 +14,7 @@ import statistics
 import time
 import tracemalloc
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 from benchmarks.common import (
@@ -89,8 +89,13 @@ def bench_span(variant: str, args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
-def bench_requests(variant: str, args: argparse.Namespace) -> dict[str, Any]:
-    setup = make_setup(variant, ["requests"])
+# A client's calls: call(count, fresh) makes ``count`` calls to the upstream and returns how many
+# answered 200 with the expected body; ``fresh`` asks for a new session first.
+Calls = Callable[[int, bool], int]
+
+
+@contextmanager
+def requests_calls(url: str) -> Iterator[Calls]:
     import requests
 
     with requests.Session() as session:
@@ -98,15 +103,15 @@ def bench_requests(variant: str, args: argparse.Namespace) -> dict[str, Any]:
         def call(count: int, fresh: bool) -> int:
             ok = 0
             for _ in range(count):
-                response = session.get(args.url)
+                response = session.get(url)
                 ok += response.status_code == 200 and response.content == b"ok"
             return ok
 
-        return client_run(setup, variant, args, call)
+        yield call
 
 
-def bench_aiohttp_client(variant: str, args: argparse.Namespace) -> dict[str, Any]:
-    setup = make_setup(variant, ["aiohttp-client"])
+@contextmanager
+def aiohttp_calls(url: str) -> Iterator[Calls]:
     import aiohttp
 
     sessions: list[aiohttp.ClientSession] = []
@@ -120,24 +125,39 @@ def bench_aiohttp_client(variant: str, args: argparse.Namespace) -> dict[str, An
         session = sessions[0]
         ok = 0
         for _ in range(count):
-            async with session.get(args.url) as response:
+            async with session.get(url) as response:
                 ok += response.status == 200 and await response.read() == b"ok"
         return ok
 
     loop = asyncio.new_event_loop()
     try:
-        return client_run(
-            setup, variant, args, lambda n, fresh: loop.run_until_complete(calls(n, fresh))
-        )
+        yield lambda n, fresh: loop.run_until_complete(calls(n, fresh))
     finally:
         if sessions:
             loop.run_until_complete(sessions.pop().close())
         loop.close()
 
 
-def client_run(
-    setup: Setup, variant: str, args: argparse.Namespace, call: Callable[[int, bool], int]
-) -> dict[str, Any]:
+# The client rows' kinds -> their calls; each kind is also the name of its instrumentation.
+CLIENT_CALLS: dict[str, Callable[[str], AbstractContextManager[Calls]]] = {
+    "requests": requests_calls,
+    "aiohttp-client": aiohttp_calls,
+}
+
+
+def bench_requests(variant: str, args: argparse.Namespace) -> dict[str, Any]:
+    setup = make_setup(variant, ["requests"])
+    with requests_calls(args.url) as call:
+        return client_run(setup, variant, args, call)
+
+
+def bench_aiohttp_client(variant: str, args: argparse.Namespace) -> dict[str, Any]:
+    setup = make_setup(variant, ["aiohttp-client"])
+    with aiohttp_calls(args.url) as call:
+        return client_run(setup, variant, args, call)
+
+
+def client_run(setup: Setup, variant: str, args: argparse.Namespace, call: Calls) -> dict[str, Any]:
     """Timed chunks of ``call(count, fresh)``; a run's figure is the median chunk's time per call.
 
     A burst of noise from the machine spoils a chunk, not the run. A traced variant also times,

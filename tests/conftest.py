@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -21,6 +22,7 @@ import pytest
 import reporters
 import tracer
 from reporters.memory import MemoryReporter
+from tests.delivery.helpers import Certs, make_certs
 from tracer import safety
 
 for name in ("TRACE_CONFIG_PATH", "TRACE_APP_NAME", "TRACE_REPORTER_TYPE", "TRACE_REPORTER_CONFIG"):
@@ -108,6 +110,14 @@ def server() -> Iterator[Server]:
 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="session")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
+    """A throw-away CA and server certificates (see tests.delivery.helpers.make_certs)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is needed to make test certificates")
+    return make_certs(tmp_path_factory.mktemp("certs"))
 
 
 @contextlib.contextmanager

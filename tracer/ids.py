@@ -21,7 +21,8 @@ _bits = _rng.getrandbits
 # trace id and span id, so none is ever all zeros. A forked child empties its pool (and reseeds),
 # so that parent and child never hand out the same ids.
 _POOL_SIZE = 256
-_CHUNKS = [slice(i, i + 48) for i in range(0, 48 * _POOL_SIZE, 48)]
+# The pairs that go into the pool: all but the first, which the refilling caller takes.
+_CHUNKS = [slice(i, i + 48) for i in range(48, 48 * _POOL_SIZE, 48)]
 _MASK = sum(((1 << 64) | 1) << (192 * i) for i in range(_POOL_SIZE))
 _pool: list[str] = []
 _take = _pool.pop
@@ -31,7 +32,7 @@ def _refill() -> str:
     text = (_bits(192 * _POOL_SIZE) | _MASK).to_bytes(24 * _POOL_SIZE, "big").hex()
     # The caller gets the first pair, which never enters the pool: other threads may empty the
     # pool again before this thread could pop from it.
-    _pool.extend(map(text.__getitem__, _CHUNKS[1:]))
+    _pool.extend(map(text.__getitem__, _CHUNKS))
     return text[:48]
 
 
@@ -47,6 +48,10 @@ MAX_REQUEST_ID = 128
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 _HEX32 = re.compile(r"[0-9a-f]{32}")
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+
+# The three below take a pair from the pool each, written out rather than through a shared
+# helper: a span takes its ids on the request path, where a call more is measurable.
 
 
 def new_trace_id() -> str:

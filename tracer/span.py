@@ -302,6 +302,7 @@ def record(frozen: Frozen, service: str, host: str, pid: int) -> dict[str, Any]:
     out["pid"] = pid
     out["start_us"] = start
     out["duration_us"] = duration or 0
+    # _events() written out: this runs for every span, and the call measurably adds to it.
     types = _EVENT_TYPES.get(kind)
     if types is None:
         out["events"] = []

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -13,6 +12,7 @@ import pytest
 from aiohttp import web
 
 import tracer
+from tests.delivery.helpers import Certs
 
 Serve = Callable[[web.Application], Awaitable[str]]
 
@@ -39,14 +39,9 @@ class Running:
 
 @pytest.fixture
 async def serve_tls(
-    tmp_path_factory: pytest.TempPathFactory,
+    certs: Certs,
 ) -> AsyncIterator[Callable[[web.Application], Awaitable[tuple[str, Path]]]]:
     """``url, ca_file = await serve_tls(app)``: ``app`` over TLS with a throw-away CA."""
-    if shutil.which("openssl") is None:
-        pytest.skip("the openssl command is needed to make test certificates")
-    from tests.delivery.helpers import make_certs
-
-    certs = make_certs(tmp_path_factory.mktemp("certs"))
     running = Running()
 
     async def serve(app: web.Application) -> tuple[str, Path]:

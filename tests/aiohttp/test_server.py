@@ -399,9 +399,7 @@ async def test_methods_another_tool_wrapped_first_are_still_traced() -> None:
             setattr(owner, name, original)
 
 
-async def test_https_request_gets_an_https_url(
-    memory: MemoryReporter, serve_tls: Any, tmp_path: Any
-) -> None:
+async def test_https_request_gets_an_https_url(memory: MemoryReporter, serve_tls: Any) -> None:
     import ssl
 
     url, ca = await serve_tls(echo_app())

@@ -1,19 +1,11 @@
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from .helpers import Certs, HttpSink, LineServer, make_certs
-
-
-@pytest.fixture(scope="session")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
-    if shutil.which("openssl") is None:
-        pytest.skip("the openssl command is needed to make test certificates")
-    return make_certs(tmp_path_factory.mktemp("certs"))
+from .helpers import HttpSink, LineServer
 
 
 @pytest.fixture
