@@ -70,9 +70,17 @@ class EchoHandler(http.server.BaseHTTPRequestHandler):
             return
         if path == "/raise":
             raise ValueError("handler failed")
+        if path == "/redirect":
+            self.send_response(302)
+            self.send_header("Location", "/landed")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         body = json.dumps(
             {
                 "headers": {k.lower(): v for k, v in self.headers.items()},
+                # Every header line as it came, repeats included.
+                "raw": [[k.lower(), v] for k, v in self.headers.items()],
                 "transaction_id": tracer.get_transaction_id(),
                 "path": self.path,
             }

@@ -236,7 +236,11 @@ class Runtime:
         if method not in METHODS:
             method = clean_method(method)
         # A caller that set its own request-id outside any trace starts the trace with it.
-        own = clean_token(get("request-id")) if get is not None and current.get() is None else None
+        own = None
+        if get is not None and current.get() is None:
+            value = get("request-id")
+            if value is not None:
+                own = clean_token(value)
         span = self.child_span(CLIENT, f"{method} {where}{path}", own)
         span.method = method
         span.url = redacted

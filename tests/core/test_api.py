@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import http.client
 import http.server
 import logging
 
@@ -20,6 +21,7 @@ PATCHED = {
     (http.server.BaseHTTPRequestHandler, "parse_request"),
     (http.server.BaseHTTPRequestHandler, "end_headers"),
     (requests.Session, "send"),
+    (http.client.HTTPConnection, "endheaders"),
 }
 
 

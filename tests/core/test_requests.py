@@ -133,3 +133,110 @@ def test_events_in_causal_order_on_every_call(memory: MemoryReporter, server: Se
         for i in range(100):
             assert session.get(f"{server.url}/c/{i}", timeout=10).status_code == 200
     assert assert_causal(memory.wait_for(200)) == 100
+
+
+TRACE_HEADERS = ("request-id", "x-span-id", "x-parent", "x-client-send", "traceparent", "b3")
+
+
+def sent_lines(response: requests.Response) -> list[tuple[str, str]]:
+    """The header lines the echo server received, repeats included."""
+    return [(name, value) for name, value in response.json()["raw"]]
+
+
+def assert_sent_once_and_shown(response: requests.Response, span: dict[str, Any]) -> None:
+    lines = sent_lines(response)
+    names = [name for name, _ in lines]
+    for name in TRACE_HEADERS:
+        assert names.count(name) == 1, (name, lines)
+    sent = dict(lines)
+    assert sent["x-span-id"] == span["span_id"]
+    assert sent["traceparent"] == f"00-{span['trace_id']}-{span['span_id']}-01"
+    # What went on the wire is what the request object says was sent.
+    for name in TRACE_HEADERS:
+        assert response.request.headers[name] == sent[name], name
+
+
+def test_callers_own_trace_headers_give_way(memory: MemoryReporter, server: Server) -> None:
+    theirs = {
+        "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        "X-Span-Id": "theirs",
+        "b3": "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1",
+        "x-other": "kept",
+    }
+    with requests.Session() as session:
+        response = session.get(f"{server.url}/theirs", headers=theirs, timeout=10)
+    memory.wait_for(2)
+    (client,) = memory.find(kind="client")
+    assert_sent_once_and_shown(response, client)
+    assert dict(sent_lines(response))["x-other"] == "kept"
+
+
+def test_resending_a_sent_request_sends_new_headers_once(
+    memory: MemoryReporter, server: Server
+) -> None:
+    with requests.Session() as session:
+        first = session.get(f"{server.url}/again", timeout=10)
+        second = session.send(first.request, timeout=10)
+    memory.wait_for(4)
+    clients = {c["span_id"]: c for c in memory.find(kind="client")}
+    assert len(clients) == 2
+    first_id = dict(sent_lines(first))["x-span-id"]
+    second_id = dict(sent_lines(second))["x-span-id"]
+    assert first_id != second_id
+    assert_sent_once_and_shown(second, clients[second_id])
+
+
+def test_each_redirect_hop_sends_its_own_span(memory: MemoryReporter, server: Server) -> None:
+    response = requests.get(f"{server.url}/redirect", timeout=10)
+    assert response.json()["path"] == "/landed"
+    memory.wait_for(4)
+    clients = {c["span_id"]: c for c in memory.find(kind="client")}
+    assert sorted(c["http"]["status_code"] for c in clients.values()) == [200, 302]
+    landed = clients[dict(sent_lines(response))["x-span-id"]]
+    assert landed["http"]["path"] == "/landed"
+    assert_sent_once_and_shown(response, landed)
+    (hop,) = response.history
+    assert clients[hop.request.headers["x-span-id"]]["http"]["path"] == "/redirect"
+
+
+def test_an_adapter_of_its_own_sees_the_headers_before_sending(
+    memory: MemoryReporter, server: Server
+) -> None:
+    seen: list[str | None] = []
+
+    class Looking(requests.adapters.HTTPAdapter):
+        def send(self, request: requests.PreparedRequest, *args: Any, **kw: Any) -> Any:
+            seen.append(request.headers.get("x-span-id"))
+            return super().send(request, *args, **kw)
+
+    with requests.Session() as session:
+        session.mount("http://", Looking())
+        response = session.get(f"{server.url}/own-adapter", timeout=10)
+    memory.wait_for(2)
+    (client,) = memory.find(kind="client")
+    assert seen == [client["span_id"]]
+    assert_sent_once_and_shown(response, client)
+
+
+def test_other_http_client_calls_get_no_trace_headers(
+    memory: MemoryReporter, server: Server
+) -> None:
+    import json
+    import urllib.request
+
+    def plain_call() -> dict[str, str]:
+        with urllib.request.urlopen(f"{server.url}/plain", timeout=10) as answer:
+            headers: dict[str, str] = json.loads(answer.read())["headers"]
+            return headers
+
+    with tracer.span("job"):
+        requests.get(f"{server.url}/traced", timeout=10)
+        with refused_port() as port, pytest.raises(requests.ConnectionError) as failed:
+            requests.get(f"http://127.0.0.1:{port}/down", timeout=5)
+        assert not set(TRACE_HEADERS) & set(plain_call())
+    assert not set(TRACE_HEADERS) & set(plain_call())
+    # The failed call's request shows the headers it tried to send.
+    down = failed.value.request
+    assert down is not None
+    (refused,) = [c for c in memory.wait_for(6) if (c["http"] or {}).get("path") == "/down"]
+    assert down.headers["x-span-id"] == refused["span_id"]
