@@ -70,6 +70,12 @@ class EchoHandler(http.server.BaseHTTPRequestHandler):
             return
         if path == "/raise":
             raise ValueError("handler failed")
+        if path == "/digest" and "Authorization" not in self.headers:
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Digest realm="t", nonce="n0", qop="auth"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         if path == "/redirect":
             self.send_response(302)
             self.send_header("Location", "/landed")

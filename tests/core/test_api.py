@@ -21,6 +21,7 @@ PATCHED = {
     (http.server.BaseHTTPRequestHandler, "parse_request"),
     (http.server.BaseHTTPRequestHandler, "end_headers"),
     (requests.Session, "send"),
+    (requests.adapters.HTTPAdapter, "send"),
     (http.client.HTTPConnection, "endheaders"),
 }
 

@@ -199,8 +199,9 @@ def test_each_redirect_hop_sends_its_own_span(memory: MemoryReporter, server: Se
     assert clients[hop.request.headers["x-span-id"]]["http"]["path"] == "/redirect"
 
 
+@pytest.mark.parametrize("where", ["subclass", "instance", "get_adapter"])
 def test_an_adapter_of_its_own_sees_the_headers_before_sending(
-    memory: MemoryReporter, server: Server
+    memory: MemoryReporter, server: Server, where: str
 ) -> None:
     seen: list[str | None] = []
 
@@ -209,8 +210,26 @@ def test_an_adapter_of_its_own_sees_the_headers_before_sending(
             seen.append(request.headers.get("x-span-id"))
             return super().send(request, *args, **kw)
 
-    with requests.Session() as session:
-        session.mount("http://", Looking())
+    class Choosing(requests.Session):
+        def get_adapter(self, url: str) -> requests.adapters.BaseAdapter:
+            return looking
+
+    looking = Looking()
+    plain = requests.adapters.HTTPAdapter()
+    session = Choosing() if where == "get_adapter" else requests.Session()
+    if where == "subclass":
+        session.mount("http://", looking)
+    elif where == "instance":
+        # As a mocking tool patches one adapter: the send set on the instance is what runs.
+        unpatched = plain.send
+
+        def send(request: requests.PreparedRequest, *args: Any, **kw: Any) -> Any:
+            seen.append(request.headers.get("x-span-id"))
+            return unpatched(request, *args, **kw)
+
+        plain.send = send  # type: ignore[method-assign]
+        session.mount("http://", plain)
+    with session:
         response = session.get(f"{server.url}/own-adapter", timeout=10)
     memory.wait_for(2)
     (client,) = memory.find(kind="client")
@@ -229,14 +248,151 @@ def test_other_http_client_calls_get_no_trace_headers(
             headers: dict[str, str] = json.loads(answer.read())["headers"]
             return headers
 
+    from_hook: list[dict[str, str]] = []
+
+    def hook(response: requests.Response, *args: Any, **kw: Any) -> None:
+        from_hook.append(plain_call())
+
     with tracer.span("job"):
-        requests.get(f"{server.url}/traced", timeout=10)
+        traced = requests.get(f"{server.url}/traced", hooks={"response": hook}, timeout=10)
         with refused_port() as port, pytest.raises(requests.ConnectionError) as failed:
             requests.get(f"http://127.0.0.1:{port}/down", timeout=5)
         assert not set(TRACE_HEADERS) & set(plain_call())
     assert not set(TRACE_HEADERS) & set(plain_call())
+    # A call made by a response hook, while the traced call is not over, is not the traced call.
+    assert len(from_hook) == 1 and not set(TRACE_HEADERS) & set(from_hook[0])
+    assert set(TRACE_HEADERS) <= set(traced.json()["headers"])
     # The failed call's request shows the headers it tried to send.
     down = failed.value.request
     assert down is not None
-    (refused,) = [c for c in memory.wait_for(6) if (c["http"] or {}).get("path") == "/down"]
+    (refused,) = [c for c in memory.wait_for(7) if (c["http"] or {}).get("path") == "/down"]
     assert down.headers["x-span-id"] == refused["span_id"]
+
+
+def test_a_call_from_a_hook_through_an_adapter_of_its_own_sends_only_its_headers(
+    memory: MemoryReporter, server: Server
+) -> None:
+    class Own(requests.adapters.HTTPAdapter):
+        """Sends with urllib3 itself, not through HTTPAdapter.send."""
+
+        def send(self, request: requests.PreparedRequest, *args: Any, **kw: Any) -> Any:
+            import urllib3
+
+            with urllib3.PoolManager() as pool:
+                raw = pool.request(
+                    request.method or "GET",
+                    request.url or "",
+                    headers=dict(request.headers),
+                    preload_content=True,
+                )
+            response = requests.Response()
+            response.status_code = raw.status
+            response._content = raw.data
+            response.headers = requests.structures.CaseInsensitiveDict(raw.headers)
+            response.request = request
+            return response
+
+    inner: list[requests.Response] = []
+
+    def hook(response: requests.Response, *args: Any, **kw: Any) -> None:
+        with requests.Session() as other:
+            other.mount("http://", Own())
+            inner.append(other.get(f"{server.url}/inner", timeout=10))
+
+    with requests.Session() as session:
+        outer = session.get(f"{server.url}/outer", hooks={"response": hook}, timeout=10)
+    memory.wait_for(4)
+    clients = {c["http"]["path"]: c for c in memory.find(kind="client")}
+    assert_sent_once_and_shown(outer, clients["/outer"])
+    (answer,) = inner
+    assert_sent_once_and_shown(answer, clients["/inner"])
+
+
+def test_an_auth_handlers_resend_carries_the_calls_headers(
+    memory: MemoryReporter, server: Server
+) -> None:
+    response = requests.get(
+        f"{server.url}/digest", auth=requests.auth.HTTPDigestAuth("u", "p"), timeout=10
+    )
+    assert response.status_code == 200
+    assert [r.status_code for r in response.history] == [401]
+    memory.wait_for(3)
+    (client,) = memory.find(kind="client")
+    # One call, one span: the answer after authenticating is its status.
+    assert client["http"]["status_code"] == 200
+    assert_sent_once_and_shown(response, client)
+
+
+def test_no_propagation_formats_send_no_headers(server: Server) -> None:
+    reporter = reporters.create("memory")
+    tracer.install(app_name="s", reporter=reporter, propagation=[], flush_interval=0.02)
+    response = requests.get(f"{server.url}/none", timeout=10)
+    assert response.status_code == 200
+    assert not set(TRACE_HEADERS) & set(response.json()["headers"])
+    assert len(reporter.wait_for(2)) == 2
+
+
+@pytest.mark.parametrize("http2", [False, True])
+def test_propagation_headers_bypass_http_clients_putheader(
+    memory: MemoryReporter, server: Server, monkeypatch: pytest.MonkeyPatch, http2: bool
+) -> None:
+    import http.client
+
+    import urllib3.http2
+
+    if http2:
+        # What urllib3.http2.inject_into_urllib3() leaves behind (it needs the h2 package):
+        # its connections write headers their own way, so they must get them one by one.
+        monkeypatch.setattr(urllib3.http2, "orig_HTTPSConnection", object(), raising=False)
+    # What requests would put through putheader one by one goes into the header block at once.
+    names: list[str] = []
+    putheader = http.client.HTTPConnection.putheader
+
+    def recording(self: http.client.HTTPConnection, header: str, *values: Any) -> None:
+        names.append(header.lower())
+        putheader(self, header, *values)
+
+    monkeypatch.setattr(http.client.HTTPConnection, "putheader", recording)
+    response = requests.get(f"{server.url}/block", timeout=10)
+    memory.wait_for(2)
+    (client,) = memory.find(kind="client")
+    assert_sent_once_and_shown(response, client)
+    assert "user-agent" in names
+    if http2:
+        assert set(TRACE_HEADERS) <= set(names)
+    else:
+        assert not set(TRACE_HEADERS) & set(names)
+
+
+def test_a_connection_writing_its_own_headers_makes_tracer_use_request_headers(
+    memory: MemoryReporter,
+    server: Server,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import http.client
+
+    import urllib3.connection
+
+    from tracer.instrumentation.requests import _Mode
+
+    monkeypatch.setattr(_Mode, "headers_only", False)
+    # A connection class that writes its header block without http.client's endheaders, as
+    # someone's own connection class might.
+    raw = http.client.HTTPConnection.__dict__["endheaders"].__dict__["__tracer_original__"]
+
+    def endheaders(self: Any, message_body: Any = None, *, encode_chunked: bool = False) -> None:
+        raw(self, message_body, encode_chunked=encode_chunked)
+
+    monkeypatch.setattr(urllib3.connection.HTTPConnection, "endheaders", endheaders, raising=False)
+    with requests.Session() as session:
+        first = session.get(f"{server.url}/first", timeout=10)
+        second = session.get(f"{server.url}/second", timeout=10)
+    # The first call finds out: its headers never reached the wire, and that is said once.
+    assert not set(TRACE_HEADERS) & set(first.json()["headers"])
+    warnings = [r.getMessage() for r in caplog.records if "endheaders" in r.getMessage()]
+    assert len(warnings) == 1, warnings
+    # From then on they go in request.headers, like any caller's headers.
+    memory.wait_for(4)
+    clients = {c["http"]["path"]: c for c in memory.find(kind="client")}
+    assert_sent_once_and_shown(second, clients["/second"])

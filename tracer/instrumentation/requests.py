@@ -3,21 +3,26 @@
 ``Session.send`` is what ``requests.get`` and every session use, so one patch covers them all.
 Connection errors and timeouts are recorded as ``network-error`` and re-raised unchanged.
 
-The propagation headers are written where http.client writes the header block, not through
-requests: each header put in ``request.headers`` costs requests, urllib3 and http.client about
-26,000 instructions on its way to the socket (a dozen Python calls and two regular expressions),
-and the default formats send six. When the session's adapters are requests' own ``HTTPAdapter``
-(which sends through urllib3 and http.client), the headers wait in a context variable while the
-request is sent, and ``HTTPConnection.endheaders`` appends them to the header block as one piece.
-After the call they are put in ``request.headers`` too, so ``response.request.headers`` shows
-what was sent. Any other adapter (a mock, a non-http.client transport) gets them in
-``request.headers`` before the call, as a caller's own headers.
+The propagation headers go to the socket without passing through requests when they can: each
+header in ``request.headers`` costs requests, urllib3 and http.client about 26,000 instructions
+on its way out (a dozen Python calls and two regular expressions), and the default formats send
+six. When the adapter that will send the request is requests' own ``HTTPAdapter`` (over
+http.client's connections), the headers are handed to that adapter's ``send`` for this very
+request, wait there as one encoded piece in a context variable, and
+``http.client.HTTPConnection.endheaders`` appends the piece to the header block (each attempt
+urllib3 makes, and nothing else). When that send returns they are put in ``request.headers``,
+before hooks and auth handlers see the response. Any other adapter (a subclass overriding
+``send``, a mock, another transport) gets them in ``request.headers`` before the call, as a
+caller's own headers.
 """
 
 from __future__ import annotations
 
 import contextvars
 import http.client
+import inspect
+import logging
+import sys
 import types
 from collections.abc import Callable
 from typing import Any
@@ -27,14 +32,45 @@ from tracer.context import suppress
 from tracer.instrumentation.base import Instrumentation
 from tracer.propagation import Getter
 
-# The header block for the request being sent in this context: (one piece of bytes to append to
-# http.client's buffer, the same headers as pairs for a connection without that buffer).
-_Pending = tuple[bytes, list[tuple[str, str]]]
-# What goes on the wire, and (lowercase name, name, value) to show in request.headers after.
-_Wire = tuple[_Pending, list[tuple[str, str, str]]]
-_pending: contextvars.ContextVar[_Pending | None] = contextvars.ContextVar(
-    "tracer_requests_headers", default=None
+log = logging.getLogger("tracer")
+
+
+class _Call:
+    """The propagation headers of one traced call, on their way to the socket."""
+
+    __slots__ = ("block", "entries", "pairs", "request", "sending", "written")
+
+    def __init__(
+        self,
+        request: Any,
+        block: bytes,
+        pairs: list[tuple[str, str]],
+        entries: list[tuple[str, tuple[str, str]]],
+    ) -> None:
+        # The request HTTPAdapter.send is to send with the headers; None once it has.
+        self.request = request
+        # The headers as one encoded piece of the header block, and as pairs for a connection
+        # without http.client's buffer.
+        self.block = block
+        self.pairs = pairs
+        # (lowercase name, (name, value)), as requests keeps them, for request.headers after.
+        self.entries = entries
+        # True while HTTPAdapter.send sends the request; endheaders adds the headers only then.
+        self.sending = False
+        self.written = False
+
+
+# Set by Session.send for its call (hooks and redirects included).
+_call: contextvars.ContextVar[_Call | None] = contextvars.ContextVar(
+    "tracer_requests_call", default=None
 )
+
+
+class _Mode:
+    # Set when a request was answered without its headers passing through http.client's
+    # endheaders (a connection class of someone's own): from then on they go in
+    # request.headers, like any caller's headers.
+    headers_only = False
 
 
 def _getter(headers: Any, case_insensitive: type) -> Getter:
@@ -68,11 +104,22 @@ class RequestsInstrumentation(Instrumentation):
             module.exceptions.Timeout,
         )
         case_insensitive = module.structures.CaseInsensitiveDict
-        # The adapter whose send goes through urllib3 and http.client, as it is now: a test tool
-        # that later replaces it (responses, requests-mock) makes sessions fall back to headers.
-        plain_send = module.adapters.HTTPAdapter.send
-        if getattr(plain_send, "__module__", None) != module.adapters.__name__:
-            plain_send = None
+        # HTTPAdapter.send as replaced below.
+        ours: Any = None
+
+        def direct(session: Any, request: Any) -> bool:
+            """Whether the adapter that will send ``request`` is HTTPAdapter's own send over
+            http.client's connections."""
+            if _Mode.headers_only:
+                return False
+            # The bound method's function, which is whatever send the instance has; not the
+            # adapter's __dict__, as reading an instance's __dict__ makes Python 3.11 take a slow
+            # path for every later attribute access on it (measured, not guessed).
+            if getattr(session.get_adapter(request.url).send, "__func__", None) is not ours:
+                return False
+            # urllib3's HTTP/2 connections, once injected, write their headers their own way.
+            http2 = sys.modules.get("urllib3.http2")
+            return getattr(http2, "orig_HTTPSConnection", None) is None
 
         def send(
             wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kw: dict[str, Any]
@@ -80,26 +127,33 @@ class RequestsInstrumentation(Instrumentation):
             if suppress.get():
                 return wrapped(*args, **kw)
             span = None
-            wire: _Wire | None = None
+            call: _Call | None = None
             try:
                 request = args[0] if args else kw["request"]
+                headers = request.headers
                 span = runtime.client_span(
-                    request.method or "GET",
-                    request.url,
-                    _getter(request.headers, case_insensitive),
+                    request.method or "GET", request.url, _getter(headers, case_insensitive)
                 )
                 if span is not None:
-                    wire = _wire_headers(runtime, span, request.headers, instance, plain_send)
+                    store = getattr(headers, "_store", None)
+                    if (
+                        type(headers) is case_insensitive
+                        and isinstance(store, dict)
+                        and direct(instance, request)
+                    ):
+                        call = _prepare(runtime, span, request, store)
+                    else:
+                        runtime.inject(span, headers)
             except Exception as exc:
                 safety.internal_error("requests.start", exc)
             if span is None:
                 return wrapped(*args, **kw)
-            token = None if wire is None else _pending.set(wire[0])
+            token = _call.set(call)
             try:
                 response = wrapped(*args, **kw)
             except BaseException as exc:
-                if token is not None:
-                    _sent(token, request, wire)
+                _call.reset(token)
+                _show(call)
                 try:
                     # Either way the span failed, so the collector keeps its trace.
                     if isinstance(exc, network_errors):
@@ -110,84 +164,149 @@ class RequestsInstrumentation(Instrumentation):
                 except Exception as inner:
                     safety.internal_error("requests.finish", inner)
                 raise
-            if token is not None:
-                _sent(token, request, wire)
+            _call.reset(token)
             try:
-                # With redirects followed, the response is the last hop's; this span's own
-                # answer is the first in its history (each later hop has a span of its own).
-                first = response.history[0] if response.history else response
                 runtime.read_response(
-                    span, first.status_code, _getter(first.headers, case_insensitive)
+                    span, _own_status(response), _getter(response.headers, case_insensitive)
                 )
                 span.finish()
             except Exception as exc:
                 safety.internal_error("requests.finish", exc)
             return response
 
+        def make_adapter_send(original: Callable[..., Any]) -> types.FunctionType:
+            def send(self: Any, request: Any, *args: Any, **kw: Any) -> Any:
+                call = _call.get()
+                if call is None or call.request is not request:
+                    return original(self, request, *args, **kw)
+                return _send(call, original, self, request, args, kw)
+
+            def send_as_requests(
+                self: Any,
+                request: Any,
+                stream: Any = False,
+                timeout: Any = None,
+                verify: Any = True,
+                cert: Any = None,
+                proxies: Any = None,
+            ) -> Any:
+                # requests' own signature: no arguments are packed into a dict and out again.
+                call = _call.get()
+                if call is None or call.request is not request:
+                    return original(self, request, stream, timeout, verify, cert, proxies)
+                args = (stream, timeout, verify, cert, proxies)
+                return _send(call, original, self, request, args, {})
+
+            try:
+                names = list(inspect.signature(original).parameters)
+            except (TypeError, ValueError):
+                names = []
+            if names == ["self", "request", "stream", "timeout", "verify", "cert", "proxies"]:
+                return send_as_requests  # type: ignore[return-value]
+            return send  # type: ignore[return-value]
+
         self.wrap(module.Session, "send", send)
+        self.replace(module.adapters.HTTPAdapter, "send", make_adapter_send)
+        ours = module.adapters.HTTPAdapter.__dict__["send"]
         self.replace(http.client.HTTPConnection, "endheaders", _endheaders)
+
+
+def _prepare(runtime: Any, span: Any, request: Any, store: dict[str, Any]) -> _Call | None:
+    """The span's headers for HTTPAdapter to send with ``request``; None when there are none."""
+    out: dict[str, str] = {}
+    runtime.inject(span, out)
+    if not out:
+        return None
+    entries: list[tuple[str, tuple[str, str]]] = []
+    pairs: list[tuple[str, str]] = []
+    lines: list[str] = []
+    for name, value in out.items():
+        item = (name, value)
+        low = name.lower()
+        # A header of the caller's with the same name gives way, as injection always did.
+        store.pop(low, None)
+        entries.append((low, item))
+        pairs.append(item)
+        lines.append(f"{name}: {value}")
+    text = "\r\n".join(lines)
+    # Every value is built or validated by tracer; this makes sure none can split a header.
+    if text.count("\n") != len(lines) - 1 or text.count("\r") != len(lines) - 1:
+        raise ValueError("a propagation header holds a line break")
+    return _Call(request, text.encode("latin-1"), pairs, entries)
+
+
+def _send(
+    call: _Call,
+    original: Callable[..., Any],
+    adapter: Any,
+    request: Any,
+    args: tuple[Any, ...],
+    kw: dict[str, Any],
+) -> Any:
+    """HTTPAdapter.send of the call's own request, with endheaders adding the headers."""
+    call.sending = True
+    try:
+        response = original(adapter, request, *args, **kw)
+    finally:
+        call.sending = False
+        _show(call)
+    if not call.written:
+        _headers_only()
+    return response
+
+
+def _show(call: _Call | None) -> None:
+    """Put the headers in the request once it was sent: hooks, auth handlers re-sending a copy
+    and ``response.request`` see what went out. Later sends of it carry them as its own."""
+    if call is None or call.request is None:
+        return
+    try:
+        request, call.request = call.request, None
+        request.headers._store.update(call.entries)
+    except Exception as exc:
+        safety.internal_error("requests.headers", exc)
+
+
+def _headers_only() -> None:
+    if not _Mode.headers_only:
+        _Mode.headers_only = True
+        log.warning(
+            "tracer: a requests call was answered without its headers passing through "
+            "http.client's endheaders (a connection class of its own?); from now on trace "
+            "headers go in request.headers"
+        )
+
+
+def _own_status(response: Any) -> int:
+    """The status of this call's own answer.
+
+    requests follows redirects inside ``Session.send``, calling it again for each hop (each hop
+    has a span of its own) and returning the last hop's response with the earlier ones in
+    ``history``; an auth handler's re-send puts the challenge in ``history`` too, and then the
+    response is this call's own.
+    """
+    history = response.history
+    if history:
+        first = history[0]
+        if first.is_redirect:
+            return int(first.status_code)
+    return int(response.status_code)
 
 
 def _endheaders(original: Callable[..., Any]) -> types.FunctionType:
     def endheaders(self: Any, message_body: Any = None, *, encode_chunked: bool = False) -> Any:
-        pending = _pending.get()
-        if pending is not None:
+        call = _call.get()
+        if call is not None and call.sending:
             try:
                 buffer = getattr(self, "_buffer", None)
                 if type(buffer) is list:
-                    buffer.append(pending[0])
+                    buffer.append(call.block)
                 else:
-                    for name, value in pending[1]:
+                    for name, value in call.pairs:
                         self.putheader(name, value)
+                call.written = True
             except Exception as exc:
                 safety.internal_error("requests.headers", exc)
         return original(self, message_body, encode_chunked=encode_chunked)
 
     return endheaders  # type: ignore[return-value]
-
-
-def _wire_headers(
-    runtime: Any, span: Any, headers: Any, session: Any, plain_send: Any
-) -> _Wire | None:
-    """Inject the span's headers; when they can go on the wire directly, what to send and show.
-
-    Returns None after putting the headers in ``headers`` the usual way.
-    """
-    store = getattr(headers, "_store", None)
-    adapters = getattr(session, "adapters", None)
-    if isinstance(store, dict) and isinstance(adapters, dict):
-        for adapter in adapters.values():
-            if type(adapter).send is not plain_send:
-                break
-        else:
-            out: dict[str, str] = {}
-            runtime.inject(span, out)
-            shown: list[tuple[str, str, str]] = []
-            lines: list[str] = []
-            for name, value in out.items():
-                low = name.lower()
-                # A header of the caller's with the same name gives way, as in request.headers.
-                if low in store:
-                    del store[low]
-                shown.append((low, name, value))
-                lines.append(f"{name}: {value}")
-            text = "\r\n".join(lines)
-            # Every value is built or validated by tracer; this makes sure none splits a header.
-            if text.count("\n") != len(lines) - 1 or text.count("\r") != len(lines) - 1:
-                raise ValueError("a propagation header holds a line break")
-            return (text.encode("latin-1"), list(out.items())), shown
-    runtime.inject(span, headers)
-    return None
-
-
-def _sent(token: contextvars.Token[_Pending | None], request: Any, wire: _Wire | None) -> None:
-    """After the call: no headers wait any longer, and ``request.headers`` shows those sent."""
-    _pending.reset(token)
-    if wire is None:
-        return
-    try:
-        store = request.headers._store
-        for low, name, value in wire[1]:
-            store[low] = (name, value)
-    except Exception as exc:
-        safety.internal_error("requests.headers", exc)
