@@ -396,3 +396,74 @@ def test_a_connection_writing_its_own_headers_makes_tracer_use_request_headers(
     memory.wait_for(4)
     clients = {c["http"]["path"]: c for c in memory.find(kind="client")}
     assert_sent_once_and_shown(second, clients["/second"])
+    # Uninstalling forgets it: the next install tries the header block again.
+    tracer.uninstall()
+    assert _Mode.headers_only is False
+
+
+def test_send_arguments_reach_the_adapter(
+    memory: MemoryReporter, server: Server, certs: Any
+) -> None:
+    import http.server
+    import threading
+
+    from tests.conftest import EchoHandler
+
+    context = certs.server_context()
+
+    class TLSServer(http.server.ThreadingHTTPServer):
+        daemon_threads = True
+
+        def get_request(self) -> tuple[Any, Any]:
+            sock, address = super().get_request()
+            return context.wrap_socket(sock, server_side=True), address
+
+    httpd = TLSServer(("127.0.0.1", 0), EchoHandler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"https://127.0.0.1:{httpd.server_address[1]}/tls"
+        # verify: the throw-away CA is the only one that can check this server.
+        assert requests.get(url, verify=str(certs.ca), timeout=10).status_code == 200
+        with pytest.raises(requests.exceptions.SSLError):
+            requests.get(url, timeout=10)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    # proxies: a proxy that refuses connections fails the call instead of it going direct.
+    with refused_port() as port, pytest.raises(requests.exceptions.ProxyError):
+        proxy = f"http://127.0.0.1:{port}"
+        requests.get(f"{server.url}/proxied", proxies={"http": proxy}, timeout=5)
+    # stream: the body is left to the caller.
+    streamed = requests.get(f"{server.url}/streamed", stream=True, timeout=10)
+    assert streamed._content_consumed is False
+    assert streamed.json()["path"] == "/streamed"
+    tracer.flush()
+    assert len(memory.find(kind="client")) == 4
+
+
+def test_a_body_generator_calling_out_does_not_pass_the_headers_on(
+    memory: MemoryReporter, server: Server
+) -> None:
+    import json
+    import urllib.request
+
+    fetched: list[dict[str, str]] = []
+
+    def body() -> Any:
+        # Runs while the traced request is being sent.
+        with urllib.request.urlopen(f"{server.url}/from-body", timeout=10) as answer:
+            fetched.append(json.loads(answer.read())["headers"])
+        yield b"part"
+
+    response = requests.post(f"{server.url}/upload", data=body(), timeout=10)
+    memory.wait_for(3)
+    (client,) = memory.find(kind="client")
+    assert_sent_once_and_shown(response, client)
+    assert len(fetched) == 1 and not set(TRACE_HEADERS) & set(fetched[0])
+
+
+def test_an_unknown_scheme_fails_as_without_tracer() -> None:
+    tracer.install(app_name="s", reporter=reporters.create("memory"))
+    with pytest.raises(requests.exceptions.InvalidSchema):
+        requests.get("foo://127.0.0.1/x", timeout=5)

@@ -115,7 +115,12 @@ class RequestsInstrumentation(Instrumentation):
             # The bound method's function, which is whatever send the instance has; not the
             # adapter's __dict__, as reading an instance's __dict__ makes Python 3.11 take a slow
             # path for every later attribute access on it (measured, not guessed).
-            if getattr(session.get_adapter(request.url).send, "__func__", None) is not ours:
+            try:
+                adapter = session.get_adapter(request.url)
+            except Exception:
+                # No adapter for this scheme: Session.send raises InvalidSchema itself.
+                return False
+            if getattr(adapter.send, "__func__", None) is not ours:
                 return False
             # urllib3's HTTP/2 connections, once injected, write their headers their own way.
             http2 = sys.modules.get("urllib3.http2")
@@ -165,6 +170,8 @@ class RequestsInstrumentation(Instrumentation):
                     safety.internal_error("requests.finish", inner)
                 raise
             _call.reset(token)
+            # Already done when HTTPAdapter.send sent it; not when another adapter did after all.
+            _show(call)
             try:
                 runtime.read_response(
                     span, _own_status(response), _getter(response.headers, case_insensitive)
@@ -208,7 +215,16 @@ class RequestsInstrumentation(Instrumentation):
         self.wrap(module.Session, "send", send)
         self.replace(module.adapters.HTTPAdapter, "send", make_adapter_send)
         ours = module.adapters.HTTPAdapter.__dict__["send"]
-        self.replace(http.client.HTTPConnection, "endheaders", _endheaders)
+        from urllib3.connection import HTTPConnection
+
+        self.replace(
+            http.client.HTTPConnection,
+            "endheaders",
+            lambda original: _endheaders(original, HTTPConnection),
+        )
+
+    def _uninstall(self) -> None:
+        _Mode.headers_only = False
 
 
 def _prepare(runtime: Any, span: Any, request: Any, store: dict[str, Any]) -> _Call | None:
@@ -293,10 +309,13 @@ def _own_status(response: Any) -> int:
     return int(response.status_code)
 
 
-def _endheaders(original: Callable[..., Any]) -> types.FunctionType:
+def _endheaders(original: Callable[..., Any], connection: Any) -> types.FunctionType:
     def endheaders(self: Any, message_body: Any = None, *, encode_chunked: bool = False) -> Any:
         call = _call.get()
-        if call is not None and call.sending:
+        # Only urllib3's connections: an http.client call made while the request is sent (a
+        # body generator fetching something, a log handler shipping urllib3's warnings) is
+        # another request.
+        if call is not None and call.sending and isinstance(self, connection):
             try:
                 buffer = getattr(self, "_buffer", None)
                 if type(buffer) is list:
