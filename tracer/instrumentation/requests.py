@@ -38,22 +38,20 @@ log = logging.getLogger("tracer")
 class _Call:
     """The propagation headers of one traced call, on their way to the socket."""
 
-    __slots__ = ("block", "entries", "pairs", "request", "sending", "written")
+    __slots__ = ("block", "entries", "request", "sending", "written")
 
     def __init__(
         self,
         request: Any,
         block: bytes,
-        pairs: list[tuple[str, str]],
         entries: list[tuple[str, tuple[str, str]]],
     ) -> None:
         # The request HTTPAdapter.send is to send with the headers; None once it has.
         self.request = request
-        # The headers as one encoded piece of the header block, and as pairs for a connection
-        # without http.client's buffer.
+        # The headers as one encoded piece of the header block.
         self.block = block
-        self.pairs = pairs
-        # (lowercase name, (name, value)), as requests keeps them, for request.headers after.
+        # (lowercase name, (name, value)), as requests keeps them, for request.headers after
+        # (and for a connection without http.client's buffer).
         self.entries = entries
         # True while HTTPAdapter.send sends the request; endheaders adds the headers only then.
         self.sending = False
@@ -171,11 +169,19 @@ class RequestsInstrumentation(Instrumentation):
                     safety.internal_error("requests.finish", inner)
                 raise
             _call.reset(token)
-            # Already done when HTTPAdapter.send sent it; not when another adapter did after all.
-            _show(call)
+            if call is not None and call.request is not None:
+                # HTTPAdapter.send did not send it after all (get_adapter changed its mind).
+                _show(call)
             try:
+                # With redirects followed, the response is the last hop's (each hop has a span
+                # of its own) and the first is in its history; an auth handler's re-send puts
+                # the challenge there too, and then the response is this call's own.
+                status = response.status_code
+                history = response.history
+                if history and history[0].is_redirect:
+                    status = history[0].status_code
                 runtime.read_response(
-                    span, _own_status(response), _getter(response.headers, case_insensitive)
+                    span, int(status), _getter(response.headers, case_insensitive)
                 )
                 span.finish()
             except Exception as exc:
@@ -235,7 +241,6 @@ def _prepare(runtime: Any, span: Any, request: Any, store: dict[str, Any]) -> _C
     if not out:
         return None
     entries: list[tuple[str, tuple[str, str]]] = []
-    pairs: list[tuple[str, str]] = []
     lines: list[str] = []
     for name, value in out.items():
         item = (name, value)
@@ -243,13 +248,12 @@ def _prepare(runtime: Any, span: Any, request: Any, store: dict[str, Any]) -> _C
         # A header of the caller's with the same name gives way, as injection always did.
         store.pop(low, None)
         entries.append((low, item))
-        pairs.append(item)
         lines.append(f"{name}: {value}")
     text = "\r\n".join(lines)
     # Every value is built or validated by tracer; this makes sure none can split a header.
     if text.count("\n") != len(lines) - 1 or text.count("\r") != len(lines) - 1:
         raise ValueError("a propagation header holds a line break")
-    return _Call(request, text.encode("latin-1"), pairs, entries)
+    return _Call(request, text.encode("latin-1"), entries)
 
 
 def _send(
@@ -294,22 +298,6 @@ def _headers_only() -> None:
         )
 
 
-def _own_status(response: Any) -> int:
-    """The status of this call's own answer.
-
-    requests follows redirects inside ``Session.send``, calling it again for each hop (each hop
-    has a span of its own) and returning the last hop's response with the earlier ones in
-    ``history``; an auth handler's re-send puts the challenge in ``history`` too, and then the
-    response is this call's own.
-    """
-    history = response.history
-    if history:
-        first = history[0]
-        if first.is_redirect:
-            return int(first.status_code)
-    return int(response.status_code)
-
-
 def _endheaders(original: Callable[..., Any], connection: Any) -> types.FunctionType:
     def endheaders(self: Any, message_body: Any = None, *, encode_chunked: bool = False) -> Any:
         call = _call.get()
@@ -322,7 +310,7 @@ def _endheaders(original: Callable[..., Any], connection: Any) -> types.Function
                 if type(buffer) is list:
                     buffer.append(call.block)
                 else:
-                    for name, value in call.pairs:
+                    for _, (name, value) in call.entries:
                         self.putheader(name, value)
                 call.written = True
             except Exception as exc:
