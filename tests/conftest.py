@@ -6,6 +6,7 @@ import contextlib
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 
@@ -103,11 +104,18 @@ class EchoHandler(http.server.BaseHTTPRequestHandler):
 class Server:
     """A ThreadingHTTPServer on an ephemeral 127.0.0.1 port, served from a thread."""
 
-    def __init__(self, handler: type[http.server.BaseHTTPRequestHandler] = EchoHandler) -> None:
+    def __init__(
+        self,
+        handler: type[http.server.BaseHTTPRequestHandler] = EchoHandler,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.httpd.daemon_threads = True
+        if ssl_context is not None:
+            self.httpd.socket = ssl_context.wrap_socket(self.httpd.socket, server_side=True)
         self.port = self.httpd.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}"
+        scheme = "http" if ssl_context is None else "https"
+        self.url = f"{scheme}://127.0.0.1:{self.port}"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
 

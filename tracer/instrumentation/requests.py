@@ -71,15 +71,21 @@ class _Mode:
     headers_only = False
 
 
-def _getter(headers: Any, case_insensitive: type) -> Getter:
-    """A lookup of lowercase header names in requests' header dict.
+def _store(headers: Any, case_insensitive: type) -> dict[str, Any] | None:
+    """The dict inside requests' own header dict, which keeps ``(name, value)`` under the
+    lowercase name; None for any other mapping."""
+    store = getattr(headers, "_store", None) if type(headers) is case_insensitive else None
+    return store if isinstance(store, dict) else None
+
+
+def _getter(headers: Any, store: dict[str, Any] | None) -> Getter:
+    """A lookup of lowercase header names, in ``store`` when there is one.
 
     ``CaseInsensitiveDict.get`` of a missing name goes through ``Mapping.get`` and a raised
     KeyError, several times the cost of a dict lookup, and tracer asks for names that are
-    nearly always missing. The dict keeps ``(name, value)`` under the lowercase name.
+    nearly always missing.
     """
-    store = getattr(headers, "_store", None) if type(headers) is case_insensitive else None
-    if not isinstance(store, dict):
+    if store is None:
         get: Getter = headers.get
         return get
 
@@ -135,16 +141,12 @@ class RequestsInstrumentation(Instrumentation):
             try:
                 request = args[0] if args else kw["request"]
                 headers = request.headers
+                store = _store(headers, case_insensitive)
                 span = runtime.client_span(
-                    request.method or "GET", request.url, _getter(headers, case_insensitive)
+                    request.method or "GET", request.url, _getter(headers, store)
                 )
                 if span is not None:
-                    store = getattr(headers, "_store", None)
-                    if (
-                        type(headers) is case_insensitive
-                        and isinstance(store, dict)
-                        and direct(instance, request)
-                    ):
+                    if store is not None and direct(instance, request):
                         call = _prepare(runtime, span, request, store)
                     else:
                         runtime.inject(span, headers)
@@ -180,8 +182,9 @@ class RequestsInstrumentation(Instrumentation):
                 history = response.history
                 if history and history[0].is_redirect:
                     status = history[0].status_code
+                headers = response.headers
                 runtime.read_response(
-                    span, int(status), _getter(response.headers, case_insensitive)
+                    span, int(status), _getter(headers, _store(headers, case_insensitive))
                 )
                 span.finish()
             except Exception as exc:
