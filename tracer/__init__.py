@@ -75,14 +75,30 @@ def get_transaction_id() -> str | None:
     return None if span is None else span.request_id
 
 
-def flush(timeout: float = 5.0) -> bool:
-    """Wait until every span finished so far is delivered or spooled. False on timeout."""
+def flush(timeout: float | None = 5.0) -> bool:
+    """Wait until every span finished before the call is delivered (or dropped for a reason no
+    retry can fix, counted in :func:`stats`).
+
+    While the reporter fails, its batches are retried on their backoff schedule until
+    ``timeout`` seconds have passed; then they go to the spool and the result is False. None
+    means no limit. Raises TypeError for a timeout that is not a number or None.
+    """
     rt = installer.runtime
-    return True if rt is None else rt.pipeline.flush(timeout)
+    if rt is None:
+        from tracer.delivery.pipeline import check_timeout
+
+        check_timeout(timeout, "flush")
+        return True
+    return rt.pipeline.flush(timeout)
 
 
 def stats() -> dict[str, Any]:
-    """Span counts: created, delivered, spooled, dropped (and by reason), pending."""
+    """Span counts: created, delivered, spooled, dropped (and by reason), pending.
+
+    ``created == delivered + dropped + spooled + pending`` whenever tracer is quiet. ``spooled``
+    counts this process's spans in the disk spool now; ``replayed`` and ``replay_dropped`` count
+    spans of earlier processes delivered from, or lost from, the spool.
+    """
     rt = installer.runtime
     if rt is None:
         return dict.fromkeys(
@@ -93,6 +109,8 @@ def stats() -> dict[str, Any]:
                 "dropped",
                 "pending",
                 "replayed",
+                "replay_dropped",
+                "partial_rejected",
                 "held_bytes",
                 "unsampled_dropped",
                 "forced_kept",
@@ -113,13 +131,14 @@ class span:
     Without tracer installed it does nothing and yields None.
     """
 
-    __slots__ = ("_span", "_token", "name", "tags")
+    __slots__ = ("_entered", "name", "tags")
 
     def __init__(self, name: str, /, **tags: Any) -> None:
         self.name = name
         self.tags = tags
-        self._span: Span | None = None
-        self._token: Any = None
+        # One (span, token) per active ``with``: the same object may be entered again inside
+        # itself (or from several tasks), and each exit must undo its own enter.
+        self._entered: list[tuple[Span, Any]] = []
 
     def __enter__(self) -> Span | None:
         rt = installer.runtime
@@ -128,8 +147,7 @@ class span:
         s = rt.child_span(INTERNAL, self.name)
         if self.tags:
             s.tags = dict(self.tags)
-        self._span = s
-        self._token = current.set(s)
+        self._entered.append((s, current.set(s)))
         return s
 
     def __exit__(
@@ -138,11 +156,15 @@ class span:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        s = self._span
-        if s is None:
+        if not self._entered:
             return
-        current.reset(self._token)
-        self._span = self._token = None
+        s, token = self._entered.pop()
+        try:
+            current.reset(token)
+        except ValueError:
+            # Exited in another context than it was entered in (a generator moved between
+            # tasks): the span still finishes, and this context's current span is left alone.
+            pass
         if exc is not None:
             s.record_exception(exc)
         s.finish()

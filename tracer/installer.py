@@ -18,8 +18,8 @@ from typing import Any
 from tracer import config as config_module
 from tracer import safety
 from tracer.context import current
+from tracer.delivery import Pipeline
 from tracer.instrumentation.base import Instrumentation
-from tracer.pipeline import Pipeline
 from tracer.runtime import Runtime
 from tracer.sampling import Sampler
 from tracer.span import Span, _no_sink
@@ -52,21 +52,13 @@ def available_instrumentations() -> list[Instrumentation]:
     return found
 
 
-def _open_spool(cfg: config_module.Config) -> Any:
+def _spool_path(cfg: config_module.Config) -> str | None:
+    """Where the spool lives; nothing is opened here (the sender opens it when needed)."""
     if not cfg.spool:
         return None
-    from tracer.spool import Spool, default_path
+    from tracer.delivery.spool import default_path
 
-    path = cfg.spool_path or default_path(cfg.app_name)
-    try:
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        return Spool(path, cfg.spool_max_bytes)
-    except Exception as exc:
-        # Delivery still works without a spool; only outage protection is lost, and said so.
-        log.warning(
-            "tracer: spool %s unavailable (%s); undelivered spans will be dropped", path, exc
-        )
-        return None
+    return os.fspath(cfg.spool_path or default_path(cfg.app_name))
 
 
 def install(config_path: str | os.PathLike[str] | None = None, **overrides: Any) -> None:
@@ -91,7 +83,8 @@ def install(config_path: str | os.PathLike[str] | None = None, **overrides: Any)
             max_retries=cfg.max_retries,
             max_backoff=cfg.max_backoff,
             exit_timeout=cfg.exit_timeout,
-            spool=_open_spool(cfg),
+            spool_path=_spool_path(cfg),
+            spool_max_bytes=cfg.spool_max_bytes,
         )
         sampler = Sampler(cfg.sample_rate, cfg.sample_size, cfg.collect_interval)
         rt = Runtime(cfg, pipeline, sampler)
@@ -124,11 +117,6 @@ def uninstall() -> None:
         _uninstall_sigterm()
         Span.sink = _no_sink
         rt.pipeline.stop(rt.config.exit_timeout)
-        if rt.pipeline.spool is not None:
-            try:
-                rt.pipeline.spool.close()
-            except Exception as exc:
-                safety.internal_error("spool.close", exc)
 
 
 # -- exit, signals, fork ------------------------------------------------------------------------

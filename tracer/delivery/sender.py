@@ -1,0 +1,304 @@
+"""The sender thread: what happens when a send fails, and everything else about sending.
+
+One batch is sent at a time: the next live batch, or, turn about with live ones, a batch from
+the spool (also one an earlier process left). A send is ``reporter.send(data, callback)`` on the
+reporter's thread (:mod:`tracer.delivery.caller`), waited for up to ``send_timeout``.
+
+When a send fails (an exception, ``callback(error)`` with any value, no callback in time):
+
+- The failure is read defensively (:func:`outcome`): an error whose ``str()``, ``retryable`` or
+  ``retry_after`` raises is still a failure, never an exception here. ``retryable is False``
+  drops the batch, counted as ``rejected``.
+- Every failure in a row lengthens the pause before the next attempt: exponential with jitter,
+  capped at ``max_backoff``, at least the receiver's ``Retry-After`` (up to the same cap). Nothing
+  cuts a pause short but exit: new batches and flush() wait for it.
+- A live batch is retried ``max_retries`` times; then (or at once, when the reporter has already
+  been failing for longer than that, or is hung) it goes to the spool, and the attempts go on, one
+  per pause, with the next batch or a spooled one: that is how the spool is probed while nothing
+  new arrives. While a flush() waits, a batch is not given up on: it is retried on the same
+  schedule until the flush's timeout.
+- A batch from the spool that fails goes back to the spool at once.
+
+After the first success, waiting batches and the spool are sent as fast as the reporter takes
+them. Every batch ends in exactly one of delivered, dropped (by reason) or spooled, or is still
+pending: the ledger's settle methods are called once per batch, whatever happened.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from tracer import context, safety
+from tracer.delivery.batcher import Batcher
+from tracer.delivery.batches import Batch
+from tracer.delivery.caller import Callers, Delivery, HungReporter
+from tracer.delivery.ledger import Ledger, describe
+from tracer.delivery.spooler import Spooler
+
+log = logging.getLogger("tracer")
+
+# The first retry's pause, before jitter; each failure in a row doubles it, up to max_backoff.
+FIRST_BACKOFF = 0.05
+
+OK = "ok"
+RETRY = "retry"
+REJECT = "reject"
+
+
+def outcome(error: object) -> tuple[str, float | None, str]:
+    """``(kind, retry_after, description)`` of what a reporter called back with.
+
+    ``kind`` is ``ok`` for None, ``reject`` for an error whose ``retryable`` is False, else
+    ``retry``. Never raises, whatever the object does.
+    """
+    if error is None:
+        return OK, None, ""
+    text = describe(error)
+    try:
+        retryable = getattr(error, "retryable", True)
+    except BaseException:
+        retryable = True
+    if retryable is False:
+        return REJECT, None, text
+    try:
+        after = getattr(error, "retry_after", None)
+    except BaseException:
+        after = None
+    if isinstance(after, bool) or not isinstance(after, (int, float)):
+        return RETRY, None, text
+    seconds = float(after)
+    return RETRY, (seconds if math.isfinite(seconds) and seconds > 0 else None), text
+
+
+class Sender:
+    """Runs on the ``tracer-sender`` thread; see the module docstring."""
+
+    def __init__(
+        self,
+        reporter: Any,
+        ledger: Ledger,
+        batcher: Batcher,
+        spooler: Spooler,
+        *,
+        batch_fields: Callable[[], dict[str, Any]],
+        send_timeout: float,
+        max_retries: int,
+        max_backoff: float,
+        flush_interval: float,
+        idle: threading.Condition,
+        wake: threading.Event,
+    ) -> None:
+        self.reporter = reporter
+        self.ledger = ledger
+        self.batcher = batcher
+        self.spooler = spooler
+        self.batch_fields = batch_fields
+        self.send_timeout = send_timeout
+        self.max_retries = max_retries
+        self.max_backoff = max_backoff
+        self.flush_interval = flush_interval
+        self.idle = idle
+        self.wake = wake
+        self.callers = Callers(reporter)
+        self.flushes = 0
+        self.exiting = False
+        self.done = threading.Event()
+        self.failures = 0
+        self.next_attempt = 0.0
+        self.current: Batch | None = None
+        self.delivery: Delivery | None = None
+        self._spool_turn = False
+
+    @property
+    def failing(self) -> bool:
+        return self.failures > 0
+
+    # -- the thread ----------------------------------------------------------------------------
+
+    def run(self) -> None:
+        context.suppress.set(True)
+        try:
+            self.spooler.open_if_present()
+        except Exception as exc:
+            safety.internal_error("spool.open", exc)
+        while not self.exiting:
+            try:
+                self.step()
+            except BaseException as exc:
+                safety.internal_error("pipeline.sender", exc)
+            with self.idle:
+                self.idle.notify_all()
+        try:
+            self.finish()
+        except BaseException as exc:
+            safety.internal_error("pipeline.exit", exc)
+        finally:
+            self.done.set()
+            with self.idle:
+                self.idle.notify_all()
+
+    def step(self) -> None:
+        """One attempt, or one wait: for the pause to end, or for something to send."""
+        if self.exiting:
+            return
+        now = time.monotonic()
+        batch = self.current
+        if now < self.next_attempt:
+            if batch is not None and self._give_up(batch):
+                self._park(batch)
+            self._wait(self.next_attempt - now)
+            return
+        if batch is None:
+            batch = self._next()
+            if batch is None:
+                self._wait(self.flush_interval)
+                return
+            self.current = batch
+        self._attempt(batch)
+
+    def _next(self) -> Batch | None:
+        # Live batches and spooled ones take turns, so a replay never starves fresh spans and
+        # steady traffic never starves the replay.
+        if self._spool_turn:
+            batch = self.spooler.take() or self.batcher.next_batch()
+        else:
+            batch = self.batcher.next_batch() or self.spooler.take()
+        self._spool_turn = not self._spool_turn
+        return batch
+
+    def _wait(self, seconds: float) -> None:
+        self.wake.wait(seconds)
+        self.wake.clear()
+
+    # -- one attempt ---------------------------------------------------------------------------
+
+    def _attempt(self, batch: Batch) -> None:
+        try:
+            records = batch.spans()
+        except Exception as exc:
+            safety.internal_error("pipeline.decode", exc)
+            self._settle(batch, "dropped", "corrupt")
+            return
+        data = self.batch_fields()
+        data["spans"] = records
+        del records
+        hung = self.callers.hung()
+        error: object
+        if hung:
+            error = HungReporter(
+                f"reporter still holds {self.callers.abandoned()} threads in send(); not called"
+            )
+        else:
+            delivery = self.delivery = Delivery()
+            try:
+                if self.exiting:
+                    # begin_exit() may have looked for a delivery to close just before this one.
+                    delivery(TimeoutError("exiting"))
+                else:
+                    self.callers.send(data, delivery, self.send_timeout)
+            except Exception as exc:
+                # Starting the reporter's thread failed (the process is out of threads, say).
+                delivery(exc)
+            finally:
+                # Not kept past the send: an error's traceback would hold the batch's records.
+                self.delivery = None
+            error = delivery.error
+        del data
+        kind, retry_after, text = outcome(error)
+        del error
+        if kind == OK:
+            if self.failures:
+                log.info("tracer: reporter delivers again")
+            self.failures = 0
+            self.next_attempt = 0.0
+            self._settle(batch, "delivered")
+            return
+        if kind == REJECT:
+            log.warning("tracer: reporter rejected a batch of %d spans: %s", batch.count, text)
+            self._settle(batch, "dropped", "rejected")
+            return
+        self.failures += 1
+        batch.attempts += 1
+        delay = min(self.max_backoff, FIRST_BACKOFF * 2 ** min(self.failures, 30))
+        delay *= 0.5 + random.random() / 2
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, self.max_backoff))
+        if hung:
+            delay = self.max_backoff
+        self.next_attempt = time.monotonic() + delay
+        self.ledger.trouble(f"reporter failing ({text})")
+        if hung or self._give_up(batch):
+            self._park(batch)
+
+    def _give_up(self, batch: Batch) -> bool:
+        """Whether a failing batch goes to the spool now rather than being tried again."""
+        if self.exiting or batch.spool_id is not None:
+            return True
+        if self.flushes:
+            return False
+        return batch.attempts > self.max_retries or self.failures > self.max_retries + 1
+
+    def _park(self, batch: Batch) -> None:
+        """A batch that failed for now: a spooled one goes back, a live one to the spool; when
+        there is no spool, it is dropped (``reporter_error``); when the spool cannot take it
+        now, it waits in memory behind the others."""
+        self.current = None
+        if batch.spool_id is not None:
+            self.spooler.release(batch)
+            return
+        if not self.spooler.enabled:
+            self._settle(batch, "dropped", "reporter_error")
+            return
+        if self.spooler.store([batch], "reporter_error"):
+            if self.exiting:
+                self.ledger.settle_live(batch.settled, "dropped", batch.count, "spool_unavailable")
+            else:
+                batch.hold()
+                self.batcher.add(batch)
+
+    def _settle(self, batch: Batch, where: str, reason: str = "") -> None:
+        self.current = None
+        if batch.spool_id is None:
+            self.ledger.settle_live(batch.settled, where, batch.count, reason)
+            return
+        self.ledger.settle_spooled(batch.settled, where, batch.count, batch.ours, reason)
+        self.spooler.ack(batch)
+
+    # -- exit ----------------------------------------------------------------------------------
+
+    def begin_exit(self) -> None:
+        """Stop sending: the send in flight is given up on, the rest goes to the spool."""
+        self.exiting = True
+        delivery = self.delivery
+        if delivery is not None:
+            delivery(TimeoutError("reporter did not call back before exit"))
+        self.wake.set()
+
+    def finish(self) -> None:
+        """On the way out: every batch still here, and the queue's spans, to the spool (or
+        counted dropped when there is none, or it cannot take them in time)."""
+        batches: list[Batch] = []
+        if self.current is not None:
+            batches.append(self.current)
+            self.current = None
+        batches.extend(self.batcher.drain())
+        live = []
+        for batch in batches:
+            if batch.spool_id is not None:
+                self.spooler.release(batch)
+            else:
+                live.append(batch)
+        if self.spooler.enabled:
+            live = self.spooler.store(live, "exit")
+            reason = "spool_unavailable"
+        else:
+            reason = "exit"
+        for batch in live:
+            self.ledger.settle_live(batch.settled, "dropped", batch.count, reason)
+        self.spooler.close()
