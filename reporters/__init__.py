@@ -23,8 +23,12 @@ BUILTIN: dict[str, str] = {
 __all__ = ["BUILTIN", "Batch", "Callback", "DeliveryError", "Reporter", "create"]
 
 
-def create(type: str, **options: Any) -> Any:
-    """Create a built-in reporter by type name (``stdout``, ``memory``, ``logstash``, ``http``)."""
+def create(type: str, /, **options: Any) -> Any:
+    """Create a built-in reporter by type name (``stdout``, ``memory``, ``logstash``, ``http``).
+
+    ``type`` is positional-only, so that options may carry their own ``type``:
+    ``create("logstash", type="beats", host=...)``.
+    """
     try:
         module_name = BUILTIN[type]
     except KeyError:

@@ -28,12 +28,15 @@ import socket
 import ssl
 import time
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from reporters.base import Batch, Callback, ConnectionReporter, DeliveryError
 from reporters.logstash import encode_json
 
-__all__ = ["RETRYABLE_STATUSES", "HttpReporter", "create", "parse_retry_after"]
+__all__ = ["RETRYABLE_STATUSES", "Encoder", "HttpReporter", "create", "parse_retry_after"]
+
+#: Turns a batch into a request body; None means there is nothing to send.
+Encoder = Callable[[Batch], bytes | None]
 
 RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 DEFAULT_TIMEOUT = 10.0
@@ -88,6 +91,7 @@ class HttpReporter(ConnectionReporter):
         gzip: bool,
         timeout: float,
         ssl_context: ssl.SSLContext | None,
+        encoder: Encoder | None = None,
     ) -> None:
         self.url = url
         self.gzip = gzip
@@ -98,6 +102,7 @@ class HttpReporter(ConnectionReporter):
         self._target = target
         self._headers = headers
         self._ssl_context = ssl_context
+        self._encode: Encoder = encoder or encode_json
         super().__init__()
         self._conn: http.client.HTTPConnection | None = None
 
@@ -107,19 +112,23 @@ class HttpReporter(ConnectionReporter):
     def send(self, data: Batch, callback: Callback) -> None:
         """POST one batch, then call ``callback`` exactly once; never raises on a delivery error.
 
-        Exceptions raised by ``callback`` itself propagate to the caller.
+        A batch the encoder turns into nothing is delivered without a request. Exceptions raised
+        by ``callback`` itself propagate to the caller.
         """
         error: BaseException | None
         try:
-            body = encode_json(data)
+            body = self._encode(data)
             headers = dict(self._headers)
-            if self.gzip:
-                body = _gzip.compress(body, compresslevel=_GZIP_LEVEL, mtime=0)
-                headers["Content-Encoding"] = "gzip"
-            headers["Content-Length"] = str(len(body))
+            if body is not None:
+                if self.gzip:
+                    body = _gzip.compress(body, compresslevel=_GZIP_LEVEL, mtime=0)
+                    headers["Content-Encoding"] = "gzip"
+                headers["Content-Length"] = str(len(body))
             with self._locked():
                 if self._closed:
                     error = DeliveryError("http reporter is closed", retryable=True)
+                elif body is None:
+                    error = None
                 else:
                     error = self._post(body, headers)
         except Exception as exc:
@@ -214,6 +223,8 @@ def create(
     timeout: float = DEFAULT_TIMEOUT,
     ca_file: str | os.PathLike[str] | None = None,
     verify: bool = True,
+    *,
+    encoder: Encoder | None = None,
 ) -> HttpReporter:
     """Create a reporter that POSTs each batch to ``url`` (``http://`` or ``https://``).
 
@@ -221,7 +232,9 @@ def create(
     the URL (``https://user:pass@host/``) become a Basic ``Authorization`` header unless one is
     given. ``gzip`` compresses the body. ``timeout`` bounds connecting and each socket read or
     write, in seconds. For https the certificate and host name are verified against the system's
-    CAs or ``ca_file``; ``verify=False`` turns that off and must be asked for.
+    CAs or ``ca_file``; ``verify=False`` turns that off and must be asked for. ``encoder`` turns
+    a batch into the request body (default: the batch as one JSON document); when it returns
+    None the batch has nothing to send and counts as delivered without a request.
 
     Raises ``ValueError`` for a URL that is not an absolute http(s) URL with a host, a bad port,
     a header with a line break in it, or a non-positive timeout.
@@ -296,4 +309,5 @@ def create(
         gzip=gzip,
         timeout=float(timeout),
         ssl_context=context,
+        encoder=encoder,
     )

@@ -298,7 +298,7 @@ def test_defaults_without_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"type": "http"}, "type must be"),
+        ({"type": "gelf"}, "type must be"),
         ({"port": "abc"}, "port must be a number"),
         ({"port": 70000}, "between 1 and 65535"),
         ({"type": "udp", "tls": True}, "TLS needs"),

@@ -34,8 +34,9 @@ from tracer.span import Frozen, Span
 log = logging.getLogger("tracer")
 
 # Exit never takes more than exit_timeout plus this: for the send in flight to be given up on,
-# the worker to stop and what is left to be written to the spool.
-EXIT_GRACE = 3.0
+# the worker to stop and what is left to be written to the spool. The documented bound is 3 s;
+# the rest is for the interpreter's own shutdown.
+EXIT_GRACE = 2.5
 # Of that grace, what is kept back for closing the reporter after the spool write.
 _CLOSE_SHARE = 0.25
 

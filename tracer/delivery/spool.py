@@ -58,7 +58,7 @@ DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 DEFAULT_LEASE_SECONDS = 60.0
 # How long one statement waits for another process's write lock before giving up (writes of
 # other processes of a service take milliseconds; a lock held for longer is someone else's).
-BUSY_TIMEOUT_SECONDS = 2.0
+BUSY_TIMEOUT_SECONDS = 1.0
 # The first four bytes of a WAL file (big-endian, either checksum byte order).
 _WAL_MAGIC = (b"\x37\x7f\x06\x82", b"\x37\x7f\x06\x83")
 _SCHEMA_VERSION = 1

@@ -168,7 +168,8 @@ class Spooler:
             if spool is not None:
                 self._bound(spool)
                 return spool
-            if time.monotonic() < self._unavailable_until:
+            if time.monotonic() < self._unavailable_until and self.deadline is None:
+                # Paused after a failure; at exit there is one more try, bounded by the deadline.
                 return None
             opened: Spool | None
             try:
