@@ -1,45 +1,36 @@
-"""Built-in reporters and ``create(type, **options)``.
+"""The built-in reporters under their short name: the very modules of :mod:`tracer.reporters`.
 
-Each built-in module offers ``create(**options)``; ``reporters.create("logstash", host=...)`` is the
-same as ``reporters.logstash.create(host=...)``. Any object with ``send(data, callback)`` is a
-reporter too (see :mod:`reporters.base`).
+``import reporters`` in a ``trace.config.py`` keeps working; ``from tracer import reporters`` is
+the name that works even in a project that has a ``reporters`` package of its own.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import Any
+import sys
+from types import ModuleType
 
-from reporters.base import Batch, Callback, DeliveryError, Reporter
-
-# Type name -> module name; modules are imported on first use so an unused reporter costs nothing.
-BUILTIN: dict[str, str] = {
-    "stdout": "reporters.stdout",
-    "memory": "reporters.memory",
-    "logstash": "reporters.logstash",
-    "http": "reporters.http",
-}
+import tracer.reporters as _reporters
+from tracer.reporters import BUILTIN, Batch, Callback, DeliveryError, Reporter, create
 
 __all__ = ["BUILTIN", "Batch", "Callback", "DeliveryError", "Reporter", "create"]
 
-
-def create(type: str, /, **options: Any) -> Any:
-    """Create a built-in reporter by type name (``stdout``, ``memory``, ``logstash``, ``http``).
-
-    ``type`` is positional-only, so that options may carry their own ``type``:
-    ``create("logstash", type="beats", host=...)``.
-    """
-    try:
-        module_name = BUILTIN[type]
-    except KeyError:
-        known = ", ".join(sorted(BUILTIN))
-        raise ValueError(f"unknown reporter type {type!r} (known: {known})") from None
-    module = importlib.import_module(module_name)
-    return module.create(**options)
+# The submodules that ``reporters.<name>`` reaches, as aliases of tracer's own (one module
+# object under two names, so a class is the same class whichever name imported it).
+SUBMODULES = ("base", "http", "logstash", "memory", "stdout")
 
 
-def __getattr__(name: str) -> Any:
+def alias(name: str) -> ModuleType:
+    """``reporters.<name>`` as the module ``tracer.reporters.<name>`` itself."""
+    module = importlib.import_module(f"{_reporters.__name__}.{name}")
+    sys.modules[f"{__name__}.{name}"] = module
+    return module
+
+
+def __getattr__(name: str) -> ModuleType:
     # `reporters.logstash.create(...)` in a config file works after a bare `import reporters`.
-    if name in BUILTIN:
-        return importlib.import_module(BUILTIN[name])
+    if name in SUBMODULES:
+        module = alias(name)
+        globals()[name] = module
+        return module
     raise AttributeError(f"module 'reporters' has no attribute {name!r}")

@@ -135,7 +135,7 @@ def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
 
 
 def _create_reporter(rtype: str, options: dict[str, Any]) -> Any:
-    import reporters
+    from tracer import reporters
 
     if rtype not in reporters.BUILTIN:
         known = ", ".join(sorted(reporters.BUILTIN))
@@ -307,7 +307,7 @@ def load(
         sources.append("install()")
     values.setdefault("app_name", default_app_name())
     if values.get("reporter") is None:
-        import reporters
+        from tracer import reporters
 
         values["reporter"] = reporters.create("stdout")
         if not sources:

@@ -230,8 +230,8 @@ def _has_aiohttp() -> bool:
 
 def main(count: int = 3) -> int:
     """Run the demo; returns a process exit code."""
-    import reporters
     import tracer
+    from tracer import reporters
 
     services: list[_Service] = []
     collected = reporters.create("memory")
