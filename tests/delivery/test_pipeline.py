@@ -417,3 +417,26 @@ def test_a_span_whose_record_cannot_be_built_is_dropped_counted_and_the_rest_del
     assert stats["pending"] == 0
     # Counted and logged once as an internal error, which is expected here.
     assert [str(e) for e in safety.take_strict_errors()] == ["no items for you"]
+
+
+def test_no_spool_file_while_no_batch_needs_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reporter that never fails never creates a spool file, however long the process runs
+    (the sender's look for rows to replay must not create it either)."""
+    import tracer.delivery.spooler as spooler
+
+    monkeypatch.setattr(spooler, "RECHECK", 0.01)
+    spool_dir = tmp_path / "spool-dir"
+    monkeypatch.setenv("TRACE_SPOOL_DIR", str(spool_dir))
+    memory = reporters.create("memory")
+    tracer.install(app_name="never-fails", reporter=memory, flush_interval=0.01)
+    deadline = time.monotonic() + 0.5
+    while time.monotonic() < deadline:
+        with tracer.span("x"):
+            pass
+        time.sleep(0.005)
+    assert tracer.flush(10)
+    tracer.uninstall()
+    assert memory.spans
+    assert not spool_dir.exists() or not any(spool_dir.iterdir())

@@ -295,7 +295,9 @@ class Pipeline:
 
     def after_fork_in_child(self) -> None:
         """In a forked child: a fresh queue, fresh threads, nothing of the parent's re-sent."""
+        inherited = self.spooler.spool
         self._reset_state()
+        self.spooler.adopt(inherited)
         self._call_optional("after_fork")
         self.start()
 

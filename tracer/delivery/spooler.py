@@ -118,6 +118,9 @@ class Spooler:
         if not self._maybe_rows and now - self._checked < RECHECK:
             return None
         self._checked = now
+        if self.spool is None and not os.path.exists(self.path):
+            # Nothing to replay, and looking must not create the file.
+            return None
         spool = self._ready()
         if spool is None:
             return None
@@ -250,6 +253,12 @@ class Spooler:
                 what,
                 exc,
             )
+
+    def adopt(self, spool: Spool | None) -> None:
+        """In a forked child: keep the parent's spool object, which opens a connection of its
+        own on first use (closing the parent's, as dropping it would, disturbs the parent)."""
+        if spool is not None and self.spool is None:
+            self.spool = spool
 
     def close(self) -> None:
         with self._lock:
