@@ -1,20 +1,28 @@
-"""Example tracer configuration: copy to trace.config.py next to your entry point.
+"""tracer's configuration file: every option, with its default.
 
-tracer reads ./trace.config.py (or the file named by TRACE_CONFIG_PATH, or the path given to
-tracer.install(config_path=...)). Every module-level name is an option; imports, functions and
-classes are ignored, and any other unknown name is an error at install(). Environment variables
-(TRACE_APP_NAME, TRACE_REPORTER_TYPE, TRACE_REPORTER_CONFIG, TRACE_DISABLED, TRACE_SAMPLE_RATE)
-override the file, and keyword arguments to tracer.install() override both. Every value below is
-the default.
+`python -m tracer init` writes this file as ./trace.config.py. tracer reads the first of: the
+path given to tracer.install(config_path=...), the file named by TRACE_CONFIG_PATH,
+./trace.config.py in the working directory, and trace.config.py next to the entry point (the
+script or module that runs as __main__, such as the one `python -m tracer run` starts). Every
+module-level name is an option; imports, functions and classes under other names are ignored,
+and any other unknown name is an error at install(). Environment variables (TRACE_APP_NAME,
+TRACE_REPORTER_TYPE, TRACE_REPORTER_CONFIG, TRACE_DISABLED, TRACE_SAMPLE_RATE) override the file,
+and keyword arguments to tracer.install() override both. Every value below is the default.
 """
 
-import reporters
+# The same modules as `import reporters`; this name works even in a project that has a package
+# called reporters of its own.
+from tracer import reporters
 
-# The service name in every span. Default: the name of the script that was started.
-app_name = "my-service"
+# The service name in every span, and the name of its spool file. Default: the name of the
+# script that runs (back for back.py) or of the module (mypkg.app for -m mypkg.app).
+# app_name = "my-service"
 
-# Where finished spans go: reporters.stdout / memory / logstash / http .create(...), or any object
-# with send(data, callback). Default: reporters.stdout.create() (JSON lines; a tree on a terminal).
+# Where finished spans go: an object with send(data, callback), made by calling one of
+# reporters.stdout / memory / logstash / http .create(...), e.g.
+# reporters.logstash.create(type="tcp", host="localhost", port=12201). The function itself
+# (reporters.logstash.create, no call) or a reporter class is an error. Default:
+# reporters.stdout.create() (JSON lines; each trace as a tree on a terminal).
 reporter = reporters.stdout.create()
 
 # Requests whose header contains one of the strings ("*": any value) get no span at all.

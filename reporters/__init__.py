@@ -17,7 +17,7 @@ __all__ = ["BUILTIN", "Batch", "Callback", "DeliveryError", "Reporter", "create"
 
 # The submodules that ``reporters.<name>`` reaches, as aliases of tracer's own (one module
 # object under two names, so a class is the same class whichever name imported it).
-SUBMODULES = ("base", "http", "logstash", "memory", "stdout")
+SUBMODULES = ("base", "http", "logstash", "memory", "otlp", "stdout", "zipkin")
 
 
 def alias(name: str) -> ModuleType:

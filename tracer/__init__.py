@@ -17,12 +17,14 @@ from typing import Any, TypeVar
 from tracer import installer
 from tracer.config import ConfigError
 from tracer.context import current
+from tracer.outgoing import client_call
 from tracer.span import INTERNAL, Span
 
 __version__ = "0.1.0"
 __all__ = [
     "ConfigError",
     "Span",
+    "client_call",
     "current_span",
     "flush",
     "get_transaction_id",
@@ -39,8 +41,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 def install(config_path: str | os.PathLike[str] | None = None, **overrides: Any) -> None:
     """Load the configuration, start the pipeline and patch the supported libraries.
 
-    ``config_path`` names a ``trace.config.py``; without it ``TRACE_CONFIG_PATH`` or
-    ``./trace.config.py`` is used when present. Keyword arguments override any option. Calling
+    ``config_path`` names a ``trace.config.py``; without it the file named by
+    ``TRACE_CONFIG_PATH`` is read, else ``trace.config.py`` in the working directory, else the
+    one next to the entry point (the script or module running as ``__main__``), when present.
+    Keyword arguments override any option. Calling
     ``install()`` again while installed changes nothing. Raises :class:`ConfigError` naming the
     file or variable and the key when the configuration is wrong.
     """

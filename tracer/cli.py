@@ -1,50 +1,239 @@
-"""``python -m tracer run app.py [args...]`` and ``python -m tracer demo``."""
+"""The ``tracer`` command (also ``python -m tracer``): ``run``, ``demo`` and ``init``.
+
+``tracer run app.py [args...]`` and ``tracer run -m package [args...]`` run a program as
+``__main__`` with tracing installed, as ``python app.py`` / ``python -m package`` would;
+``tracer demo`` starts traced services on 127.0.0.1 and prints their traces; ``tracer init``
+writes a commented ``trace.config.py``.
+"""
 
 from __future__ import annotations
 
 import argparse
+import ast
+import importlib.util
 import os
 import runpy
 import sys
+import types
+from importlib.machinery import ModuleSpec
+from pathlib import Path
+
+from tracer import config
 
 
-def _run(target: list[str], module: bool) -> int:
+def _install(entry: config.EntryPoint) -> bool:
+    """Install tracer for ``entry``; False (the error printed) for a configuration mistake."""
     import tracer
+    from tracer import installer
 
-    tracer.install()
-    if module:
-        sys.argv = list(target)
-        runpy.run_module(target[0], run_name="__main__", alter_sys=True)
-    else:
-        script = target[0]
-        if not os.path.isfile(script):
-            print(f"tracer run: no such script: {script}", file=sys.stderr)
-            return 2
-        sys.argv = list(target)
-        # As `python app.py` would: the script's folder comes first on the import path.
-        sys.path.insert(0, os.path.dirname(os.path.abspath(script)))
-        runpy.run_path(script, run_name="__main__")
+    config.set_entry_point(entry)
+    try:
+        tracer.install()
+    except config.ConfigError as exc:
+        # The message names the file or variable, the key and the fix: a traceback through
+        # tracer's own frames would only bury it.
+        print(f"tracer: configuration error: {exc}", file=sys.stderr)
+        return False
+    rt = installer.runtime
+    if rt is not None and rt.config.source != "defaults":
+        print(
+            f"tracer: tracing {entry.what} as service {rt.service!r};"
+            f" configuration: {rt.config.source}",
+            file=sys.stderr,
+        )
+    return True
+
+
+def _run_script(target: list[str]) -> int:
+    script = target[0]
+    if not os.path.isfile(script):
+        print(f"tracer run: no such script: {script}", file=sys.stderr)
+        return 2
+    if not _install(config.script_entry_point(script)):
+        return 2
+    sys.argv = list(target)
+    # As `python app.py` would: the script's folder comes first on the import path.
+    sys.path.insert(0, os.path.dirname(os.path.abspath(script)))
+    runpy.run_path(script, run_name="__main__")
     return 0
 
 
+def _find_module(name: str) -> ModuleSpec | str:
+    """The spec of what ``python -m name`` runs (a package's ``__main__``), or why there is
+    none, in Python's words."""
+    try:
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.submodule_search_locations is not None:
+            package, name = name, f"{name}.__main__"
+            spec = importlib.util.find_spec(name)
+            if spec is None:
+                return f"No module named {name}; {package!r} is a package and cannot be run"
+    except (ImportError, ValueError) as exc:
+        return f"Error while finding module specification for {name!r} ({exc})"
+    if spec is None or spec.loader is None:
+        return f"No module named {name}"
+    return spec
+
+
+def _run_module(target: list[str]) -> int:
+    # As `python -m` would: the working directory comes first on the import path (the
+    # `tracer` console script starts with its own folder there instead).
+    if os.getcwd() not in sys.path[:1]:
+        sys.path.insert(0, os.getcwd())
+    found = _find_module(target[0])
+    if isinstance(found, str):
+        print(f"tracer run: {found}", file=sys.stderr)
+        return 1
+    if not _install(config.module_entry_point(found.name, found.origin)):
+        return 2
+    sys.argv = list(target)
+    from tracer import installer
+
+    source = None
+    if installer.instruments(found.name):
+        get_source = getattr(found.loader, "get_source", None)
+        source = get_source(found.name) if callable(get_source) else None
+    if source is None:
+        runpy.run_module(target[0], run_name="__main__", alter_sys=True)
+    else:
+        _run_instrumented_module(found, source)
+    return 0
+
+
+def _main_guard(node: ast.stmt) -> bool:
+    """Whether ``node`` is ``if __name__ == "__main__":`` (either way round)."""
+    if not isinstance(node, ast.If) or not isinstance(node.test, ast.Compare):
+        return False
+    test = node.test
+    if len(test.ops) != 1 or not isinstance(test.ops[0], ast.Eq):
+        return False
+    sides = [test.left, test.comparators[0]]
+    names = [s for s in sides if isinstance(s, ast.Name) and s.id == "__name__"]
+    mains = [s for s in sides if isinstance(s, ast.Constant) and s.value == "__main__"]
+    return len(names) == 1 and len(mains) == 1
+
+
+def _run_instrumented_module(spec: ModuleSpec, source: str) -> None:
+    """Run a module that tracer instruments (``-m http.server``) as ``__main__``, traced.
+
+    runpy would run the module's source again as a new module, ``__main__``, whose classes
+    are copies of the library's, not the patched ones: ``python -m http.server`` under
+    ``tracer run`` recorded nothing. So the module runs in two steps, in one namespace set up
+    as runpy sets it up: everything before its first top-level ``if __name__ == "__main__":``
+    (the definitions), then the instrumentations of that module are applied to this namespace
+    as well (``installer.instrument_main``, undone by ``uninstall()`` like every other patch, so
+    uninstall stays exact), then the rest, which starts the server. Only modules that tracer
+    instruments run this way; every other ``-m`` module goes through runpy unchanged.
+    """
+    origin = spec.origin or spec.name
+    tree = ast.parse(source, filename=origin)
+    split = next((i for i, node in enumerate(tree.body) if _main_guard(node)), len(tree.body))
+    # A `from __future__` statement of the head applies to the tail too: repeated there.
+    futures = [
+        node
+        for node in tree.body[:split]
+        if isinstance(node, ast.ImportFrom) and node.module == "__future__"
+    ]
+    head = ast.Module(body=tree.body[:split], type_ignores=[])
+    tail = ast.Module(body=futures + tree.body[split:], type_ignores=[])
+    head_code = compile(head, origin, "exec", dont_inherit=True)
+    tail_code = compile(tail, origin, "exec", dont_inherit=True)
+    module = types.ModuleType("__main__")
+    module.__dict__.update(
+        __file__=origin,
+        __cached__=spec.cached,
+        __loader__=spec.loader,
+        __package__=spec.parent,
+        __spec__=spec,
+    )
+    saved_main, saved_argv0 = sys.modules["__main__"], sys.argv[0]
+    sys.modules["__main__"], sys.argv[0] = module, origin
+    try:
+        exec(head_code, module.__dict__)
+        from tracer import installer
+
+        installer.instrument_main(spec.name)
+        exec(tail_code, module.__dict__)
+    finally:
+        sys.modules["__main__"], sys.argv[0] = saved_main, saved_argv0
+
+
+def _init(target: str) -> int:
+    path = Path(target)
+    if path.is_dir():
+        path = path / config.FILE_NAME
+    shown = path.absolute()
+    try:
+        # "x": never replaces a file, not even one created a moment ago by someone else.
+        with open(path, "x", encoding="utf-8") as out:
+            out.write(config.template())
+    except FileExistsError:
+        print(
+            f"tracer init: {shown} already exists; left unchanged. Edit it, or remove it and run"
+            " `tracer init` again.",
+            file=sys.stderr,
+        )
+        return 1
+    except OSError as exc:
+        print(f"tracer init: cannot write {shown}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    found = "" if path.name == config.FILE_NAME else " (name it in TRACE_CONFIG_PATH)"
+    print(f"tracer init: wrote {shown}{found}; every option is documented in it, with its default.")
+    return 0
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m tracer`` and the ``tracer`` command."""
+    """Entry point of ``python -m tracer`` and the ``tracer`` command; returns the exit status."""
     parser = argparse.ArgumentParser(
         prog="python -m tracer", description="Distributed tracing for Python HTTP services."
     )
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser(
-        "run", help="run a script (or -m module) as __main__ with tracing installed"
+        "run",
+        help="run a script (or -m module) as __main__ with tracing installed",
+        description="Run a script, or a module with -m, as __main__ with tracing installed.",
     )
     run.add_argument("-m", dest="module", action="store_true", help="run a module, like python -m")
     run.add_argument("target", nargs=argparse.REMAINDER, help="script.py [args...]")
-    demo = sub.add_parser("demo", help="start traced services on 127.0.0.1 and print their traces")
-    demo.add_argument("--requests", type=int, default=3, help="checkout requests to send")
+    demo = sub.add_parser(
+        "demo",
+        help="start traced services on 127.0.0.1 and print their traces",
+        description="Start traced services on 127.0.0.1, send requests through them and print"
+        " each trace as a tree.",
+    )
+    demo.add_argument(
+        "--requests", type=_count, default=3, metavar="N", help="checkout requests to send (3)"
+    )
+    init = sub.add_parser(
+        "init",
+        help=f"write a commented {config.FILE_NAME} (every option, with its default)",
+        description=f"Write a commented {config.FILE_NAME} documenting every option; an existing"
+        " file is never replaced.",
+    )
+    init.add_argument(
+        "path",
+        nargs="?",
+        default=config.FILE_NAME,
+        help=f"where to write it (./{config.FILE_NAME})",
+    )
     args = parser.parse_args(argv)
     if args.command == "run":
         if not args.target:
             run.error("name a script to run")
-        return _run(args.target, args.module)
+        return _run_module(args.target) if args.module else _run_script(args.target)
+    if args.command == "init":
+        return _init(args.path)
     from tracer import demo as demo_module
 
-    return demo_module.main(args.requests)
+    try:
+        return demo_module.main(args.requests)
+    except config.ConfigError as exc:
+        print(f"tracer: configuration error: {exc}", file=sys.stderr)
+        return 2

@@ -3,6 +3,11 @@
 Precedence, lowest first: defaults, the config file, environment variables, ``install()``
 keyword overrides. Every mistake is reported at ``install()`` as a :class:`ConfigError` whose
 message names the file or variable and the key.
+
+The config file is the first of: ``install(config_path=...)``, ``TRACE_CONFIG_PATH``,
+``./trace.config.py``, and ``trace.config.py`` in the directory of the entry point (the script or
+module running as ``__main__``, or the one ``tracer run`` starts). The entry point also gives the
+default service name.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import json
 import os
 import runpy
 import sys
+import traceback
 import types
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -85,18 +91,34 @@ def _read_file(path: Path) -> dict[str, Any]:
     except SyntaxError as exc:
         raise ConfigError(f"{where}: syntax error at line {exc.lineno}: {exc.msg}") from exc
     except Exception as exc:
-        raise ConfigError(f"{where}: raised {type(exc).__name__}: {exc}") from exc
+        line = _line_in(where, exc)
+        at = f" at line {line}" if line else ""
+        raise ConfigError(f"{where}: raised {type(exc).__name__}{at}: {exc}") from exc
     options: dict[str, Any] = {}
     for key, value in namespace.items():
+        if key.startswith("_"):
+            continue
+        # An option's name is always an option, whatever its value: `reporter = SomeClass` or
+        # `reporter = reporters.logstash.create` (no call) must be an error, not skipped.
+        if key in OPTIONS:
+            options[key] = value
+            continue
         # Imports, helper functions and reporter classes defined in the file are not options.
-        if key.startswith("_") or isinstance(
+        if isinstance(
             value, (types.ModuleType, type, types.FunctionType, types.BuiltinFunctionType)
         ):
             continue
-        if key not in OPTIONS:
-            raise _unknown(where, key)
-        options[key] = value
+        raise _unknown(where, key)
     return options
+
+
+def _line_in(where: str, exc: BaseException) -> int | None:
+    """The line of the config file where ``exc`` was raised (its innermost frame there)."""
+    line = None
+    for frame in traceback.extract_tb(exc.__traceback__):
+        if frame.filename == where:
+            line = frame.lineno
+    return line
 
 
 def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
@@ -130,22 +152,75 @@ def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
                 ) from exc
             if not isinstance(reporter_options, dict):
                 raise ConfigError("TRACE_REPORTER_CONFIG: must be a JSON object of options")
-        options["reporter"] = _create_reporter(rtype, reporter_options)
+        options["reporter"] = _create_reporter(rtype, reporter_options, env)
     return options
 
 
-def _create_reporter(rtype: str, options: dict[str, Any]) -> Any:
+def _create_reporter(rtype: str, options: dict[str, Any], env: Mapping[str, str]) -> Any:
     from tracer import reporters
 
     if rtype not in reporters.BUILTIN:
         known = ", ".join(sorted(reporters.BUILTIN))
         raise ConfigError(f"TRACE_REPORTER_TYPE: unknown reporter type {rtype!r} (known: {known})")
+    if rtype in _OTEL_REPORTERS:
+        # They read OTEL_EXPORTER_* for the options not given: from the environment load() reads.
+        options = {"env": env, **options}
     try:
         return reporters.create(rtype, **options)
     except TypeError as exc:
         raise ConfigError(f"TRACE_REPORTER_CONFIG: {rtype} reporter: {exc}") from exc
     except ValueError as exc:
+        if rtype in _OTEL_REPORTERS and "OTEL_" in str(exc):
+            # The message names the OTEL_* variable that is wrong.
+            raise ConfigError(str(exc)) from exc
         raise ConfigError(f"TRACE_REPORTER_CONFIG: {rtype} reporter: {exc}") from exc
+
+
+# The reporters that read OpenTelemetry's OTEL_EXPORTER_* variables themselves.
+_OTEL_REPORTERS = ("otlp", "zipkin")
+# OTEL_TRACES_EXPORTER's values -> tracer's reporter types ("none" records and propagates, and
+# sends nothing: _NoExport).
+_OTEL_EXPORTERS = {"otlp": "otlp", "zipkin": "zipkin", "console": "stdout"}
+
+
+class _NoExport:
+    """``OTEL_TRACES_EXPORTER=none``: spans are recorded and headers propagated, as OpenTelemetry
+    does with no exporter, and each batch is acknowledged without being sent anywhere."""
+
+    def send(self, data: Any, callback: Any) -> None:
+        callback(None)
+
+    def __repr__(self) -> str:
+        return "<no exporter (OTEL_TRACES_EXPORTER=none)>"
+
+
+def _otel_reporter(env: Mapping[str, str]) -> Any:
+    """The reporter ``OTEL_TRACES_EXPORTER`` chooses, or None when it is unset."""
+    from tracer.reporters import otel_env
+
+    try:
+        name = otel_env.traces_exporter(env)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if name is None:
+        return None
+    if name == "none":
+        return _NoExport()
+    try:
+        return _create_reporter(_OTEL_EXPORTERS[name], {}, env)
+    except ConfigError as exc:
+        raise ConfigError(
+            str(exc).replace("TRACE_REPORTER_CONFIG", f"OTEL_TRACES_EXPORTER={name}", 1)
+        ) from None
+
+
+def _otel_service_name(env: Mapping[str, str]) -> tuple[str, str] | None:
+    from tracer.reporters import otel_env
+
+    try:
+        return otel_env.service_name(env)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _str_tuple(where: str, key: str, value: Any) -> tuple[str, ...]:
@@ -185,6 +260,46 @@ _NUMBERS: dict[str, tuple[type, float, float]] = {
 }
 
 
+def _short_name(module: str) -> str:
+    """``tracer.reporters.logstash`` as a config file spells it: ``reporters.logstash``."""
+    return module.removeprefix("tracer.") if module.startswith("tracer.reporters") else module
+
+
+def _check_reporter(where: str, value: Any) -> None:
+    """A reporter is an object with ``send(data, callback)``. A module, a class or a function
+    (one call away from a reporter) is named as such, with the fix."""
+    if isinstance(value, types.ModuleType):
+        name = _short_name(value.__name__)
+        problem = f"the module {name}"
+        fix = f"{name}.create(...)" if callable(getattr(value, "create", None)) else None
+    elif isinstance(value, type):
+        problem = f"the class {value.__qualname__}"
+        fix = f"{value.__qualname__}(...)"
+    elif callable(getattr(value, "send", None)):
+        return
+    elif callable(value):
+        spelled = getattr(value, "__qualname__", None)
+        module = getattr(value, "__module__", None)
+        if isinstance(spelled, str) and isinstance(module, str):
+            if module.startswith("tracer.reporters"):
+                spelled = f"{_short_name(module)}.{spelled}"
+            problem = f"the function {spelled}"
+            fix = f"{spelled}(...)"
+        else:
+            problem = f"a callable {type(value).__name__}"
+            fix = None
+    else:
+        raise ConfigError(
+            f"{where}: option 'reporter' must have a send(data, callback) method,"
+            f" got {type(value).__name__}"
+        )
+    hint = f"did you mean `{fix}`?" if fix else "call it to make the reporter"
+    raise ConfigError(
+        f"{where}: option 'reporter' is {problem}, not a reporter (an object with a"
+        f" send(data, callback) method); {hint}"
+    )
+
+
 def _validate(where: str, key: str, value: Any) -> Any:
     """Check one option's type and normalise it; ``where`` names its origin for errors."""
     if key == "app_name":
@@ -194,11 +309,7 @@ def _validate(where: str, key: str, value: Any) -> Any:
     if key == "reporter":
         if value is None:
             return None
-        if not callable(getattr(value, "send", None)):
-            raise ConfigError(
-                f"{where}: option 'reporter' must have a send(data, callback) method,"
-                f" got {type(value).__name__}"
-            )
+        _check_reporter(where, value)
         return value
     if key == "ignore_headers":
         if not isinstance(value, Mapping):
@@ -255,28 +366,103 @@ def _validate(where: str, key: str, value: Any) -> Any:
     raise _unknown(where, key)
 
 
+@dataclass(frozen=True)
+class EntryPoint:
+    """The program tracer runs in: where the default service name comes from, and the last
+    directory searched for the config file."""
+
+    name: str
+    #: How to say where the name came from, e.g. "the script back.py".
+    what: str
+    directory: Path | None = None
+
+
+_entry_point: EntryPoint | None = None
+
+
+def set_entry_point(entry: EntryPoint | None) -> None:
+    """Name the program about to run as ``__main__`` (``tracer run`` calls it before
+    ``install()``, which would otherwise see tracer's own ``__main__``)."""
+    global _entry_point
+    _entry_point = entry
+
+
+def script_entry_point(script: str | os.PathLike[str]) -> EntryPoint:
+    """The entry point of ``python script.py``: named after the file without its extension."""
+    path = Path(os.path.abspath(script))
+    return EntryPoint(path.stem or "python", f"the script {path.name}", path.parent)
+
+
+def module_entry_point(name: str, origin: str | None) -> EntryPoint:
+    """The entry point of ``python -m name``: named after the module (a package's
+    ``pkg.__main__`` after the package), found next to its file."""
+    short = name.removesuffix(".__main__")
+    directory = Path(origin).parent if origin and os.path.isabs(origin) else None
+    return EntryPoint(short, f"the module {short}", directory)
+
+
+def entry_point() -> EntryPoint:
+    """The program running now: the one :func:`set_entry_point` named, else ``__main__``."""
+    if _entry_point is not None:
+        return _entry_point
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    name = getattr(spec, "name", None)
+    if isinstance(name, str) and name:
+        origin = getattr(spec, "origin", None)
+        return module_entry_point(name, origin if isinstance(origin, str) else None)
+    file = getattr(main, "__file__", None)
+    if isinstance(file, str) and file:
+        return script_entry_point(file)
+    return EntryPoint("python", "the interpreter (no script)")
+
+
 def default_app_name() -> str:
-    """The script's name without its extension, as the original used the package name."""
-    main = sys.argv[0] if sys.argv and sys.argv[0] else ""
-    name = Path(main).stem if main and main != "-c" else ""
-    return name or "python"
+    """The entry point's name: the script's without its extension (``back`` for back.py), or
+    the module's (``mypkg.app`` for ``-m mypkg.app``), as the original used the package name."""
+    return entry_point().name
+
+
+def search_path() -> list[Path]:
+    """Where ``trace.config.py`` is looked for when no file is named: the working directory,
+    then the entry point's directory."""
+    places = [Path.cwd()]
+    directory = entry_point().directory
+    if directory is not None and directory.resolve() != places[0].resolve():
+        places.append(directory)
+    return places
 
 
 def find_file(config_path: str | os.PathLike[str] | None, env: Mapping[str, str]) -> Path | None:
-    """The config file to read: the argument, else TRACE_CONFIG_PATH, else ./trace.config.py."""
+    """The config file to read: the argument, else TRACE_CONFIG_PATH, else the first
+    trace.config.py of :func:`search_path`."""
     if config_path is not None:
         path = Path(config_path)
         if not path.is_file():
             raise ConfigError(f"install(config_path=...): config file {str(path)!r} not found")
-        return path
+        return path.absolute()
     named = env.get("TRACE_CONFIG_PATH")
     if named:
         path = Path(named)
         if not path.is_file():
             raise ConfigError(f"TRACE_CONFIG_PATH: config file {named!r} not found")
-        return path
-    path = Path.cwd() / FILE_NAME
-    return path if path.is_file() else None
+        return path.absolute()
+    for directory in search_path():
+        path = directory / FILE_NAME
+        if path.is_file():
+            return path
+    return None
+
+
+def _notice(app_name: str) -> str:
+    """The one line said when nothing configures tracer: the name used and where it looked."""
+    places = " or ".join(str(d) for d in search_path())
+    return (
+        f"tracer: no {FILE_NAME} in {places}; reporting to stdout as service {app_name!r}"
+        f" (named after {entry_point().what}). Set app_name and reporter in a {FILE_NAME}"
+        " (`python -m tracer init` writes a commented one), TRACE_CONFIG_PATH, or TRACE_APP_NAME"
+        " and TRACE_REPORTER_TYPE."
+    )
 
 
 def load(
@@ -305,16 +491,34 @@ def load(
         values[key] = _validate("install()", key, value)
     if overrides:
         sources.append("install()")
+    if "app_name" not in values:
+        # OpenTelemetry's service name, when none of tracer's own names it.
+        otel_name = _otel_service_name(env)
+        if otel_name is not None:
+            values["app_name"] = _validate(otel_name[1], "app_name", otel_name[0])
+            if "environment" not in sources:
+                sources.append("environment")
     values.setdefault("app_name", default_app_name())
+    if values.get("reporter") is None:
+        # No reporter of tracer's: OpenTelemetry's exporter choice, if the service has one.
+        values["reporter"] = _otel_reporter(env)
+        if values["reporter"] is not None and "environment" not in sources:
+            sources.append("environment")
     if values.get("reporter") is None:
         from tracer import reporters
 
         values["reporter"] = reporters.create("stdout")
         if not sources:
-            print(
-                f"tracer: no {FILE_NAME} found; reporting to stdout as {values['app_name']!r}."
-                f" Configure with a {FILE_NAME} (see trace.config.example.py), TRACE_CONFIG_PATH"
-                " or TRACE_REPORTER_TYPE.",
-                file=sys.stderr,
-            )
+            print(_notice(values["app_name"]), file=sys.stderr)
     return Config(source=", ".join(sources) or "defaults", **values)
+
+
+TEMPLATE = "trace.config.template"
+
+
+def template() -> str:
+    """The commented ``trace.config.py`` that ``tracer init`` writes: every option with its
+    default (the same text as the project's ``trace.config.example.py``)."""
+    from importlib import resources
+
+    return resources.files("tracer").joinpath(TEMPLATE).read_text(encoding="utf-8")

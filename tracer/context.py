@@ -26,16 +26,6 @@ def current_span() -> Span | None:
 
 
 @contextmanager
-def use_span(span: Span | None) -> Iterator[Span | None]:
-    """Make ``span`` current for the duration of the block."""
-    token = current.set(span)
-    try:
-        yield span
-    finally:
-        current.reset(token)
-
-
-@contextmanager
 def suppressed() -> Iterator[None]:
     """Nothing inside the block is traced (tracer's own I/O)."""
     token = suppress.set(True)

@@ -1,31 +1,84 @@
 """The demo: traced services on 127.0.0.1 calling each other, their traces printed as trees.
 
 ``python -m tracer demo`` starts each service in its own process with ``python -m tracer run``
-(no code change in the services), each reporting JSON lines on its stdout. The demo then sends a
-few checkout requests, one of which makes a downstream service fail, stops the services, and
-prints every trace through the stdout reporter as a tree.
+(no code change in the services), each reporting JSON lines on its stdout. The demo then sends
+``--requests`` checkout requests (3 by default; the third makes a downstream service fail), stops
+the services, and prints every trace through the stdout reporter as a tree.
 
-    client -> frontend (http.server + requests) -> users (http.server)
-                                                 -> pricing (aiohttp.web) -> users (aiohttp client)
-                                                                          -> a worker thread
-                                                 -> inventory (http.server)
+    client (urllib) -> frontend (http.server) -> users (http.server), with requests or urllib
+                                               -> pricing (aiohttp.web), with requests or urllib
+                                                    -> users (aiohttp client), a worker thread
+                                               -> inventory (http.server), with urllib
 
-The pricing service runs only when aiohttp is installed; without it the frontend skips it.
+It needs nothing beyond the standard library: without aiohttp there is no pricing service, and
+without requests the frontend makes every call with urllib. urllib is not instrumented, so those
+calls get their client spans and trace headers from :class:`tracer.client_call`.
 """
 
 from __future__ import annotations
 
+import http.client
+import importlib.util
 import json
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
+import urllib.error
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlsplit
 
 PORT_LINE = "DEMO-PORT "
+ITEMS = ("apple", "pear", "broken", "plum", "fig")
+
+
+def _installed(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _has_aiohttp() -> bool:
+    try:
+        import aiohttp  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def urllib_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
+    """GET ``url`` with urllib, traced with :class:`tracer.client_call`: (status, body).
+
+    A 4xx or 5xx answer is returned like any other; a call that got no answer raises (OSError
+    or http.client.HTTPException), and its span records a ``network-error``.
+    """
+    import tracer
+
+    with tracer.client_call("GET", url) as call:
+        request = urllib.request.Request(url, headers=call.headers)
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                call.response(response.status, response.headers)
+                return response.status, response.read()
+        except urllib.error.HTTPError as error:
+            call.response(error.code, error.headers)
+            with error:
+                return error.code, error.read()
+
+
+def get_json(url: str, timeout: float = 5.0) -> Any:
+    """GET ``url`` and decode its JSON body: with requests when it is installed (traced by
+    tracer's instrumentation), else with urllib (:func:`urllib_get`)."""
+    if _installed("requests"):
+        import requests
+
+        return requests.get(url, timeout=timeout).json()
+    return json.loads(urllib_get(url, timeout)[1])
 
 
 # -- the services (run in child processes) -----------------------------------------------------
@@ -66,24 +119,25 @@ class Inventory(_Handler):
 
 class Frontend(_Handler):
     def do_GET(self) -> None:
-        import requests
-
         import tracer
 
         query = parse_qs(urlsplit(self.path).query)
         item = query.get("item", ["apple"])[0]
-        user = requests.get(f"{self.downstream['users']}/users/7", timeout=5).json()
+        user = get_json(f"{self.downstream['users']}/users/7")
         tracer.report({"user": user["id"], "item": item})
         price = None
         if "pricing" in self.downstream:
-            url = f"{self.downstream['pricing']}/price/{item}"
-            price = requests.get(url, params={"user": user["id"]}, timeout=5).json()
+            price = get_json(f"{self.downstream['pricing']}/price/{item}?user={user['id']}")
         try:
-            stock = requests.get(f"{self.downstream['inventory']}/stock/{item}", timeout=5)
-        except requests.ConnectionError as exc:
+            # Always urllib: the hop that shows tracer.client_call.
+            status, body = urllib_get(f"{self.downstream['inventory']}/stock/{item}")
+        except (OSError, http.client.HTTPException) as exc:
             self.reply(502, {"error": f"inventory unavailable: {type(exc).__name__}"})
             return
-        self.reply(200, {"user": user, "stock": stock.json(), "price": price})
+        if status != 200:
+            self.reply(502, {"error": f"inventory answered {status}"})
+            return
+        self.reply(200, {"user": user, "stock": json.loads(body), "price": price})
 
 
 SERVICES: dict[str, type[_Handler]] = {"users": Users, "inventory": Inventory, "frontend": Frontend}
@@ -157,16 +211,27 @@ def serve(name: str, downstream: dict[str, str]) -> None:
 # -- the demo driver ---------------------------------------------------------------------------
 
 
+# The demo shows tracer, not the configuration of the project it is started in: every process
+# reads this file of no options instead of a trace.config.py it might find, and the services'
+# settings come from the environment, TRACE_* variables of the caller's left out.
+_NO_OPTIONS = '"""tracer demo: no options (the services are set up by environment variables)."""\n'
+
+
 class _Service:
-    def __init__(self, name: str, downstream: dict[str, str]) -> None:
-        env = dict(os.environ)
+    def __init__(self, name: str, downstream: dict[str, str], config_path: str) -> None:
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("TRACE_") or k == "TRACE_SPOOL_DIR"
+        }
         env.update(
+            TRACE_CONFIG_PATH=config_path,
             TRACE_APP_NAME=name,
             TRACE_REPORTER_TYPE="stdout",
             TRACE_REPORTER_CONFIG='{"format": "json"}',
+            TRACE_SAMPLE_RATE="1",
             PYTHONUNBUFFERED="1",
         )
-        env.pop("TRACE_CONFIG_PATH", None)
         cmd = [sys.executable, "-m", "tracer", "run", "-m", "tracer.demo", "serve", name]
         cmd += [f"{k}={v}" for k, v in downstream.items()]
         self.name = name
@@ -220,55 +285,82 @@ class _Service:
         return spans
 
 
-def _has_aiohttp() -> bool:
-    try:
-        import aiohttp  # noqa: F401
-    except ImportError:
-        return False
-    return True
+def _topology(services: dict[str, _Service]) -> list[str]:
+    """What calls what, with which library, as the demo runs it."""
+    via = "requests" if _installed("requests") else "urllib"
+    lines = [
+        "tracer demo: services on 127.0.0.1, each started with `python -m tracer run` (no code"
+        " changes), each request traced across all of them:",
+        f"  demo-client --urllib--> frontend {services['frontend'].url} (http.server)",
+        f"  frontend --{via}--> users {services['users'].url} (http.server)",
+    ]
+    if "pricing" in services:
+        lines.append(
+            f"  frontend --{via}--> pricing {services['pricing'].url} (aiohttp.web)"
+            " --aiohttp--> users, and a worker thread"
+        )
+    lines.append(f"  frontend --urllib--> inventory {services['inventory'].url} (http.server)")
+    if "pricing" not in services:
+        lines.append(
+            "  (aiohttp is not installed, so no aiohttp service;"
+            " pip install 'dapper-tracer[aiohttp]' adds one)"
+        )
+    if via == "urllib":
+        lines.append(
+            "  (requests is not installed, so urllib everywhere;"
+            " pip install 'dapper-tracer[requests]' adds it)"
+        )
+    return lines
 
 
 def main(count: int = 3) -> int:
-    """Run the demo; returns a process exit code."""
+    """Run the demo, sending ``count`` checkout requests; returns a process exit code."""
     import tracer
     from tracer import reporters
 
-    services: list[_Service] = []
+    if count < 0:
+        raise ValueError(f"the number of requests must be 0 or more, got {count}")
+    services: dict[str, _Service] = {}
     collected = reporters.create("memory")
-    try:
-        users = _Service("users", {})
-        inventory = _Service("inventory", {})
-        services += [users, inventory]
-        downstream = {"users": users.url, "inventory": inventory.url}
-        if _has_aiohttp():
-            pricing = _Service("pricing", {"users": users.url})
-            services.append(pricing)
-            downstream["pricing"] = pricing.url
-        frontend = _Service("frontend", downstream)
-        services.append(frontend)
-        tracer.install(app_name="demo-client", reporter=collected, flush_interval=0.1)
-        import requests
-
-        items = ["apple", "pear", "broken", "plum", "fig"]
-        wanted = [items[i % len(items)] for i in range(max(count, 3))]
-        if "broken" not in wanted:
-            wanted[-1] = "broken"
-        where = ", ".join(f"{s.name} on {s.url}" for s in reversed(services))
-        print(f"tracer demo: {where}", flush=True)
-        with requests.Session() as session:
-            for item in wanted:
-                response = session.get(f"{frontend.url}/checkout?item={item}", timeout=10)
-                print(f"  GET /checkout?item={item} -> {response.status_code}", flush=True)
-        tracer.flush()
-    finally:
-        spans: list[dict[str, Any]] = []
-        for service in services:
-            spans += service.stop()
-        tracer.uninstall()
+    with tempfile.TemporaryDirectory(prefix="tracer-demo-") as scratch:
+        config_path = os.path.join(scratch, "demo.config.py")
+        with open(config_path, "w", encoding="utf-8") as file:
+            file.write(_NO_OPTIONS)
+        try:
+            services["users"] = _Service("users", {}, config_path)
+            services["inventory"] = _Service("inventory", {}, config_path)
+            downstream = {"users": services["users"].url, "inventory": services["inventory"].url}
+            if _has_aiohttp():
+                users = {"users": services["users"].url}
+                services["pricing"] = _Service("pricing", users, config_path)
+                downstream["pricing"] = services["pricing"].url
+            services["frontend"] = frontend = _Service("frontend", downstream, config_path)
+            tracer.install(
+                config_path,
+                app_name="demo-client",
+                reporter=collected,
+                flush_interval=0.1,
+                sample_rate=1.0,
+            )
+            print("\n".join(_topology(services)), flush=True)
+            # The third request asks for the item whose inventory record is broken.
+            for i in range(count):
+                item = ITEMS[i % len(ITEMS)]
+                status, _ = urllib_get(f"{frontend.url}/checkout?item={item}", timeout=10)
+                print(f"  GET /checkout?item={item} -> {status}", flush=True)
+            if not count:
+                print("  no requests sent (--requests 0)", flush=True)
+            tracer.flush()
+        finally:
+            spans: list[dict[str, Any]] = []
+            for service in services.values():
+                spans += service.stop()
+            tracer.uninstall()
     spans += collected.spans
+    spans.sort(key=lambda s: s.get("start_us") or 0)
+    print(flush=True)
     printer = reporters.create("stdout", format="pretty")
     printer.send({"spans": spans}, lambda error: None)
-    print(flush=True)
     printer.flush()
     return 0
 

@@ -16,13 +16,13 @@ from types import FrameType
 from typing import Any
 
 from tracer import config as config_module
-from tracer import safety
+from tracer import propagation, safety
 from tracer.context import current
 from tracer.delivery import Pipeline
-from tracer.instrumentation.base import Instrumentation
+from tracer.instrumentation.base import Instrumentation, discover
 from tracer.runtime import Runtime
 from tracer.sampling import Sampler
-from tracer.span import Span, _no_sink
+from tracer.span import set_sink
 
 log = logging.getLogger("tracer")
 
@@ -35,21 +35,9 @@ _our_sigterm: Any = None
 
 
 def available_instrumentations() -> list[Instrumentation]:
-    """One instance of every instrumentation tracer ships."""
-    from tracer.instrumentation.aiohttp_client import AiohttpClientInstrumentation
-    from tracer.instrumentation.aiohttp_server import AiohttpServerInstrumentation
-    from tracer.instrumentation.http_server import HttpServerInstrumentation
-    from tracer.instrumentation.requests import RequestsInstrumentation
-    from tracer.instrumentation.threads import ThreadsInstrumentation
-
-    found: list[Instrumentation] = [
-        HttpServerInstrumentation(),
-        RequestsInstrumentation(),
-        AiohttpServerInstrumentation(),
-        AiohttpClientInstrumentation(),
-        ThreadsInstrumentation(),
-    ]
-    return found
+    """One instance of every instrumentation there is: tracer's own, those of installed packages
+    (entry points) and registered ones (see :func:`tracer.instrumentation.base.discover`)."""
+    return [cls() for cls in discover()]
 
 
 def _spool_path(cfg: config_module.Config) -> str | None:
@@ -88,7 +76,7 @@ def install(config_path: str | os.PathLike[str] | None = None, **overrides: Any)
         )
         sampler = Sampler(cfg.sample_rate, cfg.sample_size, cfg.collect_interval)
         rt = Runtime(cfg, pipeline, sampler)
-        Span.sink = rt.collector.on_finish
+        set_sink(rt.collector.on_finish)
         pipeline.start()
         wanted = None if cfg.instrument is None else set(cfg.instrument)
         _instrumentations.clear()
@@ -103,6 +91,29 @@ def install(config_path: str | os.PathLike[str] | None = None, **overrides: Any)
         runtime = rt
 
 
+def instruments(module_name: str) -> bool:
+    """Whether an installed instrumentation patches the module named ``module_name``."""
+    with _lock:
+        return any(inst.module == module_name for inst in _instrumentations)
+
+
+def instrument_main(module_name: str) -> bool:
+    """Apply the instrumentations of ``module_name`` to ``sys.modules["__main__"]`` as well,
+    which ``tracer run -m`` filled from that module's source (see ``tracer.cli``): its classes
+    are not the patched ones. The copies are uninstalled with the rest. False when none applies.
+    """
+    with _lock:
+        rt = runtime
+        if rt is None:
+            return False
+        copies = [type(inst)() for inst in _instrumentations if inst.module == module_name]
+        for copy in copies:
+            copy.module = "__main__"
+            copy.install(rt)
+            _instrumentations.append(copy)
+        return bool(copies)
+
+
 def uninstall() -> None:
     global runtime
     with _lock:
@@ -115,7 +126,8 @@ def uninstall() -> None:
         _instrumentations.clear()
         _uninstall_log_correlation()
         _uninstall_sigterm()
-        Span.sink = _no_sink
+        set_sink(None)
+        propagation.set_invalid_counter(None)
         rt.pipeline.stop(rt.config.exit_timeout)
 
 

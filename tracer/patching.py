@@ -4,12 +4,12 @@ Every wrapper we install is recognisable by :func:`is_ours`, so patching twice i
 ``unwrap()`` puts back the very same object that was there (tests assert ``is``).
 
 A plain function defined on a class (the common case: ``Session.send``, aiohttp's request
-handling, http.server's handler methods) is replaced by a plain function that calls our wrapper.
-That costs about 20 ns a call, where a ``wrapt.FunctionWrapper`` costs about 480 ns because it
-binds a proxy object on every attribute access; on a path taken several times per request the
-difference is measurable. Anything else (builtins, descriptors, module-level callables) gets a
-``wrapt.FunctionWrapper`` subclass, which handles every kind of callable correctly. wrapt also
-provides the post-import hooks (see ``instrumentation.base``).
+handling, http.server's handler methods) is replaced by a plain function that calls our wrapper:
+one more Python call, where a ``wrapt.FunctionWrapper`` also binds a proxy object on every
+attribute access, which adds up on a path taken several times per request. Anything else
+(builtins, descriptors, module-level callables) gets a ``wrapt.FunctionWrapper`` subclass, which
+handles every kind of callable correctly. wrapt also provides the post-import hooks (see
+``instrumentation.base``).
 """
 
 from __future__ import annotations

@@ -39,7 +39,6 @@ if TYPE_CHECKING:
 Getter = Callable[[str], "str | None"]
 
 _SPAN_ID = re.compile(r"[0-9a-f]{16}")
-_DIGITS = re.compile(r"[0-9]{1,20}")
 _ZERO16 = "0" * 16
 _ZERO32 = "0" * 32
 
@@ -48,7 +47,6 @@ class Inbound:
     """What arrived with a request: the remote parent's context, all values already validated."""
 
     __slots__ = (
-        "client_send_us",
         "must_collect",
         "parent_id",
         "parent_service",
@@ -67,7 +65,6 @@ class Inbound:
         self.must_collect = False
         self.tracestate: str | None = None
         self.parent_service: str | None = None
-        self.client_send_us: int | None = None
         # x-span-id of the trace format, used only when the trace format decides the trace.
         self.span_hint: str | None = None
 
@@ -90,13 +87,29 @@ class Format(Protocol):
         """Write this format's headers for a call made by ``span``."""
 
 
+# Where inbound_invalid() reports; see set_invalid_counter.
 _invalid_counter: Callable[[str], None] | None = None
+
+
+def set_invalid_counter(
+    counter: Callable[[str], None] | None,
+) -> Callable[[str], None] | None:
+    """Have every inbound header value that fails validation reported as ``counter(header)``;
+    returns the counter that was set before.
+
+    The running tracer counts them (``stats()["inbound_invalid_by_header"]``); None stops the
+    counting. The formats only call :func:`inbound_invalid`, so they need no runtime.
+    """
+    global _invalid_counter
+    previous, _invalid_counter = _invalid_counter, counter
+    return previous
 
 
 def inbound_invalid(header: str) -> None:
     """Count an inbound header value that failed validation and was replaced."""
-    if _invalid_counter is not None:
-        _invalid_counter(header)
+    counter = _invalid_counter
+    if counter is not None:
+        counter(header)
 
 
 def header_map(items: Iterable[tuple[str, str]]) -> dict[str, str]:
@@ -179,11 +192,6 @@ class TraceFormat:
         if raw_span is not None and inbound.span_hint is None:
             inbound_invalid("x-span-id")
         inbound.parent_service = clean_token(get("x-parent"))
-        sent = get("x-client-send")
-        if sent is not None and len(sent) <= 24:
-            sent = sent.strip(" \t")
-            if _DIGITS.fullmatch(sent):
-                inbound.client_send_us = int(sent)
 
     def inject(self, span: Span, service: str, headers: MutableMapping[str, str]) -> None:
         headers["request-id"] = span.request_id
@@ -435,7 +443,7 @@ DEFAULT = ("trace", "tracecontext", "b3")
 # The headers each format reads (both b3 formats read the same ones).
 _B3_READS = ("b3", "x-b3-traceid", "x-b3-spanid", "x-b3-sampled", "x-b3-flags")
 READS: dict[str, tuple[str, ...]] = {
-    "trace": ("request-id", "x-span-id", "x-parent", "x-client-send", "x-must-collect"),
+    "trace": ("request-id", "x-span-id", "x-parent", "x-must-collect"),
     "tracecontext": ("traceparent", "tracestate"),
     "b3": _B3_READS,
     "b3multi": _B3_READS,

@@ -71,7 +71,7 @@ class Runtime:
         # Counted without a lock (a lost increment under contention is acceptable), so that
         # nothing here can be held across fork().
         self._invalid: Counter[str] = Counter()
-        propagation._invalid_counter = self._count_invalid
+        propagation.set_invalid_counter(self._count_invalid)
 
     def _count_invalid(self, header: str) -> None:
         self._invalid[header] += 1
@@ -187,16 +187,38 @@ class Runtime:
             span.set_tag("http.request_headers", redact_headers(items.items(), self.header_names))
         return span
 
-    def response_head(self, span: Span) -> bytes:
-        """The headers a traced server adds to its response, as the original did (``x-parent``,
-        ``x-client-send``, the ``x-span-id`` echo, ``x-must-collect``), as the lines of an
-        HTTP/1.x head, ready to append."""
+    def response_headers(
+        self, span: Span, headers: MutableMapping[str, str] | None = None
+    ) -> bytes:
+        """The headers a traced server adds to its response, as the original did: ``x-parent``
+        (this service), ``x-client-send`` (the span's start), the caller's ``x-span-id``
+        echoed, and ``x-must-collect: 1`` once the trace must be kept.
+
+        Called once the response's status is on the span: a failed response first makes its
+        trace one that must be kept, so the caller learns of it through ``x-must-collect``.
+
+        With ``headers`` (aiohttp's response headers) they are set there and ``b""`` is
+        returned; without, they are returned as the lines of an HTTP/1.x head, ready to append
+        (http.server's header buffer). Both forms are written here, next to each other, because a
+        generic one (a dict, formatted afterwards) would add work to every request of both
+        servers: a header added to one form goes in the other too, and tests check that both
+        forms, and both servers, answer with the same headers.
+        """
         self.collector.note_failure(span)
-        local = span.local
+        parent = span.parent_id
+        must_collect = span.local.must_collect
+        if headers is not None:
+            headers["x-parent"] = self.service_token
+            headers["x-client-send"] = str(span.start_us)
+            if parent is not None:
+                headers["x-span-id"] = parent
+            if must_collect:
+                headers["x-must-collect"] = "1"
+            return b""
         head = f"x-parent: {self.service_token}\r\nx-client-send: {span.start_us}\r\n"
-        if span.parent_id is not None:
-            head += f"x-span-id: {span.parent_id}\r\n"
-        if local.must_collect:
+        if parent is not None:
+            head += f"x-span-id: {parent}\r\n"
+        if must_collect:
             head += "x-must-collect: 1\r\n"
         return head.encode("latin-1")
 

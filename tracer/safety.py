@@ -33,12 +33,6 @@ def internal_error(where: str, exc: BaseException) -> None:
         log.warning("tracer: internal error in %s (logged once): %r", where, exc, exc_info=exc)
 
 
-def internal_errors() -> dict[str, int]:
-    """How many internal errors were swallowed, by place."""
-    with _lock:
-        return dict(_counts)
-
-
 def take_strict_errors() -> list[BaseException]:
     """The errors swallowed since the last call (recorded only in strict mode)."""
     with _lock:

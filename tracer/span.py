@@ -55,6 +55,17 @@ def _no_sink(span: Span) -> None:
     pass
 
 
+def set_sink(sink: Callable[[Span], None] | None) -> None:
+    """Make ``sink`` the function every finished span is handed to (None: spans go nowhere).
+
+    This is the one link from spans to the rest of tracer: the installer points it at the
+    collector (sampling, then the pipeline) and back at nothing on uninstall. It is a class
+    attribute, :attr:`Span.sink`, so that :meth:`Span.finish` reaches it with one attribute
+    lookup and no import of the sampler or the pipeline here.
+    """
+    Span.sink = _no_sink if sink is None else sink
+
+
 class Span:
     """One unit of work: a server request (SR/SS), a client call (CS/CR) or an internal span."""
 
@@ -81,7 +92,7 @@ class Span:
         "url",
     )
 
-    # Where finished spans go; the installer points this at the sampler and pipeline.
+    #: Where :meth:`finish` hands every finished span; set with :func:`set_sink`.
     sink: Callable[[Span], None] = _no_sink
 
     def __init__(
@@ -183,17 +194,15 @@ class Span:
 
     # -- output --------------------------------------------------------------------------------
 
-    def events(self) -> list[dict[str, Any]]:
-        """Dapper's events: sr/ss for a server span, cs/cr for a client span (the end once
-        finished), none for an internal span."""
-        return _events(self.kind, self.start_us, self.duration_us if self._done else None)
-
     def freeze(self) -> Frozen:
         """The finished span's fields as one flat tuple, which is what the pipeline queues.
 
         A tuple of strings and numbers is untracked by the garbage collector after its first
         young-generation pass, so thousands of queued spans cost the collector nothing; record
         dicts (nested lists and dicts) waiting in the queue were traversed again and again.
+        The fields are in the order of the index constants below (``frozen[STATUS_CODE]``). It
+        is not a NamedTuple: building one goes through a Python-level ``__new__`` on the
+        request thread, and the collector untracks only exact tuples, never a subclass's.
         """
         return (
             self.kind,
@@ -216,33 +225,40 @@ class Span:
         )
 
     def to_record(self, service: str, host: str, pid: int) -> dict[str, Any]:
-        """The span record of ARCHITECTURE.md, a JSON-serialisable dict."""
+        """The span record reporters receive (README, "The span record"): a JSON-serialisable
+        dict."""
         return record(self.freeze(), service, host, pid)
 
     def __repr__(self) -> str:
         return f"<Span {self.kind} {self.name!r} trace={self.trace_id} span={self.span_id}>"
 
 
-# kind, name, trace_id, request_id, span_id, parent_id, start_us, duration_us (None while
-# running), method, url, path, status_code, error, annotations, tags, sampled, must_collect.
+# What Span.freeze() returns, a plain tuple (see freeze for why), and the index of each field in
+# it. freeze() builds it and record() unpacks it in this order; a test checks both against these.
 Frozen = tuple[Any, ...]
+KIND = 0
+NAME = 1
+TRACE_ID = 2
+REQUEST_ID = 3
+SPAN_ID = 4
+PARENT_ID = 5
+START_US = 6
+DURATION_US = 7  # None while the span is running
+METHOD = 8
+URL = 9
+PATH = 10
+STATUS_CODE = 11
+ERROR = 12
+ANNOTATIONS = 13
+TAGS = 14
+SAMPLED = 15
+MUST_COLLECT = 16
 
 _EVENT_TYPES = {SERVER: ("sr", "ss"), CLIENT: ("cs", "cr")}
 
 
-def _events(kind: str, start: int, duration: int | None) -> list[dict[str, Any]]:
-    types = _EVENT_TYPES.get(kind)
-    if types is None:
-        return []
-    out = [{"type": types[0], "time_us": start}]
-    if duration is not None:
-        out.append({"type": types[1], "time_us": start + duration})
-    return out
-
-
 # Every record starts as a copy of this: copying a dict whose keys are all in place, then filling
-# it in, costs less than inserting the keys one by one (12,300 against 14,400 instructions per
-# record, counted under callgrind), and a record is built for every span.
+# it in, is cheaper than inserting the keys one by one, and a record is built for every span.
 _RECORD_TEMPLATE: dict[str, Any] = dict.fromkeys(
     (
         "trace_id",
@@ -268,7 +284,8 @@ _RECORD_TEMPLATE: dict[str, Any] = dict.fromkeys(
 
 
 def record(frozen: Frozen, service: str, host: str, pid: int) -> dict[str, Any]:
-    """The span record of ARCHITECTURE.md built from :meth:`Span.freeze`'s tuple."""
+    """The span record (README, "The span record") built from :meth:`Span.freeze`'s tuple."""
+    # Unpacked in one step, in the order of the index constants above (KIND ... MUST_COLLECT).
     (
         kind,
         name,
@@ -302,7 +319,8 @@ def record(frozen: Frozen, service: str, host: str, pid: int) -> dict[str, Any]:
     out["pid"] = pid
     out["start_us"] = start
     out["duration_us"] = duration or 0
-    # _events() written out: this runs for every span, and the call measurably adds to it.
+    # Dapper's events: sr/ss for a server span, cs/cr for a client span (the end once finished),
+    # none for an internal span. Built inline: this runs for every span.
     types = _EVENT_TYPES.get(kind)
     if types is None:
         out["events"] = []

@@ -86,6 +86,50 @@ async def test_inbound_headers_followed_and_response_headers(
     assert span["tags"]["parent_service"] == "up"
 
 
+TRACER_RESPONSE_HEADERS = ("x-parent", "x-client-send", "x-span-id", "x-must-collect")
+
+
+@pytest.mark.parametrize("path", ["/echo", "/status/503"])
+async def test_both_servers_answer_with_the_same_trace_headers(
+    memory: MemoryReporter, serve: Serve, path: str
+) -> None:
+    """aiohttp and http.server get their response headers from one place: for the same request
+    they answer with the same tracer headers (x-must-collect on the 503 included)."""
+    import http.client
+
+    from tests.conftest import Server
+
+    inbound = {"request-id": "req-both", "x-span-id": "00f067aa0ba902b7"}
+    url = await serve(echo_app())
+    _, _, aio = await get(f"{url}{path}", inbound)
+    plain = Server()
+    try:
+
+        def fetch() -> dict[str, str]:
+            conn = http.client.HTTPConnection("127.0.0.1", plain.port, timeout=10)
+            try:
+                conn.request("GET", path, headers=inbound)
+                response = conn.getresponse()
+                response.read()
+                return {k.lower(): v for k, v in response.getheaders()}
+            finally:
+                conn.close()
+
+        threaded = await asyncio.to_thread(fetch)
+    finally:
+        plain.close()
+
+    def ours(headers: dict[str, str]) -> dict[str, str]:
+        found = {k: v for k, v in headers.items() if k in TRACER_RESPONSE_HEADERS}
+        assert int(found.pop("x-client-send")) > 0
+        return found
+
+    expected = {"x-parent": "test-service", "x-span-id": "00f067aa0ba902b7"}
+    if path == "/status/503":
+        expected["x-must-collect"] = "1"
+    assert ours(aio) == ours(threaded) == expected
+
+
 @pytest.mark.parametrize("code", [403, 404, 409, 503])
 async def test_http_exceptions_record_their_status(
     memory: MemoryReporter, serve: Serve, code: int

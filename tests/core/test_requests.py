@@ -374,9 +374,9 @@ def test_a_connection_writing_its_own_headers_makes_tracer_use_request_headers(
 
     import urllib3.connection
 
-    from tracer.instrumentation.requests import _Mode
+    from tracer.instrumentation import requests_headers
 
-    monkeypatch.setattr(_Mode, "headers_only", False)
+    monkeypatch.setattr(requests_headers, "direct", True)
     # A connection class that writes its header block without http.client's endheaders, as
     # someone's own connection class might.
     raw = http.client.HTTPConnection.__dict__["endheaders"].__dict__["__tracer_original__"]
@@ -398,7 +398,7 @@ def test_a_connection_writing_its_own_headers_makes_tracer_use_request_headers(
     assert_sent_once_and_shown(second, clients["/second"])
     # Uninstalling forgets it: the next install tries the header block again.
     tracer.uninstall()
-    assert _Mode.headers_only is False
+    assert requests_headers.direct is True
 
 
 def test_send_arguments_reach_the_adapter(

@@ -133,12 +133,18 @@ RUNTIME = _runtime(record_headers=True)
 def test_extract_inject_and_record(headers: dict[str, str], target: str, method: str) -> None:
     span = RUNTIME.server_span(method, target, header_map(headers.items()))
     assert span is not None
-    head = RUNTIME.response_head(span).decode("latin-1")
+    head = RUNTIME.response_headers(span).decode("latin-1")
     assert head.endswith("\r\n")
+    lines: dict[str, str] = {}
     for line in head[:-2].split("\r\n"):
         name, _, value = line.partition(": ")
         assert name in ("x-parent", "x-client-send", "x-span-id", "x-must-collect"), line
         clean(value)
+        lines[name] = value
+    # The form aiohttp gets (set in its response headers) carries the very same headers.
+    mapping: dict[str, str] = {}
+    assert RUNTIME.response_headers(span, mapping) == b""
+    assert mapping == lines
     child = Span(CLIENT, "c", span.trace_id, span.request_id, span.span_id, span.local, False)
     child.tracestate = span.tracestate
     outgoing: dict[str, str] = {}

@@ -30,10 +30,9 @@ def getter(headers: dict[str, str]) -> propagation.Getter:
 @pytest.fixture
 def invalid() -> Iterator[list[str]]:
     seen: list[str] = []
-    old = propagation._invalid_counter
-    propagation._invalid_counter = seen.append
+    old = propagation.set_invalid_counter(seen.append)
     yield seen
-    propagation._invalid_counter = old
+    propagation.set_invalid_counter(old)
 
 
 # -- traceparent ------------------------------------------------------------------------------
@@ -393,3 +392,17 @@ def test_a_forked_child_never_draws_its_parents_ids() -> None:
     parent = [ids.new_span_id() for _ in range(600)] + [ids.new_trace_id()]
     assert len(child) == 51
     assert not set(child) & set(parent)
+
+
+def test_the_running_tracer_counts_invalid_values_through_the_public_hook() -> None:
+    import reporters
+    import tracer
+
+    tracer.install(app_name="hook", reporter=reporters.create("memory"))
+    try:
+        propagation.inbound_invalid("request-id")
+        assert tracer.stats()["inbound_invalid_by_header"] == {"request-id": 1}
+    finally:
+        tracer.uninstall()
+    # Uninstalled: the old runtime is no longer what the formats report to.
+    assert propagation.set_invalid_counter(None) is None

@@ -23,9 +23,9 @@ from tracer.span import Frozen, record
 
 # A batch that finds this many batches already waiting is held compressed (records as dicts take
 # far more memory than compressed JSON); so is any batch that has waited a whole flush interval.
-# Not the batch that merely follows the one being sent: under load the sender often waits a few
-# milliseconds for the GIL, and compressing (then decoding) every batch for that cost more CPU
-# than all the rest of the pipeline.
+# Not the batch that merely follows the one being sent: under load the sender is often only
+# waiting a moment for the GIL, and compressing (then decoding) every batch for such a wait
+# costs CPU for no memory worth saving.
 HOLD_AFTER = 2
 # Records built between two chances for other threads to take the GIL (see Batcher.records).
 RECORD_SLICE = 250
@@ -123,11 +123,11 @@ class Batcher:
         """Record dicts for queued spans; one that cannot be built is dropped, counted.
 
         Built a slice at a time with the GIL let go in between, so that the application's
-        threads wait for the worker a fraction of a millisecond at most, not the several that a
-        whole batch takes. While a slice is built the cyclic garbage collector is paused (when
-        the application has not disabled it itself): records hold no cycles and are freed once
-        sent, but thousands of fresh containers would otherwise set off collections that walk
-        the application's whole heap, which costs several times more than building them.
+        threads wait for the worker one slice at most, never a whole batch. While a slice is
+        built the cyclic garbage collector is paused (when the application has not disabled it
+        itself): records hold no cycles and are freed once sent, but thousands of fresh
+        containers would otherwise set off collections that walk the application's whole heap,
+        costlier than building the records.
         """
         service, host, pid = self.service, self.host, self.pid
         out: list[dict[str, Any]] = []

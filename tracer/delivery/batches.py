@@ -1,14 +1,14 @@
-"""A batch of span records, live or held compressed, and how it is serialised."""
+"""A batch of span records, live or held compressed (as JSON, by the reporters' encoder)."""
 
 from __future__ import annotations
 
 import json
-import math
 import time
 import zlib
 from typing import Any
 
 from tracer.delivery.ledger import Settled
+from tracer.reporters.encoding import encode_json
 
 # What a record kept as a dict is counted as against max_queue_bytes (see benchmarks/README.md).
 LIVE_RECORD_BYTES = 2048
@@ -57,7 +57,7 @@ class Batch:
         """Serialise and compress the records (they are waiting, so memory matters more)."""
         records = self.records
         if records is not None:
-            self.blob = zlib.compress(dumps(records), 1)
+            self.blob = zlib.compress(encode_json(records), 1)
             self.records = None
 
     def spans(self) -> list[dict[str, Any]]:
@@ -67,23 +67,3 @@ class Batch:
         assert self.blob is not None
         loaded: list[dict[str, Any]] = json.loads(zlib.decompress(self.blob))
         return loaded
-
-
-def dumps(records: list[dict[str, Any]]) -> bytes:
-    """Records as compact JSON; NaN and infinities (which JSON lacks) become null."""
-    try:
-        text = json.dumps(records, separators=(",", ":"), allow_nan=False, default=str)
-    except ValueError:
-        text = json.dumps(_finite(records), separators=(",", ":"), allow_nan=False, default=str)
-    return text.encode("utf-8", "surrogatepass")
-
-
-def _finite(value: Any) -> Any:
-    """A copy of ``value`` with every non-finite float replaced by None (strings untouched)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value

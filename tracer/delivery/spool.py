@@ -56,8 +56,8 @@ log = logging.getLogger("tracer")
 
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 DEFAULT_LEASE_SECONDS = 60.0
-# How long one statement waits for another process's write lock before giving up (writes of
-# other processes of a service take milliseconds; a lock held for longer is someone else's).
+# How long one statement waits for another process's write lock before giving up (the writes of
+# a service's other processes are short; a lock held for longer is someone else's).
 BUSY_TIMEOUT_SECONDS = 1.0
 # The first four bytes of a WAL file (big-endian, either checksum byte order).
 _WAL_MAGIC = (b"\x37\x7f\x06\x82", b"\x37\x7f\x06\x83")

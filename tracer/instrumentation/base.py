@@ -1,13 +1,31 @@
-"""The base class of every instrumentation.
+"""The base class of every instrumentation, and the registry that finds them.
 
 ``install()`` and ``uninstall()`` are idempotent; a subclass writes only ``_install(module)`` and,
 when it does more than :meth:`wrap`, ``_uninstall()``. A library that is not imported yet is
 patched when it is imported (a wrapt post-import hook); one that is never imported costs nothing.
+
+Adding an instrumentation is adding one file. :func:`discover` finds, by name:
+
+* every module of the ``tracer.instrumentation`` package (found with :mod:`pkgutil`), and in it
+  each :class:`Instrumentation` subclass the module defines itself;
+* the entry points of the group ``tracer.instrumentation`` (:data:`ENTRY_POINT_GROUP`), for
+  instrumentations that other packages ship, the way OpenTelemetry finds its instrumentors::
+
+      [project.entry-points."tracer.instrumentation"]
+      flask = "tracer_flask:FlaskInstrumentation"
+
+* classes given to :func:`register` (an application's own, a test's).
+
+``install()`` applies all of them, or those the ``instrument`` option names (the ``name`` of each
+class: ``"requests"``, ``"aiohttp.server"``, ...). When two have the same name, the first found
+in that order is used.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
+import pkgutil
 import sys
 import types
 from collections.abc import Callable
@@ -102,3 +120,107 @@ class Instrumentation:
 
     def _uninstall(self) -> None:
         """Undo what ``_install`` did beyond :meth:`wrap` (nothing by default)."""
+
+
+# -- the registry ---------------------------------------------------------------------------------
+
+#: The entry-point group in which other packages name their instrumentation classes.
+ENTRY_POINT_GROUP = "tracer.instrumentation"
+
+_PACKAGE = __name__.rpartition(".")[0]
+# Classes given to register(), by name.
+_registered: dict[str, type[Instrumentation]] = {}
+
+
+def register(cls: type[Instrumentation]) -> type[Instrumentation]:
+    """Have ``install()`` apply ``cls`` too (usable as a class decorator); returns ``cls``.
+
+    For an instrumentation that is neither a module of ``tracer.instrumentation`` nor an entry
+    point. A second class of the same name replaces the first; :func:`unregister` removes it.
+    """
+    if not (isinstance(cls, type) and issubclass(cls, Instrumentation) and cls.name):
+        raise TypeError(f"not an Instrumentation subclass with a name: {cls!r}")
+    _registered[cls.name] = cls
+    return cls
+
+
+def unregister(name: str) -> None:
+    """Forget the class :func:`register` was given under ``name`` (nothing if there is none)."""
+    _registered.pop(name, None)
+
+
+def discover() -> list[type[Instrumentation]]:
+    """Every instrumentation class, one per name: this package's, then entry points, then those
+    given to :func:`register` (see the module docstring).
+
+    A third-party entry point that cannot be loaded, or is not an :class:`Instrumentation`
+    subclass, is left out with a warning; it never stops ``install()``.
+    """
+    found: dict[str, type[Instrumentation]] = {}
+    for cls in [*_package_classes(), *_entry_point_classes(), *_registered.values()]:
+        if cls.name not in found:
+            found[cls.name] = cls
+        elif found[cls.name] is not cls:
+            log.warning(
+                "tracer: two instrumentations are named %r (%s.%s and %s.%s); the first is used",
+                cls.name,
+                found[cls.name].__module__,
+                found[cls.name].__qualname__,
+                cls.__module__,
+                cls.__qualname__,
+            )
+    return list(found.values())
+
+
+def _package_classes() -> list[type[Instrumentation]]:
+    """The instrumentations defined in the modules of this package, in module-name order."""
+    package = sys.modules[_PACKAGE]
+    out: list[type[Instrumentation]] = []
+    for info in pkgutil.iter_modules(package.__path__, f"{_PACKAGE}."):
+        if info.name == __name__:
+            continue
+        # tracer's own modules import none of the libraries they patch at module level.
+        module = importlib.import_module(info.name)
+        out.extend(defined_in(module))
+    return out
+
+
+def defined_in(module: types.ModuleType) -> list[type[Instrumentation]]:
+    """The :class:`Instrumentation` subclasses with a name that ``module`` itself defines
+    (imported ones are another module's), in the order they were defined."""
+    return [
+        obj
+        for obj in vars(module).values()
+        if isinstance(obj, type)
+        and issubclass(obj, Instrumentation)
+        and obj.__module__ == module.__name__
+        and obj.name
+    ]
+
+
+def _entry_point_classes() -> list[type[Instrumentation]]:
+    from importlib.metadata import entry_points
+
+    out: list[type[Instrumentation]] = []
+    try:
+        points = list(entry_points(group=ENTRY_POINT_GROUP))
+    except Exception as exc:
+        log.warning("tracer: could not read the %r entry points: %r", ENTRY_POINT_GROUP, exc)
+        return out
+    for point in points:
+        try:
+            obj = point.load()
+        except Exception as exc:
+            log.warning(
+                "tracer: instrumentation entry point %r failed to load: %r", point.value, exc
+            )
+            continue
+        if isinstance(obj, type) and issubclass(obj, Instrumentation) and obj.name:
+            out.append(obj)
+        else:
+            log.warning(
+                "tracer: instrumentation entry point %r is not an Instrumentation subclass with "
+                "a name",
+                point.value,
+            )
+    return out

@@ -60,7 +60,7 @@ class HttpServerInstrumentation(Instrumentation):
         runtime = self.runtime
         assert runtime is not None
         start_span = runtime.server_span
-        response_head = runtime.response_head
+        response_headers = runtime.response_headers
         copy_context = contextvars.copy_context
 
         # Installed as plain functions with http.server's own signatures (patching.replace):
@@ -131,7 +131,7 @@ class HttpServerInstrumentation(Instrumentation):
                             code = int(buffer[0].split(None, 2)[1])
                             if code >= 200:  # not on a "100 Continue"
                                 span.status_code = code
-                                buffer.append(response_head(span))
+                                buffer.append(response_headers(span))
                     except Exception as exc:
                         safety.internal_error("http.server.headers", exc)
                 return original(self)

@@ -22,13 +22,16 @@ BUILTIN: dict[str, str] = {
     "memory": "tracer.reporters.memory",
     "logstash": "tracer.reporters.logstash",
     "http": "tracer.reporters.http",
+    "otlp": "tracer.reporters.otlp",
+    "zipkin": "tracer.reporters.zipkin",
 }
 
 __all__ = ["BUILTIN", "Batch", "Callback", "DeliveryError", "Reporter", "create"]
 
 
 def create(type: str, /, **options: Any) -> Any:
-    """Create a built-in reporter by type name (``stdout``, ``memory``, ``logstash``, ``http``).
+    """Create a built-in reporter by type name (``stdout``, ``memory``, ``logstash``, ``http``,
+    ``otlp``, ``zipkin``).
 
     ``type`` is positional-only, so that options may carry their own ``type``:
     ``create("logstash", type="beats", host=...)``.

@@ -31,7 +31,7 @@ import urllib.parse
 from collections.abc import Callable, Mapping
 
 from tracer.reporters.base import Batch, Callback, ConnectionReporter, DeliveryError
-from tracer.reporters.logstash import encode_json
+from tracer.reporters.encoding import encode_json
 
 __all__ = ["RETRYABLE_STATUSES", "Encoder", "HttpReporter", "create", "parse_retry_after"]
 

@@ -59,8 +59,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import errno
-import json
-import math
 import os
 import socket
 import ssl
@@ -73,6 +71,7 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from tracer.reporters.base import Batch, Callback, ConnectionReporter, DeliveryError
+from tracer.reporters.encoding import encode_json
 
 if TYPE_CHECKING:
     from tracer.reporters.http import HttpReporter
@@ -136,73 +135,9 @@ _LJ_ACK = b"2A"
 _LJ_ACK_SIZE = 6
 _LJ_MAX_SEQUENCE = 0xFFFF_FFFF
 
-_MAX_DEPTH = 64
-
 
 class LumberjackProtocolError(Exception):
     """The beats server sent something that is not a valid acknowledgement for this window."""
-
-
-def encode_json(value: Any) -> bytes:
-    """Serialise ``value`` to compact UTF-8 JSON that is always valid.
-
-    NaN and infinities become ``null``; objects JSON cannot represent become their ``str()``;
-    cycles, over-deep nesting and non-string keys are flattened to strings. Never raises for any
-    input.
-    """
-    try:
-        text = json.dumps(
-            value, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=str
-        )
-    except (ValueError, TypeError, RecursionError):
-        # allow_nan=False, a circular reference, a non-string key or a failing __str__: rebuild
-        # a plain copy that json.dumps accepts as it is.
-        text = json.dumps(
-            _sanitise(value, 0, set()), separators=(",", ":"), ensure_ascii=False, allow_nan=False
-        )
-    # A lone surrogate (from surrogateescape-decoded input) cannot be encoded as UTF-8.
-    return text.encode("utf-8", errors="replace")
-
-
-def _sanitise(value: Any, depth: int, active: set[int]) -> Any:
-    if value is None or isinstance(value, (bool, int, str)):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if depth >= _MAX_DEPTH:
-        return _safe_str(value)
-    if isinstance(value, (dict, list, tuple)):
-        if id(value) in active:
-            return "<cycle>"
-        active.add(id(value))
-        try:
-            if isinstance(value, dict):
-                return {_key(k): _sanitise(v, depth + 1, active) for k, v in list(value.items())}
-            return [_sanitise(v, depth + 1, active) for v in list(value)]
-        finally:
-            active.discard(id(value))
-    return _safe_str(value)
-
-
-def _key(key: Any) -> str:
-    if isinstance(key, str):
-        return key
-    if isinstance(key, float) and not math.isfinite(key):
-        return "null"
-    if key is None or isinstance(key, (bool, int, float)):
-        # The same spelling json.dumps would use for these keys.
-        return json.dumps(key)
-    return _safe_str(key)
-
-
-def _safe_str(value: Any) -> str:
-    try:
-        return str(value)
-    except Exception:
-        try:
-            return repr(value)
-        except Exception:
-            return f"<unprintable {type(value).__name__}>"
 
 
 def _iso_timestamp(epoch_us: Any) -> str | None:

@@ -1,8 +1,13 @@
 """The stdout reporter: one JSON line per span, or each finished trace as an indented tree.
 
 ``format="json"`` (the default when stdout is not a terminal) writes one JSON object per line.
-``format="pretty"`` (the default on a terminal) waits for a trace's root span, or for the trace to
-be quiet for ``linger`` seconds, and prints the trace as a tree with durations.
+``format="pretty"`` (the default on a terminal) prints each trace as a tree with durations as soon
+as the batch holding its local root arrives: a span with no parent, or a server span whose parent
+(the caller's client span) is not among the spans received, so a downstream service's traces
+print too. Children end before their parent, so they have arrived by then. A span that ends after
+its trace was printed is printed on its own at once; spans whose root never comes are printed
+once they have been quiet for ``linger`` seconds, and everything left at ``flush()`` and at exit.
+The first tree is preceded by one line explaining the notation (:data:`LEGEND`).
 """
 
 from __future__ import annotations
@@ -17,6 +22,14 @@ from typing import Any, TextIO
 from tracer.reporters.base import Batch, Callback
 
 FORMATS = ("json", "pretty")
+
+LEGEND = (
+    "legend: [service] kind name status duration @+start, the start counted from the trace's"
+    " first span; a child span is indented under its parent"
+)
+
+# Trace ids already printed, remembered so that a late span of one prints at once.
+_PRINTED_MAX = 4096
 
 
 def dumps(record: Any) -> str:
@@ -72,9 +85,10 @@ def render_trace(spans: Iterable[dict[str, Any]]) -> str:
     base = int(spans[0].get("start_us") or 0)
     services = sorted({str(s.get("service")) for s in spans})
     first = spans[0]
+    count = f"{len(spans)} span" if len(spans) == 1 else f"{len(spans)} spans"
     out = [
         f"trace {first.get('trace_id')} request-id {first.get('request_id')}"
-        f" ({len(spans)} spans, services: {', '.join(services)})"
+        f" ({count}, services: {', '.join(services)})"
     ]
 
     def walk(node: dict[str, Any], prefix: str, last: bool, top: bool) -> None:
@@ -88,6 +102,17 @@ def render_trace(spans: Iterable[dict[str, Any]]) -> str:
     for root in roots:
         walk(root, "  ", True, True)
     return "\n".join(out)
+
+
+def _has_local_root(spans: list[dict[str, Any]]) -> bool:
+    """Whether a trace's spans hold the root of this process's part of it: a span without a
+    parent, or a server span whose parent (a client span) is not among them."""
+    ids = {s.get("span_id") for s in spans}
+    for s in spans:
+        parent = s.get("parent_id")
+        if parent is None or (s.get("kind") == "server" and parent not in ids):
+            return True
+    return False
 
 
 class StdoutReporter:
@@ -104,9 +129,12 @@ class StdoutReporter:
         self.format = format
         self.stream = stream
         self.linger = linger
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
         self._traces: dict[str, list[dict[str, Any]]] = {}
         self._seen: dict[str, float] = {}
+        self._printed: dict[str, None] = {}
+        self._legend = False
+        self._timer: threading.Thread | None = None
 
     def _out(self) -> TextIO:
         # Looked up at each write so that a replaced sys.stdout (tests, daemons) is honoured.
@@ -132,38 +160,80 @@ class StdoutReporter:
 
     def _collect(self, spans: Iterable[dict[str, Any]]) -> None:
         now = time.monotonic()
-        ready: list[list[dict[str, Any]]] = []
         with self._lock:
+            touched: dict[str, None] = {}
             for s in spans:
                 tid = str(s.get("trace_id"))
                 self._traces.setdefault(tid, []).append(s)
                 self._seen[tid] = now
-                if s.get("parent_id") is None:
-                    ready.append(self._traces.pop(tid))
-                    del self._seen[tid]
-            for tid, seen in list(self._seen.items()):
-                if now - seen >= self.linger:
-                    ready.append(self._traces.pop(tid))
-                    del self._seen[tid]
+                touched[tid] = None
+            # Decided once the whole batch is in: a server span answering a call this very
+            # process made has its parent, the client span, in the same batch or a later one.
+            ready = [
+                tid for tid in touched if tid in self._printed or _has_local_root(self._traces[tid])
+            ]
+            ready += [
+                tid
+                for tid, seen in self._seen.items()
+                if now - seen >= self.linger and tid not in ready
+            ]
             self._print(ready)
+            if self._traces:
+                self._start_timer()
 
-    def _print(self, traces: list[list[dict[str, Any]]]) -> None:
+    def _print(self, tids: list[str]) -> None:
+        """Print (and forget) the waiting traces ``tids``; called with the lock held."""
+        traces = [self._traces.pop(tid) for tid in tids]
+        for tid in tids:
+            del self._seen[tid]
+            self._printed.pop(tid, None)
+            self._printed[tid] = None
+        while len(self._printed) > _PRINTED_MAX:
+            del self._printed[next(iter(self._printed))]
         if traces:
+            text = "".join(render_trace(t) + "\n\n" for t in traces)
+            if not self._legend:
+                self._legend = True
+                text = LEGEND + "\n\n" + text
             out = self._out()
-            out.write("".join(render_trace(t) + "\n\n" for t in traces))
+            out.write(text)
             out.flush()
+
+    def _start_timer(self) -> None:
+        # Spans whose root never arrives are printed after `linger` quiet seconds even when no
+        # further batch comes to notice it; the thread ends once nothing waits.
+        if self._timer is not None and self._timer.is_alive():
+            self._lock.notify_all()
+            return
+        self._timer = threading.Thread(target=self._linger, name="tracer-stdout", daemon=True)
+        self._timer.start()
+
+    def _linger(self) -> None:
+        with self._lock:
+            while self._seen:
+                now = time.monotonic()
+                oldest = min(self._seen.values())
+                if now - oldest >= self.linger:
+                    self._print([t for t, seen in self._seen.items() if now - seen >= self.linger])
+                    continue
+                self._lock.wait(max(0.01, oldest + self.linger - now))
 
     def flush(self, timeout: float = 0.0) -> bool:
         """Print every trace still waiting for its root."""
         with self._lock:
-            traces = list(self._traces.values())
-            self._traces.clear()
-            self._seen.clear()
-            self._print(traces)
+            self._print(list(self._traces))
         return True
 
     def close(self) -> None:
         self.flush()
+
+    def after_fork(self) -> None:
+        """In a forked child: the parent's waiting spans are the parent's to print, and neither
+        its timer thread nor a lock it may have held at the fork came along."""
+        self._lock = threading.Condition()
+        self._traces.clear()
+        self._seen.clear()
+        self._timer = None
 
 
 def create(format: str | None = None, stream: TextIO | None = None, linger: float = 2.0) -> Any:

@@ -1,0 +1,161 @@
+"""The pretty stdout reporter on a terminal (a pseudo-terminal here): a downstream service's
+trace appears within ``flush_interval`` of its local root ending, without waiting for the next
+trace, and the last one appears at exit."""
+
+from __future__ import annotations
+
+import os
+import pty
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+from tests.conftest import subprocess_env
+
+SERVER = """
+import http.server, sys
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, *args):
+        pass
+
+server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+print("PORT", server.server_port, file=sys.stderr, flush=True)
+try:
+    server.serve_forever()
+except KeyboardInterrupt:
+    pass
+"""
+
+
+class TerminalChild:
+    """``python -m tracer run server.py`` with its stdout on a pseudo-terminal."""
+
+    def __init__(self, cwd: Path, config: Path) -> None:
+        master, slave = pty.openpty()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tracer", "run", "server.py"],
+            stdin=subprocess.DEVNULL,
+            stdout=slave,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=cwd,
+            env=subprocess_env(TRACE_CONFIG_PATH=str(config)),
+        )
+        os.close(slave)
+        self.master = master
+        self._chunks: list[bytes] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        assert self.proc.stderr is not None
+        line = ""
+        deadline = time.monotonic() + 30
+        while not line.startswith("PORT") and time.monotonic() < deadline:
+            line = self.proc.stderr.readline()
+            if not line and self.proc.poll() is not None:
+                break
+        assert line.startswith("PORT"), line
+        self.port = int(line.split()[1])
+
+    def _read(self) -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([self.master], [], [], 0.1)
+            if not ready:
+                if self.proc.poll() is not None:
+                    return
+                continue
+            try:
+                data = os.read(self.master, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                return
+            if not data:
+                return
+            self._chunks.append(data)
+
+    @property
+    def text(self) -> str:
+        return b"".join(self._chunks).decode(errors="replace").replace("\r\n", "\n")
+
+    def get(self, path: str, trace_id: str) -> None:
+        # A traceparent makes the request's server span a downstream one: its parent is the
+        # caller's client span, which this process never sees.
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}{path}",
+            headers={"traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            assert answer.read() == b"ok"
+
+    def wait_for(self, text: str, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.text:
+                return True
+            time.sleep(0.02)
+        return text in self.text
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        try:
+            status = self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            status = self.proc.wait(10)
+        self._reader.join(10)
+        os.close(self.master)
+        assert self.proc.stderr is not None
+        self.proc.stderr.close()
+        return status
+
+
+def test_each_trace_appears_within_flush_interval(tmp_path: Path) -> None:
+    (tmp_path / "server.py").write_text(SERVER)
+    config = tmp_path / "tracing.py"
+    config.write_text("flush_interval = 0.5\n")
+    child = TerminalChild(tmp_path, config)
+    try:
+        child.get("/first", "4bf92f3577b34da6a3ce929d0e0e4736")
+        answered = time.monotonic()
+        # flush_interval, plus room for a loaded machine; no second trace is sent.
+        assert child.wait_for("GET /first", timeout=4.0), child.text
+        assert time.monotonic() - answered < 4.0
+        assert child.proc.poll() is None
+        child.get("/second", "5bf92f3577b34da6a3ce929d0e0e4737")
+        assert child.wait_for("GET /second", timeout=4.0), child.text
+    finally:
+        status = child.stop()
+    assert status == 0
+    text = child.text
+    assert "trace 4bf92f3577b34da6a3ce929d0e0e4736" in text
+    assert "(1 span, services: server)" in text and "1 spans" not in text
+    # One legend line, before the first tree.
+    legends = [line for line in text.splitlines() if line.startswith("legend:")]
+    assert len(legends) == 1 and "@+" in legends[0]
+    assert text.index("legend:") < text.index("GET /first")
+
+
+def test_the_last_trace_appears_at_exit(tmp_path: Path) -> None:
+    (tmp_path / "server.py").write_text(SERVER)
+    config = tmp_path / "tracing.py"
+    # Nothing would be sent before exit on its own.
+    config.write_text("flush_interval = 60.0\n")
+    child = TerminalChild(tmp_path, config)
+    try:
+        child.get("/last", "6bf92f3577b34da6a3ce929d0e0e4738")
+    finally:
+        status = child.stop()
+    assert status == 0
+    assert "GET /last" in child.text, child.text

@@ -1,0 +1,464 @@
+"""OTLP reporter: spans to an OpenTelemetry Collector, Jaeger, Grafana Tempo or any backend that
+speaks OTLP/HTTP, as ``POST <endpoint>/v1/traces``.
+
+The body is an ``ExportTraceServiceRequest`` (:mod:`tracer.reporters.otlp_encode` says what goes
+where): binary protobuf (``protocol="http/protobuf"``, the default, built with the official
+``opentelemetry-proto`` classes of the ``otlp`` extra) or OTLP's JSON mapping
+(``protocol="http/json"``, no dependency). gzip-compressed unless ``compression="none"``.
+
+The connection handling is :mod:`tracer.reporters.http`'s: one keep-alive connection through
+``http.client`` (never ``requests``, which is instrumented), sent once more on a fresh connection
+when the server had closed it while idle, TLS verified against the system's CAs or ``ca_file``.
+
+Outcomes, as the OTLP/HTTP specification has them:
+
+* 200: delivered. A ``partial_success`` in the answer is still delivered, never retried (the
+  specification forbids it): its ``rejected_spans`` are added to :attr:`OtlpReporter.
+  rejected_spans` and said in one log line (at most one per 10 s, with the counts since the
+  last).
+* 429, 502, 503, 504, a connection error, a timeout, or a server that closed the connection
+  without answering: ``DeliveryError(retryable=True)`` with ``retry_after`` from
+  ``Retry-After``; the pipeline retries with backoff, then spools.
+* any other status (400, 401, 403, 404, 408, 413, 500, ...): ``DeliveryError(retryable=False)``;
+  the pipeline drops the batch, counted as ``rejected``. The answer's ``google.rpc.Status``
+  message, if any, is in the error.
+
+A batch whose request would pass ``max_request_bytes`` (20 MiB before compression, the limit the
+specification recommends) goes out as several requests, halving until each fits; if one of them
+fails the whole batch is sent again later, so the receiver may see the first ones twice.
+
+gRPC (port 4317) is not offered: it would bring grpcio, a large native dependency with threads
+of its own and limited support for ``os.fork()``, for no gain in what delivered means; every
+OTLP receiver that takes gRPC takes OTLP/HTTP too (port 4318).
+"""
+
+from __future__ import annotations
+
+import gzip as _gzip
+import http.client
+import json
+import logging
+import os
+import threading
+import time
+import urllib.parse
+from collections.abc import Mapping
+from typing import Any
+
+from tracer.reporters import http as _http
+from tracer.reporters import otel_env, otlp_encode
+from tracer.reporters.base import Batch, Callback, DeliveryError
+
+__all__ = [
+    "DEFAULT_ENDPOINT",
+    "MAX_REQUEST_BYTES",
+    "PROTOCOLS",
+    "RETRYABLE_STATUSES",
+    "OtlpReporter",
+    "create",
+]
+
+log = logging.getLogger("tracer")
+
+DEFAULT_ENDPOINT = "http://localhost:4318"
+PROTOCOLS = ("http/protobuf", "http/json")
+RETRYABLE_STATUSES = frozenset({429, 502, 503, 504})
+MAX_REQUEST_BYTES = 20 * 1024 * 1024
+DEFAULT_TIMEOUT = 10.0
+CONTENT_TYPES = {"http/protobuf": "application/x-protobuf", "http/json": "application/json"}
+# How much of a success answer is read for its partial_success; a longer one is not parsed.
+_MAX_RESPONSE = 64 * 1024
+_MAX_ERROR_BODY = 512
+_GZIP_LEVEL = 6
+_LOG_EVERY = 10.0
+
+
+class OtlpReporter(_http.HttpReporter):
+    """POSTs batches as OTLP ``ExportTraceServiceRequest`` messages; build one with
+    :func:`create`.
+
+    ``rejected_spans`` counts the spans receivers said they rejected in a ``partial_success``
+    answer, and records this reporter could not encode (ids that are not hex): they are part of
+    batches counted as delivered, and lost.
+    """
+
+    def __init__(
+        self,
+        *,
+        protocol: str,
+        resource_attributes: Mapping[str, Any],
+        max_request_bytes: int,
+        **options: Any,
+    ) -> None:
+        super().__init__(**options)
+        self.protocol = protocol
+        self.resource_attributes = dict(resource_attributes)
+        self.max_request_bytes = max_request_bytes
+        self.rejected_spans = 0
+        self._write = (
+            otlp_encode.to_protobuf if protocol == "http/protobuf" else otlp_encode.to_json
+        )
+        self._count_lock = threading.Lock()
+        self._last_log = 0.0
+        self._unlogged_answers = 0
+        self._unlogged_spans = 0
+
+    def __repr__(self) -> str:
+        return f"<OtlpReporter {self.protocol} {self.url}>"
+
+    def encode(self, data: Batch) -> tuple[list[bytes], int]:
+        """The request bodies for one batch (uncompressed; none when it has no span) and how
+        many records were left out as unusable."""
+        groups, skipped = otlp_encode.prepare(data, self.resource_attributes)
+        bodies: list[bytes] = []
+        pending = [groups] if groups else []
+        while pending:
+            part = pending.pop(0)
+            body = self._write(part)
+            if len(body) > self.max_request_bytes and otlp_encode.count(part) > 1:
+                first, second = otlp_encode.split(part)
+                pending[:0] = [first, second]
+                continue
+            bodies.append(body)
+        return bodies, skipped
+
+    def send(self, data: Batch, callback: Callback) -> None:
+        """POST one batch (in several requests when it is too large), then call ``callback``
+        exactly once; never raises on a delivery error."""
+        error: BaseException | None = None
+        try:
+            bodies, skipped = self.encode(data)
+            requests = []
+            for body in bodies:
+                headers = dict(self._headers)
+                if self.gzip:
+                    body = _gzip.compress(body, compresslevel=_GZIP_LEVEL, mtime=0)
+                    headers["Content-Encoding"] = "gzip"
+                headers["Content-Length"] = str(len(body))
+                requests.append((body, headers))
+            with self._locked():
+                if self._closed:
+                    error = DeliveryError("otlp reporter is closed", retryable=True)
+                else:
+                    for body, headers in requests:
+                        error = self._post(body, headers)
+                        if error is not None:
+                            break
+            if error is None and skipped:
+                self._note_rejected(skipped, "records without valid trace or span ids")
+        except Exception as exc:
+            error = DeliveryError(
+                f"otlp reporter failed on this batch: {type(exc).__name__}: {exc}",
+                retryable=False,
+            )
+        callback(error)
+
+    def _exchange(self, body: bytes, headers: dict[str, str]) -> DeliveryError | None:
+        if self._conn is None:
+            self._conn = self._new_connection()
+        conn = self._conn
+        conn.request("POST", self._target, body=body, headers=headers)
+        response = conn.getresponse()
+        status = response.status
+        if 200 <= status < 300:
+            answer = response.read(_MAX_RESPONSE + 1)
+            if len(answer) > _MAX_RESPONSE or response.will_close:
+                self._drop_connection()
+            if status == 200 and len(answer) <= _MAX_RESPONSE:
+                self._read_success(answer, response)
+            return None
+        snippet = response.read(_MAX_ERROR_BODY)
+        # An error answer is not read to its end, so this connection cannot carry another request.
+        self._drop_connection()
+        reason = f"HTTP {status} {response.reason} from {self.url}"
+        text = _describe_error(snippet, response)
+        if text:
+            reason += f": {text}"
+        if status in RETRYABLE_STATUSES:
+            return DeliveryError(
+                reason,
+                retryable=True,
+                retry_after=_http.parse_retry_after(response.getheader("Retry-After")),
+            )
+        if 300 <= status < 400:
+            location = response.getheader("Location")
+            reason += f" (redirects are not followed; Location: {location})"
+        return DeliveryError(reason, retryable=False)
+
+    def _read_success(self, answer: bytes, response: http.client.HTTPResponse) -> None:
+        if not answer:
+            return
+        try:
+            if (response.getheader("Content-Encoding") or "").lower() == "gzip":
+                answer = _gzip.decompress(answer)
+            rejected, message = _partial_success(answer, _content_type(response, self.protocol))
+        except Exception:
+            # An answer we cannot read is still a 200: the receiver took the batch.
+            return
+        if rejected or message:
+            self._note_rejected(rejected, message or "no reason given")
+
+    def _note_rejected(self, rejected: int, message: str) -> None:
+        with self._count_lock:
+            self.rejected_spans += rejected
+            self._unlogged_answers += 1
+            self._unlogged_spans += rejected
+            now = time.monotonic()
+            if self._last_log and now - self._last_log < _LOG_EVERY:
+                return
+            self._last_log = now
+            answers, spans = self._unlogged_answers, self._unlogged_spans
+            self._unlogged_answers = self._unlogged_spans = 0
+        more = ""
+        if answers > 1:
+            more = f" ({answers} such answers, {spans} spans, since the last line)"
+        if spans:
+            log.warning(
+                "tracer: OTLP receiver %s rejected %d spans of delivered batches: %s%s;"
+                " rejected_spans=%d",
+                self.url,
+                rejected,
+                message,
+                more,
+                self.rejected_spans,
+            )
+        else:
+            log.warning("tracer: OTLP receiver %s warned: %s%s", self.url, message, more)
+
+
+def _content_type(response: http.client.HTTPResponse, protocol: str) -> str:
+    value = (response.getheader("Content-Type") or "").split(";")[0].strip().lower()
+    return value or CONTENT_TYPES[protocol]
+
+
+def _partial_success(answer: bytes, content_type: str) -> tuple[int, str]:
+    """``(rejected_spans, error_message)`` of an ``ExportTraceServiceResponse``."""
+    if content_type == "application/json" or answer[:1] == b"{":
+        document = json.loads(answer)
+        if not isinstance(document, dict):
+            return 0, ""
+        partial = document.get("partialSuccess", document.get("partial_success"))
+        if not isinstance(partial, dict):
+            return 0, ""
+        rejected = partial.get("rejectedSpans", partial.get("rejected_spans", 0))
+        message = partial.get("errorMessage", partial.get("error_message", ""))
+        return max(0, int(rejected or 0)), str(message or "")
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceResponse,
+    )
+
+    response = ExportTraceServiceResponse.FromString(answer)
+    if not response.HasField("partial_success"):
+        return 0, ""
+    partial = response.partial_success
+    return max(0, int(partial.rejected_spans)), partial.error_message
+
+
+def _varint(data: bytes, at: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if at >= len(data) or shift > 63:
+            raise ValueError("truncated varint")
+        byte = data[at]
+        at += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, at
+        shift += 7
+
+
+def _status_message(data: bytes) -> str | None:
+    """The ``message`` (field 2) of a binary ``google.rpc.Status``, read without its classes."""
+    at = 0
+    while at < len(data):
+        key, at = _varint(data, at)
+        field, wire = key >> 3, key & 7
+        if wire == 0:
+            _, at = _varint(data, at)
+        elif wire == 1:
+            at += 8
+        elif wire == 5:
+            at += 4
+        elif wire == 2:
+            length, at = _varint(data, at)
+            chunk = data[at : at + length]
+            at += length
+            if field == 2:
+                return chunk.decode("utf-8", errors="replace")
+        else:
+            return None
+    return None
+
+
+def _describe_error(snippet: bytes, response: http.client.HTTPResponse) -> str:
+    """The reason an error answer gives: its Status message, else its text."""
+    if not snippet:
+        return ""
+    content_type = (response.getheader("Content-Type") or "").split(";")[0].strip().lower()
+    try:
+        if content_type == "application/x-protobuf":
+            message = _status_message(snippet)
+            if message is not None:
+                return message.strip()
+        elif content_type == "application/json":
+            document = json.loads(snippet)
+            if isinstance(document, dict) and isinstance(document.get("message"), str):
+                return str(document["message"]).strip()
+    except (ValueError, UnicodeDecodeError):
+        pass
+    return snippet.decode("utf-8", errors="replace").strip()
+
+
+def traces_url(endpoint: str) -> str:
+    """``<endpoint>/v1/traces``; an endpoint whose path already ends so is used as it is."""
+    parts = urllib.parse.urlsplit(endpoint.strip())
+    path = parts.path.rstrip("/")
+    if path.endswith("/v1/traces"):
+        return endpoint.strip()
+    return urllib.parse.urlunsplit(parts._replace(path=path + "/v1/traces"))
+
+
+def create(
+    endpoint: str | None = None,
+    protocol: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    timeout: float | None = None,
+    compression: str | None = None,
+    *,
+    ca_file: str | os.PathLike[str] | None = None,
+    client_cert: str | os.PathLike[str] | None = None,
+    client_key: str | os.PathLike[str] | None = None,
+    verify: bool = True,
+    resource_attributes: Mapping[str, Any] | None = None,
+    max_request_bytes: int = MAX_REQUEST_BYTES,
+    env: Mapping[str, str] | None = None,
+) -> OtlpReporter:
+    """Create a reporter that sends each batch to an OTLP/HTTP receiver.
+
+    Every option left out is read from OpenTelemetry's variables (see
+    :mod:`tracer.reporters.otel_env`: the ``OTEL_EXPORTER_OTLP_TRACES_*`` one, else the
+    ``OTEL_EXPORTER_OTLP_*`` one), else takes its default:
+
+    * ``endpoint``: the receiver's base URL; batches go to ``<endpoint>/v1/traces`` (a URL that
+      already ends in ``/v1/traces`` is used as it is). Default ``http://localhost:4318``.
+      ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` is used as it is, ``OTEL_EXPORTER_OTLP_ENDPOINT``
+      gets ``/v1/traces``.
+    * ``protocol``: ``"http/protobuf"`` (default; needs the ``otlp`` extra:
+      ``pip install 'dapper-tracer[otlp]'``) or ``"http/json"``. ``"grpc"`` is refused.
+    * ``headers``: added to every request (an API key, say).
+    * ``timeout``: seconds for connecting and each socket read or write (default 10; the
+      variables give milliseconds).
+    * ``compression``: ``"gzip"`` (default) or ``"none"``.
+    * ``ca_file`` (``..._CERTIFICATE``), ``client_cert`` and ``client_key``
+      (``..._CLIENT_CERTIFICATE``, ``..._CLIENT_KEY``) for TLS and mutual TLS; ``verify=False``
+      turns certificate checks off and must be asked for.
+
+    ``resource_attributes`` are added to every span's resource (default:
+    ``OTEL_RESOURCE_ATTRIBUTES``). ``env`` is where the variables are read (default
+    ``os.environ``). Raises ``ValueError`` for anything it cannot use, naming the option or the
+    variable.
+    """
+    env = os.environ if env is None else env
+    found = otel_env.otlp_settings(env)
+
+    def pick(name: str, given: Any) -> tuple[Any, str]:
+        if given is not None:
+            return given, name
+        if name in found:
+            value, where = found[name]
+            return value, where
+        return None, name
+
+    url_value, url_where = pick("endpoint", endpoint)
+    if url_value is None:
+        url = traces_url(DEFAULT_ENDPOINT)
+    elif not isinstance(url_value, str):
+        raise ValueError(f"otlp reporter: {url_where} must be a URL string")
+    elif url_where == "endpoint":
+        url = traces_url(url_value)
+    else:
+        url = url_value
+
+    protocol_value, protocol_where = pick("protocol", protocol)
+    chosen = "http/protobuf" if protocol_value is None else str(protocol_value).strip().lower()
+    if chosen == "grpc":
+        raise ValueError(
+            f"otlp reporter: {protocol_where}: grpc is not offered; use http/protobuf (or"
+            " http/json) and the receiver's OTLP/HTTP port, 4318 by default"
+        )
+    if chosen not in PROTOCOLS:
+        raise ValueError(
+            f"otlp reporter: {protocol_where} must be one of {', '.join(PROTOCOLS)},"
+            f" got {protocol_value!r}"
+        )
+    if chosen == "http/protobuf" and not otlp_encode.protobuf_available():
+        raise ValueError(
+            f"otlp reporter: {protocol_where} http/protobuf needs the opentelemetry-proto"
+            " package: pip install 'dapper-tracer[otlp]', or use protocol http/json"
+        )
+
+    compression_value, compression_where = pick("compression", compression)
+    squeeze = "gzip" if compression_value is None else str(compression_value).strip().lower()
+    if squeeze not in ("gzip", "none"):
+        raise ValueError(
+            f"otlp reporter: {compression_where} must be gzip or none, got {compression_value!r}"
+        )
+
+    timeout_value, timeout_where = pick("timeout", timeout)
+    seconds = DEFAULT_TIMEOUT if timeout_value is None else timeout_value
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds > 0:
+        raise ValueError(f"otlp reporter: {timeout_where} must be a positive number of seconds")
+
+    extra_headers, _ = pick("headers", headers)
+    ca, _ = pick("ca_file", ca_file)
+    cert, cert_where = pick("client_cert", client_cert)
+    key, _ = pick("client_key", client_key)
+    if resource_attributes is None:
+        resource_attributes = otel_env.resource_attributes(env)
+    if isinstance(max_request_bytes, bool) or not isinstance(max_request_bytes, int):
+        raise ValueError("otlp reporter: max_request_bytes must be a whole number")
+    if max_request_bytes < 1024:
+        raise ValueError("otlp reporter: max_request_bytes must be at least 1024")
+
+    try:
+        base = _http.create(
+            url, headers=extra_headers, gzip=squeeze == "gzip", timeout=seconds,
+            ca_file=ca, verify=verify,
+        )  # fmt: skip
+    except ValueError as exc:
+        raise ValueError(str(exc).replace("http reporter", "otlp reporter", 1)) from None
+    context = base._ssl_context
+    if cert is not None:
+        if context is None:
+            raise ValueError(f"otlp reporter: {cert_where} needs an https endpoint, not {url!r}")
+        try:
+            context.load_cert_chain(cert, key)
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"otlp reporter: {cert_where}: cannot load {cert!r}: {exc}") from None
+    # The body's type is the protocol's; Accept and User-Agent are ours unless given.
+    given = {name.lower() for name in (extra_headers or {})}
+    merged = {
+        name: value
+        for name, value in base._headers.items()
+        if name.lower() != "content-type"
+        and (name.lower() not in ("accept", "user-agent") or name.lower() in given)
+    }
+    merged["Content-Type"] = CONTENT_TYPES[chosen]
+    if "accept" not in given:
+        merged["Accept"] = CONTENT_TYPES[chosen]
+    if "user-agent" not in given:
+        merged["User-Agent"] = f"tracer-otlp/{otlp_encode.sdk_version()}"
+    return OtlpReporter(
+        protocol=chosen,
+        resource_attributes=resource_attributes,
+        max_request_bytes=max_request_bytes,
+        url=base.url,
+        scheme=base._scheme,
+        host=base._host,
+        port=base._port,
+        target=base._target,
+        headers=merged,
+        gzip=base.gzip,
+        timeout=base.timeout,
+        ssl_context=context,
+    )
