@@ -129,9 +129,9 @@ class Stages:
 
     def after_install(self) -> None:
         if self.stage == "spans":
-            from tracer.span import Span
+            from tracer.span import set_sink
 
-            Span.sink = self.drop
+            set_sink(self.drop)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -30,11 +30,15 @@ MAX_DEPTH = 64
 _dumps = json.dumps
 
 
-def encode_json(value: Any) -> bytes:
-    """``value`` as compact UTF-8 JSON that is always valid; never raises (see the module)."""
+def encode_json(value: Any, *, ascii: bool = False) -> bytes:
+    """``value`` as compact UTF-8 JSON that is always valid; never raises (see the module).
+
+    ``ascii=True`` escapes every non-ASCII character (``\\u00e9``), for streams whose encoding
+    may not be UTF-8, such as a terminal or a log file.
+    """
     try:
         text = _dumps(
-            value, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=str
+            value, separators=(",", ":"), ensure_ascii=ascii, allow_nan=False, default=str
         )
     except Exception:
         # allow_nan=False, a circular reference, a non-string key, a failing __str__, nesting
@@ -43,7 +47,7 @@ def encode_json(value: Any) -> bytes:
             text = _dumps(
                 _sanitise(value, 0, set()),
                 separators=(",", ":"),
-                ensure_ascii=False,
+                ensure_ascii=ascii,
                 allow_nan=False,
             )
         except Exception as exc:

@@ -12,7 +12,6 @@ The first tree is preceded by one line explaining the notation (:data:`LEGEND`).
 
 from __future__ import annotations
 
-import json
 import sys
 import threading
 import time
@@ -20,6 +19,7 @@ from collections.abc import Iterable
 from typing import Any, TextIO
 
 from tracer.reporters.base import Batch, Callback
+from tracer.reporters.encoding import encode_json
 
 FORMATS = ("json", "pretty")
 
@@ -33,21 +33,8 @@ _PRINTED_MAX = 4096
 
 
 def dumps(record: Any) -> str:
-    """Compact JSON that is always valid: NaN/infinity become null, unknown objects strings."""
-    try:
-        return json.dumps(record, separators=(",", ":"), allow_nan=False, default=str)
-    except ValueError:
-        return json.dumps(_finite(record), separators=(",", ":"), allow_nan=False, default=str)
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
+    """One record as a line of JSON: the shared encoder's, ASCII-only so any stream takes it."""
+    return encode_json(record, ascii=True).decode("ascii")
 
 
 def _ms(us: int) -> str:
