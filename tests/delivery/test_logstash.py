@@ -376,7 +376,10 @@ def test_encode_json_survives_cycles_and_depth() -> None:
         deep = [deep]
     assert strict_loads(logstash.encode_json(cyclic)) == [1, "<cycle>"]
     decoded = strict_loads(logstash.encode_json({"deep": deep}))
-    assert json.dumps(decoded).count("[") <= 70
+    depth = json.dumps(decoded).count("[")
+    # Where the C encoder cannot go that deep (before Python 3.13) the copy is cut at MAX_DEPTH;
+    # where it can, the value is written whole. Either way it is valid JSON.
+    assert depth <= 70 or depth == 5000
 
 
 def test_encode_json_replaces_lone_surrogates() -> None:
