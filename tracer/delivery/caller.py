@@ -88,6 +88,12 @@ class Caller:
 class Callers:
     """The current reporter thread and the abandoned ones, capped."""
 
+    def _send_here(self, data: dict[str, Any], delivery: Delivery) -> None:
+        try:
+            self.reporter.send(data, delivery)
+        except BaseException as exc:
+            delivery(exc)
+
     def __init__(self, reporter: Any) -> None:
         self.reporter = reporter
         self._current: Caller | None = None
@@ -106,7 +112,14 @@ class Callers:
         close it with an error when the reporter did not call back in time."""
         caller = self._current
         if caller is None or caller.stuck or not caller.thread.is_alive():
-            caller = self._current = Caller(self.reporter)
+            try:
+                caller = self._current = Caller(self.reporter)
+            except RuntimeError:
+                # No thread to be had (at interpreter shutdown Python 3.12 and newer start none;
+                # or the process is out of threads): send from this thread, which the exit
+                # waits for only within its bound.
+                self._send_here(data, delivery)
+                return
         caller.call(data, delivery)
         if not delivery.done.wait(timeout):
             if caller.inside:

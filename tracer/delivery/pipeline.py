@@ -270,8 +270,9 @@ class Pipeline:
         )
         try:
             closer.start()
-        except RuntimeError as exc:
-            safety.internal_error("reporter.close", exc)
+        except RuntimeError:
+            # No new thread at interpreter shutdown (Python 3.12 and newer): close it here.
+            self._call_optional("close")
             return
         self._join(closer, until)
 

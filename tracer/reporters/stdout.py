@@ -192,8 +192,14 @@ class StdoutReporter:
         if self._timer is not None and self._timer.is_alive():
             self._lock.notify_all()
             return
-        self._timer = threading.Thread(target=self._linger, name="tracer-stdout", daemon=True)
-        self._timer.start()
+        timer = threading.Thread(target=self._linger, name="tracer-stdout", daemon=True)
+        try:
+            timer.start()
+        except RuntimeError:
+            # No new thread at interpreter shutdown (Python 3.12 and newer): the exit's flush
+            # prints what is left.
+            return
+        self._timer = timer
 
     def _linger(self) -> None:
         with self._lock:
