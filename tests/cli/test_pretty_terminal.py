@@ -8,11 +8,11 @@ import os
 import pty
 import select
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 from tests.conftest import subprocess_env
@@ -74,8 +74,12 @@ class TerminalChild:
             ready, _, _ = select.select([self.master], [], [], 0.1)
             if not ready:
                 if self.proc.poll() is not None:
-                    return
-                continue
+                    # The child may have written its last lines just before it exited.
+                    ready, _, _ = select.select([self.master], [], [], 0)
+                    if not ready:
+                        return
+                else:
+                    continue
             try:
                 data = os.read(self.master, 65536)
             except OSError:  # EIO: the child closed the terminal
@@ -91,12 +95,17 @@ class TerminalChild:
     def get(self, path: str, trace_id: str) -> None:
         # A traceparent makes the request's server span a downstream one: its parent is the
         # caller's client span, which this process never sees.
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{self.port}{path}",
-            headers={"traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"},
-        )
-        with urllib.request.urlopen(request, timeout=10) as answer:
-            assert answer.read() == b"ok"
+        # Connection: close, read to the end: the server closes the connection only after its
+        # handler returned, so the request's span has finished (and is queued) once this returns.
+        with socket.create_connection(("127.0.0.1", self.port), timeout=10) as sock:
+            sock.sendall(
+                f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+                f"traceparent: 00-{trace_id}-00f067aa0ba902b7-01\r\n\r\n".encode()
+            )
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.") and answer.endswith(b"ok"), answer
 
     def wait_for(self, text: str, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
