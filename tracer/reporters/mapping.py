@@ -187,8 +187,7 @@ def outcome(record: dict[str, Any]) -> tuple[bool, str | None, str | None]:
     if not isinstance(status, int) or isinstance(status, bool):
         return False, None, None
     kind = record.get("kind")
-    if status < 100 or status > 599:
-        return True, str(status), None
-    if status >= 500 or (status >= 400 and kind == "client"):
-        return True, str(status), None
+    code = int(status)
+    if code < 100 or code >= 500 or (code >= 400 and kind == "client"):
+        return True, str(code), None
     return False, None, None

@@ -39,7 +39,6 @@ import http.client
 import json
 import logging
 import os
-import threading
 import time
 import urllib.parse
 from collections.abc import Mapping
@@ -98,7 +97,6 @@ class OtlpReporter(_http.HttpReporter):
         self._write = (
             otlp_encode.to_protobuf if protocol == "http/protobuf" else otlp_encode.to_json
         )
-        self._count_lock = threading.Lock()
         self._last_log = 0.0
         self._unlogged_answers = 0
         self._unlogged_spans = 0
@@ -144,8 +142,8 @@ class OtlpReporter(_http.HttpReporter):
                         error = self._post(body, headers)
                         if error is not None:
                             break
-            if error is None and skipped:
-                self._note_rejected(skipped, "records without valid trace or span ids")
+                    if error is None and skipped:
+                        self._note_rejected(skipped, "records without valid trace or span ids")
         except Exception as exc:
             error = DeliveryError(
                 f"otlp reporter failed on this batch: {type(exc).__name__}: {exc}",
@@ -199,16 +197,16 @@ class OtlpReporter(_http.HttpReporter):
             self._note_rejected(rejected, message or "no reason given")
 
     def _note_rejected(self, rejected: int, message: str) -> None:
-        with self._count_lock:
-            self.rejected_spans += rejected
-            self._unlogged_answers += 1
-            self._unlogged_spans += rejected
-            now = time.monotonic()
-            if self._last_log and now - self._last_log < _LOG_EVERY:
-                return
-            self._last_log = now
-            answers, spans = self._unlogged_answers, self._unlogged_spans
-            self._unlogged_answers = self._unlogged_spans = 0
+        # Called with the connection's lock held (inside send), so the counts need no other.
+        self.rejected_spans += rejected
+        self._unlogged_answers += 1
+        self._unlogged_spans += rejected
+        now = time.monotonic()
+        if self._last_log and now - self._last_log < _LOG_EVERY:
+            return
+        self._last_log = now
+        answers, spans = self._unlogged_answers, self._unlogged_spans
+        self._unlogged_answers = self._unlogged_spans = 0
         more = ""
         if answers > 1:
             more = f" ({answers} such answers, {spans} spans, since the last line)"

@@ -162,8 +162,9 @@ def _http_attributes(
         if original is not None:
             attributes.append(("http.request.method_original", original))
     status = http.get("status_code")
-    if isinstance(status, int) and not isinstance(status, bool):
-        attributes.append(("http.response.status_code", status))
+    if isinstance(status, int) and type(status) is not bool:
+        # int(): an HTTPStatus given to client_call.response() is a plain number on the wire.
+        attributes.append(("http.response.status_code", int(status)))
     url = http.get("url")
     parsed = split_url(url)
     if kind == "server":
@@ -215,10 +216,10 @@ def span_parts(record: dict[str, Any]) -> Parts | None:
     kind = record.get("kind")
     kind_name = kind if kind in KINDS else "internal"
     start_us = record.get("start_us")
-    if not isinstance(start_us, int) or isinstance(start_us, bool) or start_us < 0:
+    if type(start_us) is not int or start_us < 0:
         start_us = 0
     duration = record.get("duration_us")
-    if not isinstance(duration, int) or isinstance(duration, bool) or duration < 0:
+    if type(duration) is not int or duration < 0:
         duration = 0
     start_ns = start_us * 1000
     end_ns = (start_us + duration) * 1000
@@ -255,7 +256,7 @@ def span_parts(record: dict[str, Any]) -> Parts | None:
             if not isinstance(annotation, dict):
                 continue
             at = annotation.get("time_us")
-            time_ns = at * 1000 if isinstance(at, int) and not isinstance(at, bool) else end_ns
+            time_ns = at * 1000 if type(at) is int else end_ns
             data = annotation.get("data")
             if isinstance(data, dict):
                 items = [(str(k), v) for k, v in data.items() if v is not None]
@@ -371,13 +372,30 @@ def _any_json(value: Any, depth: int) -> dict[str, Any]:
     return {"stringValue": str(value)}
 
 
-def _attributes_json(items: list[tuple[str, Any]]) -> list[dict[str, Any]]:
-    return [{"key": key, "value": _any_json(value, 0)} for key, value in items]
+_Shared = dict[tuple[str, type, Any], dict[str, Any]]
+
+
+def _attributes_json(items: list[tuple[str, Any]], shared: _Shared) -> list[dict[str, Any]]:
+    # Most pairs repeat from span to span (the method, the server, the status): one dict per
+    # distinct scalar pair serves the whole request, since json.dumps only reads them.
+    out = []
+    for key, value in items:
+        kind = type(value)
+        if kind is str or kind is int or kind is bool:
+            marker = (key, kind, value)
+            pair = shared.get(marker)
+            if pair is None:
+                pair = shared[marker] = {"key": key, "value": _any_json(value, 0)}
+            out.append(pair)
+        else:
+            out.append({"key": key, "value": _any_json(value, 0)})
+    return out
 
 
 def to_json(groups: list[Group]) -> bytes:
     """The groups as an OTLP/JSON ``ExportTraceServiceRequest``."""
     scope = {"name": SCOPE_NAME, "version": sdk_version()}
+    shared: _Shared = {}
     resource_spans = []
     for resource, spans in groups:
         out = []
@@ -407,13 +425,13 @@ def to_json(groups: list[Group]) -> bytes:
             span["startTimeUnixNano"] = str(start_ns)
             span["endTimeUnixNano"] = str(end_ns)
             if attributes:
-                span["attributes"] = _attributes_json(attributes)
+                span["attributes"] = _attributes_json(attributes, shared)
             if events:
                 span["events"] = [
                     {
                         "timeUnixNano": str(time_ns),
                         "name": event_name,
-                        "attributes": _attributes_json(items),
+                        "attributes": _attributes_json(items, shared),
                     }
                     for time_ns, event_name, items in events
                 ]
@@ -426,7 +444,7 @@ def to_json(groups: list[Group]) -> bytes:
             out.append(span)
         resource_spans.append(
             {
-                "resource": {"attributes": _attributes_json(resource)},
+                "resource": {"attributes": _attributes_json(resource, shared)},
                 "scopeSpans": [{"scope": scope, "spans": out}],
             }
         )

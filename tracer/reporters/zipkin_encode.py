@@ -124,7 +124,7 @@ def span_json(record: dict[str, Any], service: Any) -> dict[str, Any] | None:
                 span["remoteEndpoint"] = _remote(parsed[1], parsed[2])
         status = http.get("status_code")
         if isinstance(status, int) and not isinstance(status, bool):
-            tags["http.status_code"] = str(status)
+            tags["http.status_code"] = str(int(status))
     failed, error_type, message = outcome(record)
     if failed:
         tags["error"] = message or error_type or "error"
