@@ -222,6 +222,7 @@ class Span:
             self.tags,
             self.local.sampled,
             self.local.must_collect,
+            self.tracestate,
         )
 
     def to_record(self, service: str, host: str, pid: int) -> dict[str, Any]:
@@ -253,6 +254,7 @@ ANNOTATIONS = 13
 TAGS = 14
 SAMPLED = 15
 MUST_COLLECT = 16
+TRACESTATE = 17
 
 _EVENT_TYPES = {SERVER: ("sr", "ss"), CLIENT: ("cs", "cr")}
 
@@ -279,13 +281,14 @@ _RECORD_TEMPLATE: dict[str, Any] = dict.fromkeys(
         "tags",
         "sampled",
         "must_collect",
+        "tracestate",
     )
 )
 
 
 def record(frozen: Frozen, service: str, host: str, pid: int) -> dict[str, Any]:
     """The span record (README, "The span record") built from :meth:`Span.freeze`'s tuple."""
-    # Unpacked in one step, in the order of the index constants above (KIND ... MUST_COLLECT).
+    # Unpacked in one step, in the order of the index constants above (KIND ... TRACESTATE).
     (
         kind,
         name,
@@ -304,11 +307,13 @@ def record(frozen: Frozen, service: str, host: str, pid: int) -> dict[str, Any]:
         tags,
         sampled,
         must_collect,
+        tracestate,
     ) = frozen
     if len(name) > MAX_NAME or not name.isascii():
         name = safe_text(name, MAX_NAME)
     out = _RECORD_TEMPLATE.copy()
     out["trace_id"] = trace_id
+    out["tracestate"] = tracestate
     out["request_id"] = request_id
     out["span_id"] = span_id
     out["parent_id"] = parent_id

@@ -33,6 +33,7 @@ INDICES = {
     "TAGS": "tags",
     "SAMPLED": "sampled",
     "MUST_COLLECT": "must_collect",
+    "TRACESTATE": "tracestate",
 }
 
 
@@ -47,6 +48,7 @@ def full_span() -> Span:
     span.error = {"type": "network-error", "message": "ConnectionError: refused", "stack": None}
     span.set_tag("retry", 2)
     span.annotate({"step": "sent"})
+    span.tracestate = "vendor=opaque"
     span.finish()
     # Distinct from every other number in the span, so a swapped index cannot go unnoticed.
     span.start_us, span.duration_us = 1_714_564_800_000_001, 1234
@@ -95,6 +97,7 @@ def test_the_record_holds_exactly_what_the_span_held() -> None:
         "tags": span.tags,
         "sampled": False,
         "must_collect": True,
+        "tracestate": "vendor=opaque",
     }
 
 

@@ -246,6 +246,8 @@ def test_partial_success_through_the_pipeline(receiver: OtlpReceiver) -> None:
     assert stats["created"] == stats["delivered"] == 5 and stats["dropped"] == 0
     assert sorted(span_ids(receiver.requests)) == sorted(made)
     assert reporter.rejected_spans == len(receiver.requests)
+    # The reporter's count reaches tracer.stats(), while the spans stay delivered.
+    assert stats["partial_rejected"] == reporter.rejected_spans
 
 
 def test_400_through_the_pipeline_is_dropped_as_rejected(receiver: OtlpReceiver) -> None:

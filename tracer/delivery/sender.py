@@ -114,6 +114,7 @@ class Sender:
         self.current: Batch | None = None
         self.delivery: Delivery | None = None
         self._spool_turn = False
+        self._rejected_seen = 0
 
     @property
     def failing(self) -> bool:
@@ -213,6 +214,7 @@ class Sender:
         kind, retry_after, text = outcome(error)
         del error
         if kind == OK:
+            self._read_partial()
             if self.failures:
                 log.info("tracer: reporter delivers again")
             self.failures = 0
@@ -235,6 +237,17 @@ class Sender:
         self.ledger.trouble(f"reporter failing ({text})")
         if hung or self._give_up(batch):
             self._park(batch)
+
+    def _read_partial(self) -> None:
+        # A receiver may accept a batch and reject some of its spans (OTLP's partial_success):
+        # the reporter counts them in ``rejected_spans``; the ledger shows what this send added.
+        try:
+            seen = getattr(self.reporter, "rejected_spans", 0)
+        except Exception:
+            return
+        if isinstance(seen, int) and not isinstance(seen, bool) and seen > self._rejected_seen:
+            self.ledger.partial(seen - self._rejected_seen)
+            self._rejected_seen = seen
 
     def _give_up(self, batch: Batch) -> bool:
         """Whether a failing batch goes to the spool now rather than being tried again."""
