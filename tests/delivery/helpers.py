@@ -276,3 +276,37 @@ def wait_child(pid: int, timeout: float = 10.0) -> int:
     os.kill(pid, signal.SIGKILL)
     os.waitpid(pid, 0)
     raise AssertionError("the forked child hung")
+
+
+# A span record and a batch as the pipeline hands them to a reporter, for the reporter tests.
+START_US = 1_714_564_800_123_456  # 2024-05-01T12:00:00.123456Z
+
+
+def span(**fields: Any) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "trace_id": "a" * 32,
+        "span_id": "b" * 16,
+        "parent_id": None,
+        "kind": "server",
+        "name": "GET /",
+        "start_us": START_US,
+        "duration_us": 1500,
+    }
+    record.update(fields)
+    return record
+
+
+def batch(*spans: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "service": "checkout",
+        "host": "web-1",
+        "pid": 4242,
+        "sent_at_us": START_US + 5_000_000,
+        "spans": list(spans),
+    }
+
+
+def send(reporter: Any, data: dict[str, Any]) -> Outcomes:
+    outcomes = Outcomes()
+    reporter.send(data, outcomes)
+    return outcomes

@@ -10,39 +10,7 @@ import pytest
 import reporters
 from reporters import logstash
 
-from .helpers import Certs, HttpSink, LineServer, Outcomes
-
-START_US = 1_714_564_800_123_456  # 2024-05-01T12:00:00.123456Z
-
-
-def span(**fields: Any) -> dict[str, Any]:
-    record: dict[str, Any] = {
-        "trace_id": "a" * 32,
-        "span_id": "b" * 16,
-        "parent_id": None,
-        "kind": "server",
-        "name": "GET /",
-        "start_us": START_US,
-        "duration_us": 1500,
-    }
-    record.update(fields)
-    return record
-
-
-def batch(*spans: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "service": "checkout",
-        "host": "web-1",
-        "pid": 4242,
-        "sent_at_us": START_US + 5_000_000,
-        "spans": list(spans),
-    }
-
-
-def send(reporter: logstash.LogstashReporter, data: dict[str, Any]) -> Outcomes:
-    outcomes = Outcomes()
-    reporter.send(data, outcomes)
-    return outcomes
+from .helpers import START_US, Certs, HttpSink, LineServer, batch, send, span
 
 
 def test_one_post_per_batch_with_a_json_array_of_the_tcp_events(
