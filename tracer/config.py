@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import itertools
 import json
 import os
 import runpy
@@ -65,6 +66,36 @@ class Config:
     spool_path: str | None = None
     spool_max_bytes: int = 256 * 1024 * 1024
     handle_sigterm: bool = True
+    # Metrics (tracer.metrics): request, runtime and tracer-health metrics.
+    metrics: bool = True
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
+    metrics_interval: float | None = 60.0
+    metrics_buckets: tuple[float, ...] = (
+        0.005,
+        0.01,
+        0.025,
+        0.05,
+        0.075,
+        0.1,
+        0.25,
+        0.5,
+        0.75,
+        1.0,
+        2.5,
+        5.0,
+        7.5,
+        10.0,
+    )
+    # Memory (tracer.memory): memwatch-style events and heap snapshots.
+    memory_watch: bool = True
+    memory_interval: float = 60.0
+    leak_window: int = 5
+    heap_snapshot_signal: str | None = "SIGUSR2"
+    heap_snapshot_on_leak: bool = True
+    heap_snapshot_min_interval: float = 600.0
+    heap_snapshot_max_files: int = 5
+    heap_snapshot_dir: str | None = None
     disabled: bool = False
     source: str = "defaults"
 
@@ -136,6 +167,11 @@ def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
                 f"TRACE_SAMPLE_RATE: must be a number from 0 to 1, got {rate!r}"
             ) from None
         options["sample_rate"] = _validate("TRACE_SAMPLE_RATE", "sample_rate", value)
+    for key in ENV_OPTIONS:
+        variable = f"TRACE_{key.upper()}"
+        raw = env.get(variable, "").strip()
+        if raw:
+            options[key] = _validate(variable, key, _env_value(variable, key, raw))
     rtype = env.get("TRACE_REPORTER_TYPE", "").strip()
     rconf = env.get("TRACE_REPORTER_CONFIG", "").strip()
     if rconf and not rtype:
@@ -154,6 +190,57 @@ def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
                 raise ConfigError("TRACE_REPORTER_CONFIG: must be a JSON object of options")
         options["reporter"] = _create_reporter(rtype, reporter_options, env)
     return options
+
+
+# Options that are read from ``TRACE_<OPTION>`` (``TRACE_METRICS_PORT=9464``) as well.
+ENV_OPTIONS = (
+    "metrics",
+    "metrics_port",
+    "metrics_host",
+    "metrics_interval",
+    "metrics_buckets",
+    "memory_watch",
+    "memory_interval",
+    "leak_window",
+    "heap_snapshot_signal",
+    "heap_snapshot_on_leak",
+    "heap_snapshot_min_interval",
+    "heap_snapshot_max_files",
+    "heap_snapshot_dir",
+)
+# Options a variable may set to None with "none" (or "off").
+_NULLABLE = frozenset(
+    ("metrics_port", "metrics_interval", "heap_snapshot_signal", "heap_snapshot_dir")
+)
+
+
+def _env_value(variable: str, key: str, raw: str) -> Any:
+    """The Python value of an environment variable's text for ``key``; _validate checks it."""
+    if key in _NULLABLE and raw.lower() in ("none", "off", "null"):
+        return None
+    default = getattr(Config, key, None) if key != "metrics_buckets" else ()
+    if isinstance(default, bool):
+        lowered = raw.lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{variable}: must be true or false, got {raw!r}")
+    if key == "metrics_buckets":
+        try:
+            return tuple(float(part) for part in raw.split(",") if part.strip())
+        except ValueError:
+            raise ConfigError(
+                f"{variable}: must be comma-separated numbers of seconds, got {raw!r}"
+            ) from None
+    if key in _NUMBERS:
+        kind = _NUMBERS[key][0]
+        try:
+            return kind(raw) if kind is int else float(raw)
+        except ValueError:
+            what = "a whole number" if kind is int else "a number"
+            raise ConfigError(f"{variable}: must be {what}, got {raw!r}") from None
+    return raw
 
 
 def _create_reporter(rtype: str, options: dict[str, Any], env: Mapping[str, str]) -> Any:
@@ -257,7 +344,15 @@ _NUMBERS: dict[str, tuple[type, float, float]] = {
     "max_backoff": (float, 0.0, 3600),
     "max_retries": (int, 0, 1000),
     "spool_max_bytes": (int, 4096, 2**44),
+    "metrics_port": (int, 0, 65535),
+    "metrics_interval": (float, 0.01, 86400),
+    "memory_interval": (float, 0.01, 86400),
+    "leak_window": (int, 2, 1000),
+    "heap_snapshot_min_interval": (float, 0.0, 10**7),
+    "heap_snapshot_max_files": (int, 1, 10_000),
 }
+# Number options for which None is a value too (off).
+_OPTIONAL_NUMBERS = frozenset(("metrics_port", "metrics_interval"))
 
 
 def _short_name(module: str) -> str:
@@ -348,7 +443,51 @@ def _validate(where: str, key: str, value: Any) -> Any:
         if not isinstance(value, (str, os.PathLike)):
             raise ConfigError(f"{where}: option 'spool_path' must be a file path, got {value!r}")
         return os.fspath(value)
-    if key in ("log_correlation", "disabled", "spool", "handle_sigterm", "record_headers"):
+    if key in _OPTIONAL_NUMBERS and value is None:
+        return None
+    if key == "metrics_host":
+        if not isinstance(value, str) or not value.strip():
+            raise ConfigError(f"{where}: option 'metrics_host' must be a host name or address")
+        return value.strip()
+    if key == "metrics_buckets":
+        if not isinstance(value, (list, tuple)) or not value:
+            raise ConfigError(
+                f"{where}: option 'metrics_buckets' must be a list of bucket bounds in seconds"
+            )
+        bounds = tuple(_number(where, key, v, float, 0.0, 86400.0) for v in value)
+        if any(b >= c for b, c in itertools.pairwise(bounds)):
+            raise ConfigError(f"{where}: option 'metrics_buckets' must be increasing, got {value}")
+        return bounds
+    if key == "heap_snapshot_signal":
+        if value is None:
+            return None
+        import signal as signal_module
+
+        name = value if isinstance(value, str) else None
+        if name is not None and not name.startswith("SIG"):
+            name = "SIG" + name.upper()
+        if name is None or not isinstance(getattr(signal_module, name, None), int):
+            raise ConfigError(
+                f"{where}: option 'heap_snapshot_signal' must be a signal name such as"
+                f" 'SIGUSR2', or None, got {value!r}"
+            )
+        return name
+    if key == "heap_snapshot_dir":
+        if value is None:
+            return None
+        if not isinstance(value, (str, os.PathLike)):
+            raise ConfigError(f"{where}: option {key!r} must be a directory path, got {value!r}")
+        return os.fspath(value)
+    if key in (
+        "log_correlation",
+        "disabled",
+        "spool",
+        "handle_sigterm",
+        "record_headers",
+        "metrics",
+        "memory_watch",
+        "heap_snapshot_on_leak",
+    ):
         if not isinstance(value, bool):
             raise ConfigError(f"{where}: option {key!r} must be True or False, got {value!r}")
         return value

@@ -89,6 +89,19 @@ def install(config_path: str | os.PathLike[str] | None = None, **overrides: Any)
         if cfg.handle_sigterm:
             _install_sigterm()
         runtime = rt
+        # After the runtime is set: both read it, and neither may fail install().
+        for feature in _features():
+            try:
+                feature.install(rt)
+            except Exception as exc:
+                safety.internal_error(f"{feature.__name__}.install", exc)
+
+
+def _features() -> list[Any]:
+    """The parts started with the runtime and stopped before it: metrics and memory."""
+    from tracer import memory, metrics
+
+    return [metrics, memory]
 
 
 def instruments(module_name: str) -> bool:
@@ -121,6 +134,11 @@ def uninstall() -> None:
         if rt is None:
             return
         runtime = None
+        for feature in _features():
+            try:
+                feature.uninstall()
+            except Exception as exc:
+                safety.internal_error(f"{feature.__name__}.uninstall", exc)
         for inst in _instrumentations:
             inst.uninstall()
         _instrumentations.clear()
@@ -194,6 +212,11 @@ def _after_fork_in_child() -> None:
             rt.pipeline.after_fork_in_child()
         except Exception as exc:
             safety.internal_error("fork", exc)
+        for feature in _features():
+            try:
+                feature.after_fork_in_child()
+            except Exception as exc:
+                safety.internal_error(f"{feature.__name__}.fork", exc)
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)

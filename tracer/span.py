@@ -82,6 +82,7 @@ class Span:
         "parent_id",
         "path",
         "request_id",
+        "route",
         "sent_us",
         "span_id",
         "start_us",
@@ -126,6 +127,8 @@ class Span:
         self.annotations: list[dict[str, Any]] | None = None
         self.tags: dict[str, Any] | None = None
         self.tracestate: str | None = None
+        # The framework's route template (aiohttp's canonical form, ``/users/{id}``), when known.
+        self.route: str | None = None
         # When a server began sending the last of its response: SS is that moment, so that the
         # caller's CR can never come before it, whatever the scheduler does after the write.
         self.sent_us = 0
@@ -223,6 +226,7 @@ class Span:
             self.local.sampled,
             self.local.must_collect,
             self.tracestate,
+            self.route,
         )
 
     def to_record(self, service: str, host: str, pid: int) -> dict[str, Any]:
@@ -255,6 +259,7 @@ TAGS = 14
 SAMPLED = 15
 MUST_COLLECT = 16
 TRACESTATE = 17
+ROUTE = 18
 
 _EVENT_TYPES = {SERVER: ("sr", "ss"), CLIENT: ("cs", "cr")}
 
@@ -288,7 +293,7 @@ _RECORD_TEMPLATE: dict[str, Any] = dict.fromkeys(
 
 def record(frozen: Frozen, service: str, host: str, pid: int) -> dict[str, Any]:
     """The span record (README, "The span record") built from :meth:`Span.freeze`'s tuple."""
-    # Unpacked in one step, in the order of the index constants above (KIND ... TRACESTATE).
+    # Unpacked in one step, in the order of the index constants above (KIND ... ROUTE).
     (
         kind,
         name,
@@ -308,6 +313,7 @@ def record(frozen: Frozen, service: str, host: str, pid: int) -> dict[str, Any]:
         sampled,
         must_collect,
         tracestate,
+        route,
     ) = frozen
     if len(name) > MAX_NAME or not name.isascii():
         name = safe_text(name, MAX_NAME)
@@ -337,7 +343,13 @@ def record(frozen: Frozen, service: str, host: str, pid: int) -> dict[str, Any]:
             {"type": types[1], "time_us": start + duration},
         ]
     if method is not None or status is not None:
-        out["http"] = {"method": method, "url": url, "path": path, "status_code": status}
+        out["http"] = {
+            "method": method,
+            "url": url,
+            "path": path,
+            "status_code": status,
+            "route": route,
+        }
     if error is not None:
         out["error"] = bounded_error(error)
     out["annotations"] = bounded(annotations, MAX_ANNOTATIONS) if annotations else []

@@ -39,6 +39,7 @@ async def test_server_span_record_and_route_name(memory: MemoryReporter, serve: 
         "url": f"{url}/users/42?x=1",
         "path": "/users/42",
         "status_code": 200,
+        "route": "/users/{id}",
     }
     assert [e["type"] for e in span["events"]] == ["sr", "ss"]
     assert span["parent_id"] is None and span["request_id"] == span["trace_id"]

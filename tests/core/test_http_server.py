@@ -38,6 +38,7 @@ def test_server_span_record(memory: MemoryReporter, server: Server) -> None:
         "url": f"http://127.0.0.1:{server.port}/hello?x=1",
         "path": "/hello",
         "status_code": 200,
+        "route": None,
     }
     assert len(span["trace_id"]) == 32 and len(span["span_id"]) == 16
     assert span["parent_id"] is None

@@ -34,6 +34,7 @@ INDICES = {
     "SAMPLED": "sampled",
     "MUST_COLLECT": "must_collect",
     "TRACESTATE": "tracestate",
+    "ROUTE": "route",
 }
 
 
@@ -49,6 +50,7 @@ def full_span() -> Span:
     span.set_tag("retry", 2)
     span.annotate({"step": "sent"})
     span.tracestate = "vendor=opaque"
+    span.route = "/items/{id}"
     span.finish()
     # Distinct from every other number in the span, so a swapped index cannot go unnoticed.
     span.start_us, span.duration_us = 1_714_564_800_000_001, 1234
@@ -91,6 +93,7 @@ def test_the_record_holds_exactly_what_the_span_held() -> None:
             "url": span.url,
             "path": span.path,
             "status_code": span.status_code,
+            "route": span.route,
         },
         "error": span.error,
         "annotations": span.annotations,

@@ -1,4 +1,11 @@
-"""A batch of span records, live or held compressed (as JSON, by the reporters' encoder)."""
+"""A batch of span records, live or held compressed (as JSON, by the reporters' encoder).
+
+A report batch (metrics, memory) is a batch too, so it takes the same retry, spool and replay
+as spans: its records are one dict, ``{"metrics": {...}}``, whose keys go into the data the
+reporter receives in place of ``"spans"``. It counts no spans (``count`` 0); the ledger counts it
+as a report through its :class:`ReportSettled` flag. Held or spooled, a span batch is a JSON
+array and a report a JSON object, so a batch read back from the spool knows what it is.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +14,7 @@ import time
 import zlib
 from typing import Any
 
-from tracer.delivery.ledger import Settled
+from tracer.delivery.ledger import ReportSettled, Settled
 from tracer.reporters.encoding import encode_json
 
 # What a record kept as a dict is counted as against max_queue_bytes (see benchmarks/README.md).
@@ -33,6 +40,13 @@ class Batch:
         "spool_id",
     )
 
+    @classmethod
+    def report(cls, kind: str, body: dict[str, Any]) -> Batch:
+        """A report batch: ``body`` (``{kind: {...}}``) goes into the reporter's data as is."""
+        batch = cls([body], None, 0)
+        batch.settled = ReportSettled(kind)
+        return batch
+
     def __init__(
         self, records: list[dict[str, Any]] | None, blob: bytes | None, count: int
     ) -> None:
@@ -57,13 +71,28 @@ class Batch:
         """Serialise and compress the records (they are waiting, so memory matters more)."""
         records = self.records
         if records is not None:
-            self.blob = zlib.compress(encode_json(records), 1)
+            value = records[0] if self.is_report else records
+            self.blob = zlib.compress(encode_json(value), 1)
             self.records = None
 
+    @property
+    def is_report(self) -> bool:
+        return isinstance(self.settled, ReportSettled)
+
     def spans(self) -> list[dict[str, Any]]:
+        """The records: span dicts, or a report's one body dict (see the module)."""
         records = self.records
         if records is not None:
             return records
         assert self.blob is not None
-        loaded: list[dict[str, Any]] = json.loads(zlib.decompress(self.blob))
+        loaded = json.loads(zlib.decompress(self.blob))
+        if isinstance(loaded, dict):
+            # A report read back from the spool: it is counted as one, of its kind.
+            if not self.is_report:
+                flag = ReportSettled(next(iter(loaded), "report"))
+                flag.done = self.settled.done
+                self.settled = flag
+            return [loaded]
+        if not isinstance(loaded, list):
+            raise ValueError(f"a held batch is {type(loaded).__name__}, not a list of spans")
         return loaded

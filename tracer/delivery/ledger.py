@@ -38,6 +38,21 @@ class Settled:
         self.done = False
 
 
+class ReportSettled(Settled):
+    """The flag of a report batch (metrics, memory): the ledger counts it as one report of its
+    kind, apart from the spans."""
+
+    __slots__ = ("kind",)
+
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        self.kind = kind
+
+
+# What is counted per kind of report.
+REPORT_COUNTS = ("created", "delivered", "dropped", "spooled", "replayed", "replay_dropped")
+
+
 class Ledger:
     """The pipeline's counters, changed only through these methods, under one lock."""
 
@@ -54,6 +69,8 @@ class Ledger:
         self.partial_rejected = 0
         # Spans taken from the queue and not yet delivered, dropped or spooled.
         self.in_flight = 0
+        # Report batches (metrics, memory) by kind: REPORT_COUNTS, and the drops by reason.
+        self.reports: dict[str, Counter[str]] = {}
         self._last_log = 0.0
 
     # -- the door ----------------------------------------------------------------------------
@@ -75,6 +92,30 @@ class Ledger:
             self.in_flight -= count
             self.dropped[reason] += count
 
+    def report_created(self, kind: str) -> None:
+        """A report batch (``metrics``, ``memory``) entered the pipeline."""
+        with self.lock:
+            self._report(kind)["created"] += 1
+
+    def _report(self, kind: str) -> Counter[str]:
+        counts = self.reports.get(kind)
+        if counts is None:
+            counts = self.reports[kind] = Counter()
+        return counts
+
+    def _settle_report(
+        self, flag: ReportSettled, outcome: str, reason: str, spooled: bool, ours: bool = True
+    ) -> None:
+        counts = self._report(flag.kind)
+        if spooled:
+            if not ours:
+                counts["replayed" if outcome == "delivered" else "replay_dropped"] += 1
+                return
+            counts["spooled"] -= 1
+        counts[outcome if outcome in ("delivered", "spooled") else "dropped"] += 1
+        if outcome not in ("delivered", "spooled"):
+            counts[f"dropped:{reason}"] += 1
+
     # -- one batch of this process's live spans ------------------------------------------------
 
     def settle_live(self, flag: Settled, outcome: str, count: int, reason: str = "") -> bool:
@@ -84,6 +125,9 @@ class Ledger:
             if flag.done:
                 return False
             flag.done = True
+            if isinstance(flag, ReportSettled):
+                self._settle_report(flag, outcome, reason, False)
+                return True
             self.in_flight -= count
             if outcome == "delivered":
                 self.delivered += count
@@ -103,6 +147,9 @@ class Ledger:
             if flag.done:
                 return False
             flag.done = True
+            if isinstance(flag, ReportSettled):
+                self._settle_report(flag, outcome, reason, True, ours)
+                return True
             if ours:
                 self.spooled -= count
                 if outcome == "delivered":
@@ -144,10 +191,16 @@ class Ledger:
             return self._queued() + self.in_flight
 
     def settled_total(self) -> tuple[int, int, int]:
-        """``(created, delivered + dropped, spooled)``, read together."""
+        """``(created, delivered + dropped, spooled)``, read together: spans and reports."""
         with self.lock:
             created = self._created_locked()
-            return created, self.delivered + sum(self.dropped.values()), self.spooled
+            settled = self.delivered + sum(self.dropped.values())
+            spooled = self.spooled
+            for counts in self.reports.values():
+                created += counts["created"]
+                settled += counts["delivered"] + counts["dropped"]
+                spooled += counts["spooled"]
+            return created, settled, spooled
 
     def _created_locked(self) -> int:
         return (
@@ -174,6 +227,7 @@ class Ledger:
                 "replayed": self.replayed,
                 "replay_dropped": self.replay_dropped,
                 "partial_rejected": self.partial_rejected,
+                "reports": {kind: _report_stats(c) for kind, c in self.reports.items()},
             }
 
     # -- trouble -------------------------------------------------------------------------------
@@ -194,6 +248,16 @@ class Ledger:
             s["dropped_by_reason"],
             s["pending"],
         )
+
+
+def _report_stats(counts: Counter[str]) -> dict[str, Any]:
+    """One kind's report counts; ``created == delivered + dropped + spooled + pending``."""
+    out: dict[str, Any] = {name: counts[name] for name in REPORT_COUNTS}
+    out["pending"] = out["created"] - out["delivered"] - out["dropped"] - out["spooled"]
+    out["dropped_by_reason"] = {
+        key.partition(":")[2]: n for key, n in counts.items() if key.startswith("dropped:")
+    }
+    return out
 
 
 def describe(error: object) -> str:

@@ -26,6 +26,7 @@ from typing import Any
 
 from tracer import context, safety
 from tracer.delivery.batcher import Batcher
+from tracer.delivery.batches import Batch
 from tracer.delivery.ledger import Ledger
 from tracer.delivery.sender import Sender
 from tracer.delivery.spooler import Spooler
@@ -160,6 +161,20 @@ class Pipeline:
         q.append(frozen)
         if len(q) >= self.batch_size and not self._wake.is_set():
             self._wake.set()
+
+    def submit_report(self, kind: str, body: dict[str, Any]) -> None:
+        """Queue a report (``kind`` ``"metrics"`` or ``"memory"``) for every reporter: the
+        reporter's data holds ``kind: body`` where a span batch holds ``"spans"``. Called from
+        tracer's own threads, never the request path; never raises."""
+        try:
+            self.ledger.report_created(kind)
+            batch = Batch.report(kind, {kind: body})
+            if self.sender.failing:
+                batch.hold()
+            self.batcher.add(batch)
+            self._send_wake.set()
+        except Exception as exc:
+            safety.internal_error("pipeline.report", exc)
 
     def _refuse(self, reason: str) -> None:
         self.ledger.refuse(reason, 1)

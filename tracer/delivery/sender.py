@@ -187,7 +187,10 @@ class Sender:
             self._settle(batch, "dropped", "corrupt")
             return
         data = self.batch_fields()
-        data["spans"] = records
+        if batch.is_report:
+            data.update(records[0])
+        else:
+            data["spans"] = records
         del records
         hung = self.callers.hung()
         error: object

@@ -61,6 +61,7 @@ def _route_name(span: Span, request: Any, names: dict[Any, str]) -> None:
         if len(names) >= 1024:
             names.clear()
         names[route] = canonical
+    span.route = canonical
     span.name = f"{span.method} {canonical}"
 
 

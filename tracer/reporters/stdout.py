@@ -18,10 +18,13 @@ import time
 from collections.abc import Iterable
 from typing import Any, TextIO
 
+from tracer.reporters import memory_text, metrics_text
 from tracer.reporters.base import Batch, Callback
 from tracer.reporters.encoding import encode_json
 
 FORMATS = ("json", "pretty")
+# The report batches (in place of "spans") and how the pretty format prints each.
+REPORT_KINDS = {"metrics": metrics_text.render, "memory": memory_text.render}
 
 LEGEND = (
     "legend: [service] kind name status duration @+start, the start counted from the trace's"
@@ -129,15 +132,22 @@ class StdoutReporter:
 
     def send(self, data: Batch, callback: Callback) -> None:
         try:
+            report = next((k for k in REPORT_KINDS if k in data), None)
             if self.format == "json":
                 lines = [dumps(s) for s in data.get("spans", ())]
-                if "metrics" in data:
+                if report is not None:
                     lines.append(dumps(data))
                 if lines:
                     with self._lock:
                         out = self._out()
                         out.write("\n".join(lines) + "\n")
                         out.flush()
+            elif report is not None:
+                text = REPORT_KINDS[report](data)
+                with self._lock:
+                    out = self._out()
+                    out.write(text.rstrip("\n") + "\n")
+                    out.flush()
             else:
                 self._collect(data.get("spans", ()))
         except Exception as exc:

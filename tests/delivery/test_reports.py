@@ -1,0 +1,96 @@
+"""Report batches (metrics, memory) take the spans' road: every reporter, retry, spool, ledger."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import tracer
+from tracer import installer
+
+
+class Recorder:
+    """A user reporter that fails its first ``failures`` calls, then keeps what it gets."""
+
+    def __init__(self, failures: int = 0) -> None:
+        self.failures = failures
+        self.batches: list[dict[str, Any]] = []
+        self.lock = threading.Lock()
+
+    def send(self, data: dict[str, Any], callback: Any) -> None:
+        with self.lock:
+            if self.failures:
+                self.failures -= 1
+                callback(ConnectionError("down"))
+                return
+            self.batches.append(data)
+        callback(None)
+
+    def reports(self, kind: str) -> list[dict[str, Any]]:
+        with self.lock:
+            return [b for b in self.batches if kind in b]
+
+
+def submit(kind: str, body: dict[str, Any]) -> None:
+    rt = installer.runtime
+    assert rt is not None
+    rt.pipeline.submit_report(kind, body)
+
+
+def test_a_report_reaches_the_reporter_in_place_of_spans() -> None:
+    reporter = Recorder()
+    tracer.install(app_name="reports", reporter=reporter, flush_interval=0.02)
+    submit("metrics", {"requests": {"2xx": 3}})
+    assert tracer.flush(10)
+    (got,) = reporter.reports("metrics")
+    assert got["metrics"] == {"requests": {"2xx": 3}}
+    assert "spans" not in got
+    assert got["service"] == "reports" and isinstance(got["pid"], int)
+    assert isinstance(got["sent_at_us"], int)
+    counts = tracer.stats()["reports"]["metrics"]
+    assert counts["created"] == counts["delivered"] == 1
+    assert counts["pending"] == counts["dropped"] == counts["spooled"] == 0
+    # Reports count apart from spans.
+    assert tracer.stats()["created"] == 0
+
+
+def test_a_failing_reporter_gets_the_report_again_from_the_spool(tmp_path: Path) -> None:
+    reporter = Recorder(failures=3)
+    tracer.install(
+        app_name="reports",
+        reporter=reporter,
+        flush_interval=0.02,
+        max_retries=0,
+        max_backoff=0.05,
+        spool_path=str(tmp_path / "spool.sqlite"),
+    )
+    submit("memory", {"event": "leak", "growth": 5})
+    deadline = time.monotonic() + 20
+    while not reporter.reports("memory") and time.monotonic() < deadline:
+        time.sleep(0.02)
+    (got,) = reporter.reports("memory")
+    assert got["memory"] == {"event": "leak", "growth": 5}
+    counts = tracer.stats()["reports"]["memory"]
+    assert counts["created"] == counts["delivered"] == 1
+    assert counts["spooled"] == counts["pending"] == 0
+
+
+def test_a_report_left_at_exit_is_spooled_and_replayed_by_the_next_process(
+    tmp_path: Path,
+) -> None:
+    spool = str(tmp_path / "spool.sqlite")
+    down = Recorder(failures=10**6)
+    tracer.install(app_name="reports", reporter=down, flush_interval=0.02, spool_path=spool)
+    submit("metrics", {"n": 1})
+    tracer.uninstall()
+    assert not down.batches
+    up = Recorder()
+    tracer.install(app_name="reports", reporter=up, flush_interval=0.02, spool_path=spool)
+    deadline = time.monotonic() + 20
+    while not up.reports("metrics") and time.monotonic() < deadline:
+        time.sleep(0.02)
+    (got,) = up.reports("metrics")
+    assert got["metrics"] == {"n": 1}
+    assert tracer.stats()["reports"]["metrics"]["replayed"] == 1
