@@ -162,6 +162,40 @@ async def test_aiohttp_server_route_and_client(receiver: OtlpReceiver, protocol:
         assert seen.span.status.code == UNSET
 
 
+async def test_aiohttp_static_route_is_a_route_and_no_match_is_none(
+    receiver: OtlpReceiver, protocol: str
+) -> None:
+    install(otlp.create(receiver.endpoint, protocol=protocol), instrument=["aiohttp.server"])
+
+    async def health(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/health", health)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        async with aiohttp.ClientSession() as session:
+            for path in ("/health", "/nowhere/7"):
+                async with session.get(f"http://127.0.0.1:{port}{path}") as response:
+                    await response.read()
+    finally:
+        await runner.cleanup()
+    assert tracer.flush(10)
+    by_path = {s.attributes["url.path"]: s for s in receiver.wait_spans(2)}
+    static, missing = by_path["/health"], by_path["/nowhere/7"]
+    # A route without parameters is a route all the same: the framework matched it.
+    assert static.attributes["http.route"] == "/health"
+    assert static.span.name == "GET /health"
+    # No route matched: no http.route, and the span is named after the method alone.
+    assert "http.route" not in missing.attributes
+    assert missing.span.name == "GET"
+    assert missing.attributes["http.response.status_code"] == 404
+
+
 @pytest.mark.parametrize(
     ("path", "server_error", "client_error"),
     [
