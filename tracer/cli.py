@@ -1,9 +1,9 @@
-"""The ``tracer`` command (also ``python -m tracer``): ``run``, ``demo`` and ``init``.
+"""The ``tracer`` command (also ``python -m tracer``): ``run``, ``demo``, ``init`` and ``heap``.
 
 ``tracer run app.py [args...]`` and ``tracer run -m package [args...]`` run a program as
 ``__main__`` with tracing installed, as ``python app.py`` / ``python -m package`` would;
 ``tracer demo`` starts traced services on 127.0.0.1 and prints their traces; ``tracer init``
-writes a commented ``trace.config.py``.
+writes a commented ``trace.config.py``; ``tracer heap show|diff`` reads heap snapshots.
 """
 
 from __future__ import annotations
@@ -223,7 +223,35 @@ def main(argv: list[str] | None = None) -> int:
         default=config.FILE_NAME,
         help=f"where to write it (./{config.FILE_NAME})",
     )
+    heap = sub.add_parser(
+        "heap",
+        help="read heap snapshots: show one, or diff two",
+        description="Read heap snapshots written by tracer.memory.snapshot() or on a signal.",
+    )
+    heap_sub = heap.add_subparsers(dest="heap_command", required=True)
+    heap_show = heap_sub.add_parser(
+        "show",
+        help="top types by size and by count, largest containers, top allocation sites",
+        description="Print a heap snapshot: top types by size and by count, the largest"
+        " containers and the top allocation sites.",
+    )
+    heap_show.add_argument("files", nargs=1, metavar="FILE", help="a heap snapshot file")
+    heap_diff = heap_sub.add_parser(
+        "diff",
+        help="the types and source lines that grew between two snapshots, largest first",
+        description="Print what grew from OLD to NEW, largest first: types, then allocation sites.",
+    )
+    heap_diff.add_argument("files", nargs=2, metavar=("OLD", "NEW"), help="two heap snapshots")
+    for heap_parser in (heap_show, heap_diff):
+        heap_parser.add_argument("--json", action="store_true", help="one JSON document")
+        heap_parser.add_argument(
+            "--top", type=_count, default=20, metavar="N", help="lines per table (20)"
+        )
     args = parser.parse_args(argv)
+    if args.command == "heap":
+        from tracer.memory import cli as heap_cli
+
+        return heap_cli.main(args.heap_command, args.files, args.json, args.top)
     if args.command == "run":
         if not args.target:
             run.error("name a script to run")

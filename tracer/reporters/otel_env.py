@@ -1,10 +1,12 @@
 """OpenTelemetry's environment variables, read as its specification says, for services that are
 already configured for the OpenTelemetry SDK.
 
-* OTLP exporter: ``OTEL_EXPORTER_OTLP_TRACES_<X>`` wins over ``OTEL_EXPORTER_OTLP_<X>`` for
-  ``ENDPOINT``, ``HEADERS``, ``TIMEOUT``, ``COMPRESSION``, ``PROTOCOL``, ``CERTIFICATE``,
+* OTLP exporter: ``OTEL_EXPORTER_OTLP_TRACES_<X>`` (for metrics batches
+  ``OTEL_EXPORTER_OTLP_METRICS_<X>``) wins over ``OTEL_EXPORTER_OTLP_<X>`` for ``ENDPOINT``,
+  ``HEADERS``, ``TIMEOUT``, ``COMPRESSION``, ``PROTOCOL``, ``CERTIFICATE``,
   ``CLIENT_CERTIFICATE`` and ``CLIENT_KEY``. The generic ``OTEL_EXPORTER_OTLP_ENDPOINT`` is a
-  base URL that gets ``v1/traces`` appended; the traces one is used as it is. Headers are
+  base URL that gets ``v1/traces`` (``v1/metrics``) appended; the signal's own one is used as
+  it is. Headers are
   ``key=value`` pairs separated by commas, values percent-decoded; timeouts are milliseconds.
 * Zipkin exporter: ``OTEL_EXPORTER_ZIPKIN_ENDPOINT`` and ``OTEL_EXPORTER_ZIPKIN_TIMEOUT``.
 * Resource: ``OTEL_SERVICE_NAME``, else ``service.name`` in ``OTEL_RESOURCE_ATTRIBUTES``
@@ -24,7 +26,9 @@ from typing import Any
 
 __all__ = [
     "DEFAULT_OTLP_ENDPOINT",
+    "DEFAULT_OTLP_METRICS_ENDPOINT",
     "DEFAULT_ZIPKIN_ENDPOINT",
+    "SIGNALS",
     "TRACES_EXPORTERS",
     "get",
     "otlp_settings",
@@ -36,6 +40,9 @@ __all__ = [
 ]
 
 DEFAULT_OTLP_ENDPOINT = "http://localhost:4318/v1/traces"
+DEFAULT_OTLP_METRICS_ENDPOINT = "http://localhost:4318/v1/metrics"
+#: The OTLP signals tracer sends, as their variables name them.
+SIGNALS = ("traces", "metrics")
 DEFAULT_ZIPKIN_ENDPOINT = "http://localhost:9411/api/v2/spans"
 TRACES_EXPORTERS = ("otlp", "zipkin", "console", "none")
 _OTLP_OPTIONS = (
@@ -85,19 +92,22 @@ def _timeout_seconds(text: str, where: str) -> float:
     return millis / 1000.0
 
 
-def _signal_endpoint(base: str) -> str:
-    # The specification's rule: the base URL's path gets "v1/traces", one slash between them.
+def _signal_endpoint(base: str, signal: str = "traces") -> str:
+    # The specification's rule: the base URL's path gets "v1/<signal>", one slash between them.
     parts = urllib.parse.urlsplit(base)
     path = parts.path if parts.path.endswith("/") else parts.path + "/"
-    return urllib.parse.urlunsplit(parts._replace(path=path + "v1/traces"))
+    return urllib.parse.urlunsplit(parts._replace(path=path + f"v1/{signal}"))
 
 
-def otlp_settings(env: Mapping[str, str]) -> dict[str, Any]:
-    """The OTLP exporter's options the environment sets, as :func:`tracer.reporters.otlp.create`
-    takes them, each with the variable it came from: ``{option: (value, variable)}``."""
+def otlp_settings(env: Mapping[str, str], signal: str = "traces") -> dict[str, Any]:
+    """The OTLP exporter's options the environment sets for ``signal`` (``"traces"`` or
+    ``"metrics"``), as :func:`tracer.reporters.otlp.create` takes them, each with the variable
+    it came from: ``{option: (value, variable)}``."""
+    if signal not in SIGNALS:
+        raise ValueError(f"unknown OTLP signal {signal!r}")
     found: dict[str, Any] = {}
     for option in _OTLP_OPTIONS:
-        specific = f"OTEL_EXPORTER_OTLP_TRACES_{option}"
+        specific = f"OTEL_EXPORTER_OTLP_{signal.upper()}_{option}"
         generic = f"OTEL_EXPORTER_OTLP_{option}"
         value = get(env, specific)
         where = specific
@@ -107,7 +117,7 @@ def otlp_settings(env: Mapping[str, str]) -> dict[str, Any]:
         if value is None:
             continue
         if option == "ENDPOINT":
-            endpoint = value if where == specific else _signal_endpoint(value)
+            endpoint = value if where == specific else _signal_endpoint(value, signal)
             found["endpoint"] = (endpoint, where)
         elif option == "HEADERS":
             found["headers"] = (parse_key_values(value, where), where)

@@ -1,5 +1,8 @@
 """OTLP reporter: spans to an OpenTelemetry Collector, Jaeger, Grafana Tempo or any backend that
-speaks OTLP/HTTP, as ``POST <endpoint>/v1/traces``.
+speaks OTLP/HTTP, as ``POST <endpoint>/v1/traces``, and metrics batches as
+``POST <endpoint>/v1/metrics`` (an ``ExportMetricsServiceRequest`` of cumulative points, see
+:mod:`tracer.reporters.otlp_metrics`), each signal on its own connection with its own
+``OTEL_EXPORTER_OTLP_<SIGNAL>_*`` settings and the same outcomes.
 
 The body is an ``ExportTraceServiceRequest`` (:mod:`tracer.reporters.otlp_encode` says what goes
 where): binary protobuf (``protocol="http/protobuf"``, the default, built with the official
@@ -45,7 +48,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from tracer.reporters import http as _http
-from tracer.reporters import otel_env, otlp_encode
+from tracer.reporters import otel_env, otlp_encode, otlp_metrics
 from tracer.reporters.base import Batch, Callback, DeliveryError
 
 __all__ = [
@@ -78,7 +81,8 @@ class OtlpReporter(_http.HttpReporter):
 
     ``rejected_spans`` counts the spans receivers said they rejected in a ``partial_success``
     answer, and records this reporter could not encode (ids that are not hex): they are part of
-    batches counted as delivered, and lost.
+    batches counted as delivered, and lost. ``rejected_data_points`` counts the same for metrics
+    batches, which :attr:`metrics` (the reporter for ``/v1/metrics``) sends.
     """
 
     def __init__(
@@ -87,9 +91,13 @@ class OtlpReporter(_http.HttpReporter):
         protocol: str,
         resource_attributes: Mapping[str, Any],
         max_request_bytes: int,
+        signal: str = "traces",
         **options: Any,
     ) -> None:
         super().__init__(**options)
+        self.signal = signal
+        self.metrics: OtlpReporter | None = None
+        self._rejected_points = 0
         self.protocol = protocol
         self.resource_attributes = dict(resource_attributes)
         self.max_request_bytes = max_request_bytes
@@ -104,9 +112,31 @@ class OtlpReporter(_http.HttpReporter):
     def __repr__(self) -> str:
         return f"<OtlpReporter {self.protocol} {self.url}>"
 
+    @property
+    def rejected_data_points(self) -> int:
+        """Data points of delivered metrics batches that receivers said they rejected."""
+        inner = self.metrics
+        return self._rejected_points + (0 if inner is None else inner._rejected_points)
+
+    def close(self) -> None:
+        """Close the connections (spans' and metrics'); later sends fail, retryably."""
+        inner = self.metrics
+        if inner is not None:
+            inner.close()
+        super().close()
+
     def encode(self, data: Batch) -> tuple[list[bytes], int]:
-        """The request bodies for one batch (uncompressed; none when it has no span) and how
-        many records were left out as unusable."""
+        """The request bodies for one batch (uncompressed; none when it has nothing of this
+        reporter's signal) and how many records were left out as unusable."""
+        if self.signal == "metrics":
+            # A metrics batch is one registry's state: small, never split.
+            write = (
+                otlp_metrics.to_protobuf
+                if self.protocol == "http/protobuf"
+                else otlp_metrics.to_json
+            )
+            body = write(data, self.resource_attributes) if "metrics" in data else None
+            return ([] if body is None else [body]), 0
         groups, skipped = otlp_encode.prepare(data, self.resource_attributes)
         bodies: list[bytes] = []
         pending = [groups] if groups else []
@@ -122,7 +152,11 @@ class OtlpReporter(_http.HttpReporter):
 
     def send(self, data: Batch, callback: Callback) -> None:
         """POST one batch (in several requests when it is too large), then call ``callback``
-        exactly once; never raises on a delivery error."""
+        exactly once; never raises on a delivery error. A metrics batch goes to :attr:`metrics`."""
+        inner = self.metrics
+        if inner is not None and "metrics" in data:
+            inner.send(data, callback)
+            return
         error: BaseException | None = None
         try:
             bodies, skipped = self.encode(data)
@@ -189,7 +223,9 @@ class OtlpReporter(_http.HttpReporter):
         try:
             if (response.getheader("Content-Encoding") or "").lower() == "gzip":
                 answer = _gzip.decompress(answer)
-            rejected, message = _partial_success(answer, _content_type(response, self.protocol))
+            rejected, message = _partial_success(
+                answer, _content_type(response, self.protocol), self.signal
+            )
         except Exception:
             # An answer we cannot read is still a 200: the receiver took the batch.
             return
@@ -198,7 +234,11 @@ class OtlpReporter(_http.HttpReporter):
 
     def _note_rejected(self, rejected: int, message: str) -> None:
         # Called with the connection's lock held (inside send), so the counts need no other.
-        self.rejected_spans += rejected
+        what = "data points" if self.signal == "metrics" else "spans"
+        if self.signal == "metrics":
+            self._rejected_points += rejected
+        else:
+            self.rejected_spans += rejected
         self._unlogged_answers += 1
         self._unlogged_spans += rejected
         now = time.monotonic()
@@ -212,13 +252,15 @@ class OtlpReporter(_http.HttpReporter):
             more = f" ({answers} such answers, {spans} spans, since the last line)"
         if spans:
             log.warning(
-                "tracer: OTLP receiver %s rejected %d spans of delivered batches: %s%s;"
-                " rejected_spans=%d",
+                "tracer: OTLP receiver %s rejected %d %s of delivered batches: %s%s;"
+                " rejected_%s=%d",
                 self.url,
                 rejected,
+                what,
                 message,
-                more,
-                self.rejected_spans,
+                more.replace("spans", what),
+                what.replace(" ", "_"),
+                self._rejected_points if self.signal == "metrics" else self.rejected_spans,
             )
         else:
             log.warning("tracer: OTLP receiver %s warned: %s%s", self.url, message, more)
@@ -229,8 +271,14 @@ def _content_type(response: http.client.HTTPResponse, protocol: str) -> str:
     return value or CONTENT_TYPES[protocol]
 
 
-def _partial_success(answer: bytes, content_type: str) -> tuple[int, str]:
-    """``(rejected_spans, error_message)`` of an ``ExportTraceServiceResponse``."""
+def _partial_success(answer: bytes, content_type: str, signal: str = "traces") -> tuple[int, str]:
+    """``(rejected_spans, error_message)`` of an ``ExportTraceServiceResponse``, or
+    ``(rejected_data_points, error_message)`` of an ``ExportMetricsServiceResponse``."""
+    field, camel = (
+        ("rejected_data_points", "rejectedDataPoints")
+        if signal == "metrics"
+        else ("rejected_spans", "rejectedSpans")
+    )
     if content_type == "application/json" or answer[:1] == b"{":
         document = json.loads(answer)
         if not isinstance(document, dict):
@@ -238,9 +286,19 @@ def _partial_success(answer: bytes, content_type: str) -> tuple[int, str]:
         partial = document.get("partialSuccess", document.get("partial_success"))
         if not isinstance(partial, dict):
             return 0, ""
-        rejected = partial.get("rejectedSpans", partial.get("rejected_spans", 0))
+        rejected = partial.get(camel, partial.get(field, 0))
         message = partial.get("errorMessage", partial.get("error_message", ""))
         return max(0, int(rejected or 0)), str(message or "")
+    if signal == "metrics":
+        from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+            ExportMetricsServiceResponse,
+        )
+
+        metrics_response = ExportMetricsServiceResponse.FromString(answer)
+        if not metrics_response.HasField("partial_success"):
+            return 0, ""
+        points = metrics_response.partial_success
+        return max(0, int(points.rejected_data_points)), points.error_message
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
         ExportTraceServiceResponse,
     )
@@ -316,6 +374,18 @@ def traces_url(endpoint: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(path=path + "/v1/traces"))
 
 
+def metrics_url(endpoint: str) -> str:
+    """``<endpoint>/v1/metrics``; an endpoint whose path already ends so is used as it is, and
+    one that ends in ``/v1/traces`` has that replaced."""
+    parts = urllib.parse.urlsplit(endpoint.strip())
+    path = parts.path.rstrip("/")
+    if path.endswith("/v1/metrics"):
+        return endpoint.strip()
+    if path.endswith("/v1/traces"):
+        path = path[: -len("/v1/traces")]
+    return urllib.parse.urlunsplit(parts._replace(path=path + "/v1/metrics"))
+
+
 def create(
     endpoint: str | None = None,
     protocol: str | None = None,
@@ -330,6 +400,7 @@ def create(
     resource_attributes: Mapping[str, Any] | None = None,
     max_request_bytes: int = MAX_REQUEST_BYTES,
     env: Mapping[str, str] | None = None,
+    metrics_endpoint: str | None = None,
 ) -> OtlpReporter:
     """Create a reporter that sends each batch to an OTLP/HTTP receiver.
 
@@ -355,9 +426,51 @@ def create(
     ``OTEL_RESOURCE_ATTRIBUTES``). ``env`` is where the variables are read (default
     ``os.environ``). Raises ``ValueError`` for anything it cannot use, naming the option or the
     variable.
+
+    Metrics batches go to ``metrics_endpoint`` (a full URL, used as it is), else
+    ``<endpoint>/v1/metrics``, else ``OTEL_EXPORTER_OTLP_METRICS_ENDPOINT`` (as it is), else
+    ``<OTEL_EXPORTER_OTLP_ENDPOINT>/v1/metrics``; the options left out come from the
+    ``OTEL_EXPORTER_OTLP_METRICS_*`` variables, else the generic ones.
     """
     env = os.environ if env is None else env
-    found = otel_env.otlp_settings(env)
+    options: dict[str, Any] = {
+        "protocol": protocol,
+        "headers": headers,
+        "timeout": timeout,
+        "compression": compression,
+        "ca_file": ca_file,
+        "client_cert": client_cert,
+        "client_key": client_key,
+        "verify": verify,
+        "resource_attributes": resource_attributes,
+        "max_request_bytes": max_request_bytes,
+        "env": env,
+    }
+    reporter = _build("traces", endpoint, None, **options)
+    reporter.metrics = _build("metrics", endpoint, metrics_endpoint, **options)
+    return reporter
+
+
+def _build(
+    signal: str,
+    endpoint: str | None,
+    full_url: str | None,
+    *,
+    protocol: str | None,
+    headers: Mapping[str, str] | None,
+    timeout: float | None,
+    compression: str | None,
+    ca_file: str | os.PathLike[str] | None,
+    client_cert: str | os.PathLike[str] | None,
+    client_key: str | os.PathLike[str] | None,
+    verify: bool,
+    resource_attributes: Mapping[str, Any] | None,
+    max_request_bytes: int,
+    env: Mapping[str, str],
+) -> OtlpReporter:
+    """One signal's reporter (see :func:`create`)."""
+    found = otel_env.otlp_settings(env, signal)
+    to_url = metrics_url if signal == "metrics" else traces_url
 
     def pick(name: str, given: Any) -> tuple[Any, str]:
         if given is not None:
@@ -368,12 +481,14 @@ def create(
         return None, name
 
     url_value, url_where = pick("endpoint", endpoint)
+    if full_url is not None:
+        url_value, url_where = full_url, "metrics_endpoint"
     if url_value is None:
-        url = traces_url(DEFAULT_ENDPOINT)
+        url = to_url(DEFAULT_ENDPOINT)
     elif not isinstance(url_value, str):
         raise ValueError(f"otlp reporter: {url_where} must be a URL string")
     elif url_where == "endpoint":
-        url = traces_url(url_value)
+        url = to_url(url_value)
     else:
         url = url_value
 
@@ -389,7 +504,10 @@ def create(
             f"otlp reporter: {protocol_where} must be one of {', '.join(PROTOCOLS)},"
             f" got {protocol_value!r}"
         )
-    if chosen == "http/protobuf" and not otlp_encode.protobuf_available():
+    available = (
+        otlp_metrics.protobuf_available if signal == "metrics" else otlp_encode.protobuf_available
+    )
+    if chosen == "http/protobuf" and not available():
         raise ValueError(
             f"otlp reporter: {protocol_where} http/protobuf needs the opentelemetry-proto"
             " package: pip install 'dapper-tracer[otlp]', or use protocol http/json"
@@ -447,6 +565,7 @@ def create(
     if "user-agent" not in given:
         merged["User-Agent"] = f"tracer-otlp/{otlp_encode.sdk_version()}"
     return OtlpReporter(
+        signal=signal,
         protocol=chosen,
         resource_attributes=resource_attributes,
         max_request_bytes=max_request_bytes,
