@@ -296,6 +296,10 @@ def hung(a: dict[str, Any]) -> None:
         send_timeout=0.2,
         max_backoff=1.0,
         spool_path=a["spool_path"],
+        # Only the delivery threads are counted here: metrics and memory have threads of their own.
+        metrics=False,
+        memory_watch=False,
+        heap_snapshot_signal=None,
     )
     peak = threading.active_count()
     end = time.monotonic() + a["seconds"]

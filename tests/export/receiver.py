@@ -184,6 +184,12 @@ class OtlpReceiver:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", "0"))
                 raw = self.rfile.read(length)
+                if self.path.endswith("/v1/metrics"):
+                    # Metrics batches (tests/export/test_otlp_metrics.py checks them): taken.
+                    self.send_response(200)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 with receiver.changed:
                     if receiver.drop_connection > 0:
                         receiver.drop_connection -= 1
