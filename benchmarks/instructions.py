@@ -6,7 +6,8 @@ The server rows measure time, and on a shared machine time drifts by tens of per
 This counts the machine instructions a server executes per request instead, under valgrind's
 callgrind, which gives the same count for the same work whatever else the machine is doing
 (repeat runs agree to about 0.5%). For each variant (``--variants``: untraced, patched, spans,
-tracer, as in rows 7a/7b) it starts the benchmark's hello-world server under callgrind, sends
+tracer, as in rows 7a/7b; metrics, tracer with request and runtime metrics; memory, tracer with
+the memory watch) it starts the benchmark's hello-world server under callgrind, sends
 ``--warmup`` requests and then ``--requests`` more over one keep-alive connection, one at a time,
 and stops it; a second process gets the warm-up only. The difference of the two processes'
 totals, divided by ``--requests``, is the cost of one request with start-up, warm-up, exit and
@@ -44,7 +45,7 @@ from benchmarks.common import emit, make_setup
 from benchmarks.run import FULL, Context, Sizes, child_env, parse_result, service
 from benchmarks.worker import CLIENT_CALLS
 
-VARIANTS = ("untraced", "patched", "spans", "tracer")
+VARIANTS = ("untraced", "patched", "spans", "tracer", "metrics", "memory")
 CLIENT_VARIANTS = ("untraced", "tracer", "otel")
 _TOTAL = re.compile(r"^(?:summary|totals):\s+(\d+)", re.MULTILINE)
 _BODY = b"Hello, world"

@@ -524,6 +524,18 @@ ROWS: tuple[Row, ...] = (
         default=False,
     ),
     Row(
+        "8",
+        "aiohttp-server-metrics",
+        "aiohttp.web hello world, metrics off and on",
+        "req/s",
+        ("untraced", "tracer", "metrics"),
+        measure_server("aiohttp"),
+        needs=("aiohttp",),
+        tracer_needs=("tracer.instrumentation.aiohttp_server", "tracer.metrics"),
+        higher_is_better=True,
+        default=False,
+    ),
+    Row(
         "6a",
         "memory-queued",
         "memory per queued span",
@@ -563,7 +575,7 @@ def skip_reason(ctx: Context, row: Row, variant: str) -> str | None:
         return NOT_INSTALLED
     if variant == "otel" and ("otel" in ctx.without or not all(map(installed, row.otel_needs))):
         return NOT_INSTALLED
-    traced = variant in ("tracer", "patched", "spans")
+    traced = variant in ("tracer", "patched", "spans", "metrics", "memory")
     if traced and ("tracer" in ctx.without or not tracer_available()):
         return "skipped (tracer API not available)"
     if traced:

@@ -137,7 +137,10 @@ class Stages:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("kind", choices=sorted(SERVERS))
-    parser.add_argument("variant", choices=["untraced", "patched", "spans", "tracer", "otel"])
+    parser.add_argument(
+        "variant",
+        choices=["untraced", "patched", "spans", "tracer", "metrics", "memory", "otel"],
+    )
     parser.add_argument("--lifetime", type=float, default=120.0)
     args = parser.parse_args(argv)
     instrument, serve = SERVERS[args.kind]

@@ -71,6 +71,8 @@ class Config:
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
     metrics_interval: float | None = 60.0
+    # A directory shared by the processes of a pre-forking server (None: this process alone).
+    metrics_dir: str | None = None
     metrics_buckets: tuple[float, ...] = (
         0.005,
         0.01,
@@ -199,6 +201,7 @@ ENV_OPTIONS = (
     "metrics_host",
     "metrics_interval",
     "metrics_buckets",
+    "metrics_dir",
     "memory_watch",
     "memory_interval",
     "leak_window",
@@ -210,7 +213,13 @@ ENV_OPTIONS = (
 )
 # Options a variable may set to None with "none" (or "off").
 _NULLABLE = frozenset(
-    ("metrics_port", "metrics_interval", "heap_snapshot_signal", "heap_snapshot_dir")
+    (
+        "metrics_port",
+        "metrics_interval",
+        "metrics_dir",
+        "heap_snapshot_signal",
+        "heap_snapshot_dir",
+    )
 )
 
 
@@ -472,7 +481,7 @@ def _validate(where: str, key: str, value: Any) -> Any:
                 f" 'SIGUSR2', or None, got {value!r}"
             )
         return name
-    if key == "heap_snapshot_dir":
+    if key in ("heap_snapshot_dir", "metrics_dir"):
         if value is None:
             return None
         if not isinstance(value, (str, os.PathLike)):

@@ -64,6 +64,8 @@ class Runtime:
         self.query_keys = query_keys(config.redact_query_keys)
         self.header_names = header_names(config.redact_headers)
         self.record_headers = config.record_headers
+        # Server requests started, slot 0, counted for tracer.metrics' active-requests gauge.
+        self.metrics_started: list[int] | None = None
         # Outgoing URL -> what a client span takes from it (see client_span).
         self._targets: dict[str, tuple[str, str, str]] = {}
         # Scheme -> Host header -> cleaned "scheme://host" prefix (see server_span).
@@ -185,6 +187,9 @@ class Runtime:
         if self.record_headers:
             items = header_map(headers.items()) if multidict else headers
             span.set_tag("http.request_headers", redact_headers(items.items(), self.header_names))
+        started = self.metrics_started
+        if started is not None:
+            started[0] += 1
         return span
 
     def response_headers(

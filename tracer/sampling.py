@@ -146,6 +146,8 @@ class Collector:
         self.unsampled_dropped = 0
         self.forced_kept = 0
         self.forced_rate_limited = 0
+        # Request metrics (tracer.metrics): called with every finished span, sampled or not.
+        self.record: Callable[[Span], None] | None = None
 
     def failed(self, span: Span) -> bool:
         """Does ``span`` make its trace worth keeping: an error, an error status, or too slow?"""
@@ -185,6 +187,9 @@ class Collector:
 
     def on_finish(self, span: Span) -> None:
         """Called once per finished span, on the thread that finished it."""
+        record = self.record
+        if record is not None:
+            record(span)
         self.note_failure(span)
         local = span.local
         if local.sampled:
