@@ -104,5 +104,44 @@ spool_max_bytes = 256 * 1024 * 1024
 # On SIGTERM, flush (or spool) before the handler that was there runs. Only from the main thread.
 handle_sigterm = True
 
+# Metrics: every request counted (sampled or not) into histograms of its duration, with process,
+# GC, event-loop and tracer-health metrics. metrics_port (e.g. 9464) serves /metrics for
+# Prometheus on metrics_host from a thread of tracer's own; None: no port (mount
+# tracer.metrics.aiohttp_handler(), wsgi_app() or serve_http() instead). metrics_interval:
+# seconds between metrics batches to the reporter (None: none). metrics_buckets: the histogram
+# bucket bounds, in seconds. metrics_dir: a directory shared by the processes of a pre-forking
+# server (gunicorn, os.fork workers), so that one scrape totals all of them; None: one process.
+metrics = True
+metrics_port = None
+metrics_host = "127.0.0.1"
+metrics_interval = 60.0
+metrics_buckets = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0]
+metrics_dir = None
+
+# Memory watch (tracer.memory): after each full garbage collection, or every memory_interval
+# seconds when none came, the Python heap (allocated blocks) and RSS are read on a thread of
+# tracer's own, for the "stats" and "leak" events (tracer.memory.on) and, at most once per
+# memory_interval, a memory batch to the reporter. A leak: one of them grew at leak_window
+# observations in a row, ending above its earlier high by 1% or more (not in the first
+# memory_interval seconds). Nothing runs per request; the gc callback does O(1) work.
+memory_watch = True
+memory_interval = 60.0
+leak_window = 5
+
+# Heap snapshots (tracer.memory.snapshot()): a census of the Python heap by type, the largest
+# containers, RSS and allocation sites, written as gzip JSON for `tracer heap show|diff`.
+# heap_snapshot_signal: the signal that writes one (None: none); installed from the main thread
+# only, after the handler already there, which still runs. With no handler before, the signal's
+# default action (SIGUSR2's ends the process) no longer happens. heap_snapshot_on_leak: write one
+# on a leak event, at most once per heap_snapshot_min_interval seconds. heap_snapshot_max_files:
+# how many of its own files tracer keeps per service in heap_snapshot_dir (None: tracer-heap in
+# the system's temporary directory). Each snapshot pauses the process for a time that grows
+# with its heap (see the README).
+heap_snapshot_signal = "SIGUSR2"
+heap_snapshot_on_leak = True
+heap_snapshot_min_interval = 600.0
+heap_snapshot_max_files = 5
+heap_snapshot_dir = None
+
 # Turn tracer off entirely (install() then does nothing).
 disabled = False
