@@ -34,10 +34,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 _CHILD = """
 import gc, queue, sys
-from tracer.memory.watch import GcHook
+from tracer.gchook import GcHook
 mode, generation, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-hook = GcHook(queue.SimpleQueue())
-other = GcHook(queue.SimpleQueue())
+hook = GcHook()
+other = GcHook()
+hook.wake = queue.SimpleQueue()
+other.wake = queue.SimpleQueue()
 if mode == "hook":
     gc.callbacks.append(hook.entry)
 gc.disable()

@@ -15,7 +15,7 @@ import pytest
 
 import tracer
 import tracer.memory
-from tracer import safety
+from tracer import gchook, safety
 from tracer.memory import watch
 from tracer.memory.watch import Base
 from tracer.reporters import memory_text
@@ -186,7 +186,8 @@ def test_uninstall_removes_the_gc_callback_and_the_thread() -> None:
 
 def test_memory_watch_off_starts_nothing(events: Any) -> None:
     tracer.install(app_name="watch", reporter=Recorder(), memory_watch=False)
-    assert hooks() == [] and memory_threads() == []
+    # The gc hook may be in for the metrics' pause histogram, but not for the watcher.
+    assert "memory" not in gchook.HOOK.users and memory_threads() == []
     gc.collect()
     time.sleep(0.05)
     assert events["stats"] == []
@@ -384,3 +385,12 @@ def test_gc_returns_even_while_a_listener_holds_the_watchers_thread() -> None:
     finally:
         release.set()
         tracer.memory.off("stats", slow)
+
+
+def test_metrics_and_the_watcher_share_one_gc_callback() -> None:
+    before = list(gc.callbacks)
+    tracer.install(app_name="watch", reporter=Recorder())
+    assert gchook.HOOK.users == {"metrics", "memory"}
+    assert [cb for cb in gc.callbacks if cb not in before] == [gchook.HOOK.entry]
+    tracer.uninstall()
+    assert gc.callbacks == before and not gchook.HOOK.users

@@ -2,11 +2,12 @@
 
 Two parts with very different budgets:
 
-* :class:`GcHook`, the ``gc.callbacks`` entry. It runs inside every collection, generation 0
-  included, on whatever thread triggered it, so it only notes the time on "start", adds the pause
-  on "stop" and, for a full collection, hands a wake-up to the watcher's thread. It never reads
-  ``/proc``, never allocates a container and never takes a lock: a lock taken there could be the
-  one the interrupted code already holds.
+* tracer's one ``gc.callbacks`` entry (:mod:`tracer.gchook`, shared with the metrics' pause
+  histogram). It runs inside every collection, generation 0 included, on whatever thread
+  triggered it, so it only notes the time on "start", adds the pause on "stop" and, for a full
+  collection, hands a wake-up to the watcher's thread. It never reads ``/proc``, never allocates
+  a container and never takes a lock: a lock taken there could be the one the interrupted code
+  already holds.
 * :class:`Watcher`, one daemon thread. Woken after a full collection (or by its timer when none
   came for ``memory_interval`` seconds), it reads the Python heap (``sys.getallocatedblocks()``)
   and RSS (``/proc/self/statm``), feeds each to its own :class:`Base`, calls the listeners and
@@ -27,7 +28,7 @@ from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 from typing import Any
 
-from tracer import safety
+from tracer import gchook, safety
 
 log = logging.getLogger("tracer")
 
@@ -217,38 +218,11 @@ class Base:
         }
 
 
-class GcHook:
-    """The ``gc.callbacks`` entry: O(1) per collection, no lock, no allocation of containers.
-
-    A full collection (generation 2) bumps ``full`` and, unless a wake-up is already waiting,
-    puts one on the watcher's :class:`queue.SimpleQueue`, whose ``put`` is reentrant (safe from
-    inside a collection that interrupted any code, the watcher's own included). Python 3.14's
-    incremental collector reports its automatic collections as generation 1 (the young
-    generation plus an increment of the old); only ``gc.collect()`` is generation 2 there.
-    """
-
-    __slots__ = ("entry", "full", "pause", "pending", "started", "wake")
-
-    def __init__(self, wake: queue.SimpleQueue[None]) -> None:
-        # The one bound method object in gc.callbacks, so that remove() finds it again.
-        self.entry = self.callback
-        self.full = 0
-        self.pause = 0.0
-        self.started = 0.0
-        self.pending = False
-        self.wake = wake
-
-    def callback(self, phase: str, info: dict[str, int]) -> None:
-        """The ``gc.callbacks`` entry (a bound method: cheaper to call than the instance)."""
-        if phase == "start":
-            self.started = time.perf_counter()
-            return
-        self.pause += time.perf_counter() - self.started
-        if info["generation"] == 2:
-            self.full += 1
-            if not self.pending:
-                self.pending = True
-                self.wake.put(None)
+# Python 3.14's incremental collector reports its automatic collections as generation 1 (the
+# young generation plus an increment of the old); only ``gc.collect()`` is generation 2 there,
+# so the full collections the hook wakes the watcher for come from explicit calls, and the timer
+# makes the other observations.
+GcHook = gchook.GcHook
 
 
 Listener = Callable[[dict[str, Any]], Any]
@@ -277,9 +251,11 @@ class Watcher:
         self.heap = Base(HEAP, window, 1000, 0.01, warmup)
         self.rss = Base(RSS, window, 1 << 20, 0.01, warmup)
         self.wake: queue.SimpleQueue[None] = queue.SimpleQueue()
-        self.hook = GcHook(self.wake)
+        self.hook = gchook.HOOK
+        # What the shared hook had counted before this watcher: its figures start from here.
+        self._pause_base = self.hook.pause_ns
         self._gc_base = self._gc_counts()
-        self._seen_full = 0
+        self._seen_full = self.hook.full
         self._observations = 0
         self._last_observed = time.monotonic()
         self._last_sent = self._last_observed
@@ -293,16 +269,18 @@ class Watcher:
     # -- lifecycle -------------------------------------------------------------------------------
 
     def start(self) -> None:
-        gc.callbacks.append(self.hook.entry)
+        self.hook.wake = self.wake
+        self.hook.pending = False
+        self._seen_full = self.hook.full
+        self.hook.use("memory")
         self._thread = threading.Thread(target=self._run, name="tracer-memory", daemon=True)
         self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop = True
-        try:
-            gc.callbacks.remove(self.hook.entry)
-        except ValueError:
-            pass
+        if self.hook.wake is self.wake:
+            self.hook.wake = None
+        self.hook.release("memory")
         self.wake.put(None)
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
@@ -412,7 +390,7 @@ class Watcher:
         out["rss"] = self.rss.fields()
         out["rss_bytes"] = rss
         out["allocated_blocks"] = blocks
-        out["gc_pause_seconds"] = round(self.hook.pause, 6)
+        out["gc_pause_seconds"] = round((self.hook.pause_ns - self._pause_base) / 1e9, 6)
         out["uncollectable"] = uncollectable - base_uncollectable
         out["leaks"] = {HEAP: self.heap.leaks, RSS: self.rss.leaks}
         return out
