@@ -94,3 +94,51 @@ def test_a_report_left_at_exit_is_spooled_and_replayed_by_the_next_process(
     (got,) = up.reports("metrics")
     assert got["metrics"] == {"n": 1}
     assert tracer.stats()["reports"]["metrics"]["replayed"] == 1
+
+
+class SpansOnly:
+    """A reporter written before reports existed: it reads ``data["spans"]``."""
+
+    def __init__(self) -> None:
+        self.spans: list[dict[str, Any]] = []
+        self.lock = threading.Lock()
+
+    def send(self, data: dict[str, Any], callback: Any) -> None:
+        spans = data["spans"]  # KeyError for a report batch
+        with self.lock:
+            self.spans.extend(spans)
+        callback(None)
+
+
+def test_a_reporter_that_fails_on_reports_still_gets_every_span(tmp_path: Path) -> None:
+    reporter = SpansOnly()
+    tracer.install(
+        app_name="reports",
+        reporter=reporter,
+        flush_interval=0.02,
+        max_backoff=0.05,
+        spool_path=str(tmp_path / "spool.sqlite"),
+    )
+    with tracer.span("first"):
+        pass
+    # Spans are delivered: from now on a failing report is the report's trouble.
+    assert tracer.flush(10)
+    made = 1
+    for round_ in range(20):
+        submit("metrics", {"round": round_})
+        for _ in range(5):
+            with tracer.span("work"):
+                made += 1
+        time.sleep(0.01)
+    deadline = time.monotonic() + 20
+    while len(reporter.spans) < made and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert len(reporter.spans) == made
+    stats = tracer.stats()
+    assert stats["delivered"] == stats["created"] == made and stats["spooled"] == 0
+    deadline = time.monotonic() + 20
+    while tracer.stats()["reports"]["metrics"]["pending"] and time.monotonic() < deadline:
+        time.sleep(0.02)
+    counts = tracer.stats()["reports"]["metrics"]
+    assert counts["created"] == 20 and counts["delivered"] == 0
+    assert counts["dropped"] == 20 == counts["dropped_by_reason"]["reporter_error"]

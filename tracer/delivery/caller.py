@@ -107,7 +107,25 @@ class Callers:
     def abandoned(self) -> int:
         return len(self._abandoned)
 
-    def send(self, data: dict[str, Any], delivery: Delivery, timeout: float) -> None:
+    def prepare(self) -> None:
+        """Start the first reporter thread now, while threads can start: at interpreter
+        shutdown Python 3.12 and newer start none, and a short program's first send is often
+        the one its exit makes."""
+        if self._current is None:
+            try:
+                self._current = Caller(self.reporter)
+            except RuntimeError:
+                pass
+
+    def close(self) -> None:
+        """End the current reporter thread once its send (if any) returns."""
+        caller, self._current = self._current, None
+        if caller is not None:
+            caller.abandon()
+
+    def send(
+        self, data: dict[str, Any], delivery: Delivery, timeout: float, inline: bool = True
+    ) -> None:
         """Hand ``data`` to the reporter and wait up to ``timeout`` for ``delivery`` to close;
         close it with an error when the reporter did not call back in time."""
         caller = self._current
@@ -115,10 +133,14 @@ class Callers:
             try:
                 caller = self._current = Caller(self.reporter)
             except RuntimeError:
-                # No thread to be had (at interpreter shutdown Python 3.12 and newer start none;
-                # or the process is out of threads): send from this thread, which the exit
-                # waits for only within its bound.
-                self._send_here(data, delivery)
+                # No thread to be had (the process is out of threads, or it is shutting down:
+                # Python 3.12 and newer start none then). While running, send from this thread;
+                # on the way out, a send here could hang the exit's spool write behind it, so
+                # the batch fails and goes to the spool instead.
+                if inline:
+                    self._send_here(data, delivery)
+                else:
+                    delivery(RuntimeError("no thread for the reporter while exiting"))
                 return
         caller.call(data, delivery)
         if not delivery.done.wait(timeout):

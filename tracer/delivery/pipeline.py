@@ -254,6 +254,7 @@ class Pipeline:
         if self._stopped:
             return self.ledger.pending() == 0
         self._stopped = True
+        self.sender.stopping = True
         start = time.monotonic()
         try:
             ok = self.flush(seconds)

@@ -108,6 +108,8 @@ class Sender:
         self.callers = Callers(reporter)
         self.flushes = 0
         self.exiting = False
+        # Set when exit begins (before its last flush): no send is made on this thread then.
+        self.stopping = False
         self.done = threading.Event()
         self.failures = 0
         self.next_attempt = 0.0
@@ -115,6 +117,14 @@ class Sender:
         self.delivery: Delivery | None = None
         self._spool_turn = False
         self._rejected_seen = 0
+        # A report batch (metrics, memory) that failed while spans are delivered, waiting for its
+        # next attempt (see _report_failed): it never holds span batches back.
+        self.report_retry: Batch | None = None
+        # Whether the last span batch tried was delivered: only then is a failing report the
+        # report's trouble, not the reporter's.
+        self.spans_ok = False
+        self.report_due = 0.0
+        self._report_warned = False
 
     @property
     def failing(self) -> bool:
@@ -124,6 +134,7 @@ class Sender:
 
     def run(self) -> None:
         context.suppress.set(True)
+        self.callers.prepare()
         try:
             self.spooler.open_if_present()
         except Exception as exc:
@@ -164,6 +175,10 @@ class Sender:
         self._attempt(batch)
 
     def _next(self) -> Batch | None:
+        report = self.report_retry
+        if report is not None and time.monotonic() >= self.report_due:
+            self.report_retry = None
+            return report
         # Live batches and spooled ones take turns, so a replay never starves fresh spans and
         # steady traffic never starves the replay.
         if self._spool_turn:
@@ -205,7 +220,7 @@ class Sender:
                     # begin_exit() may have looked for a delivery to close just before this one.
                     delivery(TimeoutError("exiting"))
                 else:
-                    self.callers.send(data, delivery, self.send_timeout)
+                    self.callers.send(data, delivery, self.send_timeout, not self.stopping)
             except Exception as exc:
                 # Starting the reporter's thread failed (the process is out of threads, say).
                 delivery(exc)
@@ -222,12 +237,20 @@ class Sender:
                 log.info("tracer: reporter delivers again")
             self.failures = 0
             self.next_attempt = 0.0
+            if not batch.is_report:
+                self.spans_ok = True
             self._settle(batch, "delivered")
             return
         if kind == REJECT:
-            log.warning("tracer: reporter rejected a batch of %d spans: %s", batch.count, text)
+            what = "a report batch" if batch.is_report else f"a batch of {batch.count} spans"
+            log.warning("tracer: reporter rejected %s: %s", what, text)
             self._settle(batch, "dropped", "rejected")
             return
+        if batch.is_report and not hung and self.spans_ok and not self.failures:
+            self._report_failed(batch, text)
+            return
+        if not batch.is_report:
+            self.spans_ok = False
         self.failures += 1
         batch.attempts += 1
         delay = min(self.max_backoff, FIRST_BACKOFF * 2 ** min(self.failures, 30))
@@ -240,6 +263,34 @@ class Sender:
         self.ledger.trouble(f"reporter failing ({text})")
         if hung or self._give_up(batch):
             self._park(batch)
+
+    def _report_failed(self, batch: Batch, text: str) -> None:
+        """A report batch failed while span batches are delivered.
+
+        A reporter may handle spans and not reports (one written before reports existed reads
+        ``data["spans"]``), so the report's failures are its own: they never set the spans'
+        backoff. It is tried again after a pause of its own, up to ``max_retries`` times, then
+        dropped (``reporter_error``), logged once.
+        """
+        self.current = None
+        batch.attempts += 1
+        if self.exiting or self.stopping:
+            self._park(batch)
+            return
+        if batch.attempts > self.max_retries or self.report_retry is not None:
+            if not self._report_warned:
+                self._report_warned = True
+                log.warning(
+                    "tracer: the reporter fails on report batches (metrics, memory) while it"
+                    " delivers spans; dropping them (%s)",
+                    text,
+                )
+            self._settle(batch, "dropped", "reporter_error")
+            return
+        batch.hold()
+        self.report_retry = batch
+        delay = min(self.max_backoff, FIRST_BACKOFF * 2 ** min(batch.attempts, 30))
+        self.report_due = time.monotonic() + delay
 
     def _read_partial(self) -> None:
         # A receiver may accept a batch and reject some of its spans (OTLP's partial_success):
@@ -303,6 +354,9 @@ class Sender:
         if self.current is not None:
             batches.append(self.current)
             self.current = None
+        if self.report_retry is not None:
+            batches.append(self.report_retry)
+            self.report_retry = None
         batches.extend(self.batcher.drain())
         live = []
         for batch in batches:
@@ -317,4 +371,5 @@ class Sender:
             reason = "exit"
         for batch in live:
             self.ledger.settle_live(batch.settled, "dropped", batch.count, reason)
+        self.callers.close()
         self.spooler.close()
