@@ -360,6 +360,11 @@ _NUMBERS: dict[str, tuple[type, float, float]] = {
     "heap_snapshot_min_interval": (float, 0.0, 10**7),
     "heap_snapshot_max_files": (int, 1, 10_000),
 }
+# Signals a snapshot must not take: uncatchable ones, and those the kernel sends for a fault in
+# the running code (handled in Python, the faulting instruction runs again, forever).
+_UNSAFE_SIGNALS = frozenset(
+    ("SIGKILL", "SIGSTOP", "SIGSEGV", "SIGBUS", "SIGFPE", "SIGILL", "SIGTRAP", "SIGSYS", "SIGABRT")
+)
 # Number options for which None is a value too (off).
 _OPTIONAL_NUMBERS = frozenset(("metrics_port", "metrics_interval"))
 
@@ -472,13 +477,19 @@ def _validate(where: str, key: str, value: Any) -> Any:
             return None
         import signal as signal_module
 
-        name = value if isinstance(value, str) else None
-        if name is not None and not name.startswith("SIG"):
-            name = "SIG" + name.upper()
-        if name is None or not isinstance(getattr(signal_module, name, None), int):
+        name = value.strip().upper() if isinstance(value, str) else ""
+        if name and not name.startswith("SIG"):
+            name = "SIG" + name
+        if name not in signal_module.Signals.__members__:
             raise ConfigError(
                 f"{where}: option 'heap_snapshot_signal' must be a signal name such as"
                 f" 'SIGUSR2', or None, got {value!r}"
+            )
+        if name in _UNSAFE_SIGNALS:
+            raise ConfigError(
+                f"{where}: option 'heap_snapshot_signal' cannot be {name}: it cannot be caught,"
+                " or it reports a fault the process must die of; use a free signal such as"
+                " 'SIGUSR2'"
             )
         return name
     if key in ("heap_snapshot_dir", "metrics_dir"):

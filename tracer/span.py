@@ -192,7 +192,8 @@ class Span:
         end = _time_ns() // 1000
         if self.kind == SERVER and self.start_us <= self.sent_us < end:
             end = self.sent_us
-        self.duration_us = end - self.start_us
+        # A wall clock set back during the span would make it negative.
+        self.duration_us = end - self.start_us if end >= self.start_us else 0
         Span.sink(self)
 
     # -- output --------------------------------------------------------------------------------

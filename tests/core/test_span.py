@@ -139,3 +139,10 @@ def test_finished_spans_go_to_the_sink_set_and_nowhere_after_uninstall() -> None
     assert runtime is not None and Span.sink == runtime.collector.on_finish
     tracer.uninstall()
     assert Span.sink is span_module._no_sink
+
+
+def test_a_wall_clock_set_back_gives_no_negative_duration() -> None:
+    span = Span(CLIENT, "GET api:80/", "a" * 32, "r", None, LocalTrace(True), True)
+    span.start_us += 3_000_000  # as if the clock went back 3 s while the span ran
+    span.finish()
+    assert span.duration_us == 0

@@ -142,15 +142,6 @@ print("ok")
     )
 
 
-def test_a_signal_that_cannot_be_handled_is_logged_and_skipped(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    tracer.install(reporter=Discard(), memory_watch=False, heap_snapshot_signal="SIGKILL")
-    assert signal.getsignal(signal.SIGKILL) is signal.SIG_DFL
-    assert "cannot handle SIGKILL" in caplog.text
-    tracer.uninstall()
-
-
 def test_uninstall_off_the_main_thread_stops_the_thread_and_chains_only() -> None:
     calls: list[int] = []
     old = signal.signal(signal.SIGUSR2, lambda signum, frame: calls.append(signum))
@@ -173,3 +164,14 @@ def test_uninstall_off_the_main_thread_stops_the_thread_and_chains_only() -> Non
         assert signal.getsignal(signal.SIGUSR2) is not snapshot_module._on_signal
     finally:
         signal.signal(signal.SIGUSR2, old)
+
+
+@pytest.mark.parametrize("value", ["SIG_IGN", "SIG_DFL", "SIG_SETMASK", "SIGKILL", "SIGSEGV", 12])
+def test_a_signal_a_snapshot_must_not_take_is_a_config_error(value: object) -> None:
+    with pytest.raises(tracer.ConfigError, match="heap_snapshot_signal"):
+        tracer.install(app_name="sig", heap_snapshot_signal=value)
+
+
+def test_a_trace_must_end() -> None:
+    with pytest.raises(ValueError, match="at most"):
+        tracer.memory.trace(float("inf"))

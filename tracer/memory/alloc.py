@@ -112,6 +112,10 @@ class Trace:
                 self._wake.set()
 
 
+# The longest trace: a day. A trace is meant for a window of real traffic, and its end must come.
+MAX_SECONDS = 86400.0
+
+
 def trace(seconds: float = 60.0, frames: int = 10) -> Trace:
     """Trace allocations with tracemalloc for ``seconds``, keeping ``frames`` frames each.
 
@@ -126,8 +130,8 @@ def trace(seconds: float = 60.0, frames: int = 10) -> Trace:
     ``with`` block.
     """
     global _current
-    if not seconds > 0:
-        raise ValueError(f"seconds must be more than 0, got {seconds!r}")
+    if not 0 < seconds <= MAX_SECONDS:
+        raise ValueError(f"seconds must be more than 0 and at most {MAX_SECONDS}, got {seconds!r}")
     if not isinstance(frames, int) or frames < 1:
         raise ValueError(f"frames must be a whole number of 1 or more, got {frames!r}")
     with _lock:

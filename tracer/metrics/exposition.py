@@ -24,7 +24,9 @@ def render(registry: CollectorRegistry, accept: str | None) -> tuple[bytes, str]
 class _Handler(WSGIRequestHandler):
     """tracer's own endpoint: silent, and never traced (scrapes are not the application's)."""
 
-    timeout = 10
+    # One thread answers every scrape: a connection that sends nothing holds the others back
+    # for this long at most (Prometheus' own scrape timeout is 10 s).
+    timeout = 2
 
     def parse_request(self) -> bool:
         # http.server's parse_request is where tracer starts server spans: this server calls

@@ -48,8 +48,10 @@ CLIENT_LABELS = (
     "http_response_status_code",
     "error_type",
 )
-_SERVER_OVERFLOW = (OTHER, OTHER, None, False)
-_CLIENT_OVERFLOW = (OTHER, OTHER, OTHER, None, "")
+# Past MAX_SERIES a request keeps only its status code, scheme and error type (a few hundred
+# values at most), so status classes and error ratios stay right.
+_SERVER_OVERFLOW = (OTHER, OTHER)
+_CLIENT_OVERFLOW = (OTHER, OTHER, OTHER)
 
 Series = list[int]
 
@@ -322,7 +324,7 @@ class Recorder:
                 return series
             key = clean
         if len(table) >= MAX_SERIES:
-            key = _SERVER_OVERFLOW if server else _CLIENT_OVERFLOW
+            key = (*_SERVER_OVERFLOW, *key[2:]) if server else (*_CLIENT_OVERFLOW, *key[3:])
         # setdefault: two threads making the same series end up with the one list.
         return table.setdefault(key, [0] * self.width)
 
