@@ -120,3 +120,19 @@ def test_unreadable_files_are_one_line_and_exit_status_2(tmp_path: Any) -> None:
     _fails(["diff", good, missing], "missing.json.gz")
     _fails(["diff", str(garbage), good], "garbage")
     assert os.path.exists(good)
+
+
+def test_a_snapshot_missing_a_field_is_one_line_and_status_2(tmp_path: Any) -> None:
+    path = tmp_path / "odd.json"
+    path.write_text(
+        json.dumps(
+            {
+                "format": "tracer-heap-snapshot",
+                "version": 1,
+                "census": {"nodes": 1, "size_bytes": 10, "types": [{"what": "x"}]},
+            }
+        )
+    )
+    done = heap_cli("show", str(path))
+    assert done.returncode == 2
+    assert "damaged heap snapshot" in done.stderr and "Traceback" not in done.stderr

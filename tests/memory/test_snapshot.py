@@ -187,3 +187,11 @@ def test_trace_arguments() -> None:
     with pytest.raises(ValueError):
         alloc.trace(frames=0)
     assert not tracemalloc.is_tracing()
+
+
+def test_a_trace_entered_twice_ends_with_the_outer_block() -> None:
+    with tracer.memory.trace(30) as outer:
+        with tracer.memory.trace(30) as inner:
+            assert inner is outer
+        assert outer.active
+    assert not outer.active

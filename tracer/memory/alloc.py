@@ -43,6 +43,7 @@ class Trace:
     """
 
     def __init__(self, seconds: float, frames: int, owned: bool) -> None:
+        self._entered = 0
         self.seconds = seconds
         self.frames = frames
         self.started_at = time.time()
@@ -72,6 +73,9 @@ class Trace:
         return self.snapshot
 
     def __enter__(self) -> Trace:
+        # trace() returns the running trace to a second caller: a ``with`` inside another ends
+        # it only when the outermost one ends.
+        self._entered += 1
         return self
 
     def __exit__(
@@ -80,7 +84,9 @@ class Trace:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.stop()
+        self._entered -= 1
+        if self._entered <= 0:
+            self.stop()
 
     def _run(self) -> None:
         # The wake-up comes from _finish (stop() or uninstall) or the time limit.

@@ -270,10 +270,19 @@ def main(action: str, files: list[str], as_json: bool, top: int) -> int:
     except SnapshotError as exc:
         print(f"tracer heap {action}: {exc}", file=sys.stderr)
         return 2
-    if action == "show":
-        out = json.dumps(docs[0], indent=1) if as_json else show(docs[0], top)
-    else:
-        result = diff(docs[0], docs[1])
-        out = json.dumps(result, indent=1) if as_json else render_diff(result, top)
+    try:
+        if action == "show":
+            out = json.dumps(docs[0], indent=1) if as_json else show(docs[0], top)
+        else:
+            result = diff(docs[0], docs[1])
+            out = json.dumps(result, indent=1) if as_json else render_diff(result, top)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+        # A file that passed the format check but lacks a field or holds the wrong kind of value.
+        names = " and ".join(files)
+        print(
+            f"tracer heap {action}: {names}: a damaged heap snapshot ({type(exc).__name__}: {exc})",
+            file=sys.stderr,
+        )
+        return 2
     print(out)
     return 0
