@@ -31,6 +31,7 @@ import math
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -45,6 +46,8 @@ log = logging.getLogger("tracer")
 
 # The first retry's pause, before jitter; each failure in a row doubles it, up to max_backoff.
 FIRST_BACKOFF = 0.05
+# Failed report batches waiting for another attempt, at most; past that the oldest is dropped.
+MAX_REPORT_RETRIES = 16
 
 OK = "ok"
 RETRY = "retry"
@@ -117,13 +120,12 @@ class Sender:
         self.delivery: Delivery | None = None
         self._spool_turn = False
         self._rejected_seen = 0
-        # A report batch (metrics, memory) that failed while spans are delivered, waiting for its
-        # next attempt (see _report_failed): it never holds span batches back.
-        self.report_retry: Batch | None = None
+        # Report batches (metrics, memory) that failed while spans are delivered, each waiting
+        # for its next attempt (see _report_failed): they never hold span batches back.
+        self.report_retries: deque[tuple[float, Batch]] = deque()
         # Whether the last span batch tried was delivered: only then is a failing report the
         # report's trouble, not the reporter's.
         self.spans_ok = False
-        self.report_due = 0.0
         self._report_warned = False
 
     @property
@@ -175,10 +177,9 @@ class Sender:
         self._attempt(batch)
 
     def _next(self) -> Batch | None:
-        report = self.report_retry
-        if report is not None and time.monotonic() >= self.report_due:
-            self.report_retry = None
-            return report
+        retries = self.report_retries
+        if retries and time.monotonic() >= retries[0][0]:
+            return retries.popleft()[1]
         # Live batches and spooled ones take turns, so a replay never starves fresh spans and
         # steady traffic never starves the replay.
         if self._spool_turn:
@@ -277,7 +278,7 @@ class Sender:
         if self.exiting or self.stopping:
             self._park(batch)
             return
-        if batch.attempts > self.max_retries or self.report_retry is not None:
+        if batch.attempts > self.max_retries:
             if not self._report_warned:
                 self._report_warned = True
                 log.warning(
@@ -287,10 +288,16 @@ class Sender:
                 )
             self._settle(batch, "dropped", "reporter_error")
             return
+        if len(self.report_retries) >= MAX_REPORT_RETRIES:
+            _, oldest = self.report_retries.popleft()
+            self._settle_aside(oldest, "dropped", "reporter_error")
         batch.hold()
-        self.report_retry = batch
         delay = min(self.max_backoff, FIRST_BACKOFF * 2 ** min(batch.attempts, 30))
-        self.report_due = time.monotonic() + delay
+        due = time.monotonic() + delay
+        # Kept in order of their due times, which are never earlier than the last one's.
+        if self.report_retries:
+            due = max(due, self.report_retries[-1][0])
+        self.report_retries.append((due, batch))
 
     def _read_partial(self) -> None:
         # A receiver may accept a batch and reject some of its spans (OTLP's partial_success):
@@ -329,13 +336,17 @@ class Sender:
                 batch.hold()
                 self.batcher.add(batch)
 
-    def _settle(self, batch: Batch, where: str, reason: str = "") -> None:
-        self.current = None
+    def _settle_aside(self, batch: Batch, where: str, reason: str = "") -> None:
+        """Settle a batch that is not the current one."""
         if batch.spool_id is None:
             self.ledger.settle_live(batch.settled, where, batch.count, reason)
             return
         self.ledger.settle_spooled(batch.settled, where, batch.count, batch.ours, reason)
         self.spooler.ack(batch)
+
+    def _settle(self, batch: Batch, where: str, reason: str = "") -> None:
+        self.current = None
+        self._settle_aside(batch, where, reason)
 
     # -- exit ----------------------------------------------------------------------------------
 
@@ -354,9 +365,8 @@ class Sender:
         if self.current is not None:
             batches.append(self.current)
             self.current = None
-        if self.report_retry is not None:
-            batches.append(self.report_retry)
-            self.report_retry = None
+        while self.report_retries:
+            batches.append(self.report_retries.popleft()[1])
         batches.extend(self.batcher.drain())
         live = []
         for batch in batches:
