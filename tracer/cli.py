@@ -15,6 +15,7 @@ import os
 import runpy
 import sys
 import types
+from collections.abc import Callable
 from importlib.machinery import ModuleSpec
 from pathlib import Path
 
@@ -182,17 +183,33 @@ def _init(target: str) -> int:
     return 0
 
 
-def _count(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
+def _whole_number(what: str, least: int) -> Callable[[str], int]:
+    """An argparse ``type=`` for a whole number of at least ``least``. Its refusal is the whole
+    message: argparse would otherwise name the function (``invalid _count value``)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = least - 1
+        if value < least:
+            raise argparse.ArgumentTypeError(
+                f"invalid {what}: {text!r} (a whole number, {least} or more)"
+            )
+        return value
+
+    return parse
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m tracer`` and the ``tracer`` command; returns the exit status."""
+_count = _whole_number("count", 0)
+_lines = _whole_number("number of lines", 1)
+
+
+def main(argv: list[str] | None = None, prog: str = "tracer") -> int:
+    """Entry point of the ``tracer`` command and of ``python -m tracer`` (which passes its own
+    ``prog``, so that usage lines show the command that was typed); returns the exit status."""
     parser = argparse.ArgumentParser(
-        prog="python -m tracer", description="Distributed tracing for Python HTTP services."
+        prog=prog, description="Distributed tracing for Python HTTP services."
     )
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser(
@@ -245,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     for heap_parser in (heap_show, heap_diff):
         heap_parser.add_argument("--json", action="store_true", help="one JSON document")
         heap_parser.add_argument(
-            "--top", type=_count, default=20, metavar="N", help="lines per table (20)"
+            "--top", type=_lines, default=20, metavar="N", help="lines per table (20)"
         )
     args = parser.parse_args(argv)
     if args.command == "heap":
