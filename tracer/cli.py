@@ -258,7 +258,10 @@ def main(argv: list[str] | None = None, prog: str = "tracer") -> int:
         help="the types and source lines that grew between two snapshots, largest first",
         description="Print what grew from OLD to NEW, largest first: types, then allocation sites.",
     )
-    heap_diff.add_argument("files", nargs=2, metavar=("OLD", "NEW"), help="two heap snapshots")
+    # Two arguments, not nargs=2 with a tuple metavar: argparse's "required" error cannot
+    # name a tuple metavar on some Python versions and raised TypeError instead.
+    heap_diff.add_argument("old", metavar="OLD", help="the older heap snapshot")
+    heap_diff.add_argument("new", metavar="NEW", help="the newer heap snapshot")
     for heap_parser in (heap_show, heap_diff):
         heap_parser.add_argument("--json", action="store_true", help="one JSON document")
         heap_parser.add_argument(
@@ -268,7 +271,8 @@ def main(argv: list[str] | None = None, prog: str = "tracer") -> int:
     if args.command == "heap":
         from tracer.memory import cli as heap_cli
 
-        return heap_cli.main(args.heap_command, args.files, args.json, args.top)
+        files = args.files if args.heap_command == "show" else [args.old, args.new]
+        return heap_cli.main(args.heap_command, files, args.json, args.top)
     if args.command == "run":
         if not args.target:
             run.error("name a script to run")

@@ -136,3 +136,13 @@ def test_a_snapshot_missing_a_field_is_one_line_and_status_2(tmp_path: Any) -> N
     done = heap_cli("show", str(path))
     assert done.returncode == 2
     assert "damaged heap snapshot" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_missing_argument_is_a_usage_line() -> None:
+    for args, missing in ((["diff", "OLD"], "NEW"), (["diff"], "OLD, NEW"), (["show"], "FILE")):
+        done = heap_cli(*args)
+        assert done.returncode == 2, done.stderr
+        assert "Traceback" not in done.stderr, done.stderr
+        lines = done.stderr.splitlines()
+        assert lines[0].startswith("usage: ") and f"heap {args[0]}" in lines[0], lines
+        assert lines[-1].endswith(f"error: the following arguments are required: {missing}")
