@@ -1,13 +1,17 @@
 """``tracer heap show FILE`` and ``tracer heap diff OLD NEW``: heap snapshots, read.
 
 Both print for a terminal, or one JSON document with ``--json``. A file that is missing, not a
-snapshot, or of a newer format version is one line on stderr and exit status 2.
+regular file, too large, not a snapshot, or of a newer format version is one line on stderr and
+exit status 2. Text from the file reaches the terminal with control characters escaped.
 """
 
 from __future__ import annotations
 
 import gzip
+import io
 import json
+import os
+import stat
 import sys
 import zlib
 from datetime import datetime, timezone
@@ -16,36 +20,103 @@ from typing import Any
 from tracer.memory.heapdiff import human
 from tracer.memory.snapshot import FORMAT, VERSION
 
+# The largest snapshot read, uncompressed. A real one is tens of KB for a few hundred types and
+# a few MB for the largest applications; the cap bounds the memory a hostile file (a gzip
+# bomb, a huge or endless file) can make the reader take.
+MAX_BYTES = 16 << 20
+
 
 class SnapshotError(Exception):
     """A file that cannot be read as a heap snapshot; the message says why."""
 
 
-def load(path: str) -> dict[str, Any]:
-    """The snapshot document in ``path`` (gzip-compressed or plain JSON)."""
+def _read(path: str) -> bytes:
+    """At most ``MAX_BYTES + 1`` bytes of the regular file ``path``."""
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        # O_NONBLOCK: opening a FIFO without a writer returns at once instead of waiting; the
+        # check below then refuses it, as it refuses devices and folders.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
         raise SnapshotError(f"cannot read {path}: {exc.strerror or exc}") from exc
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise SnapshotError(f"{path} is not a regular file")
+        with open(fd, "rb", closefd=False) as f:
+            return f.read(MAX_BYTES + 1)
+    except OSError as exc:
+        raise SnapshotError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    finally:
+        os.close(fd)
+
+
+def _too_large(path: str) -> SnapshotError:
+    return SnapshotError(
+        f"{path} is not a heap snapshot (larger than {MAX_BYTES >> 20} MiB uncompressed)"
+    )
+
+
+def load(path: str) -> dict[str, Any]:
+    """The snapshot document in ``path`` (gzip-compressed or plain JSON)."""
+    data = _read(path)
+    if len(data) > MAX_BYTES:
+        raise _too_large(path)
+    try:
         if data[:2] == b"\x1f\x8b":
-            data = gzip.decompress(data)
+            # Read through GzipFile with a size, not gzip.decompress: a bomb stops at the cap.
+            with gzip.GzipFile(fileobj=io.BytesIO(data)) as unpacked:
+                data = unpacked.read(MAX_BYTES + 1)
+            if len(data) > MAX_BYTES:
+                raise _too_large(path)
         doc = json.loads(data)
+    except RecursionError as exc:
+        raise SnapshotError(f"{path} is not a heap snapshot (JSON nested too deeply)") from exc
+    except MemoryError as exc:
+        raise SnapshotError(f"{path} is not a heap snapshot (too large to read)") from exc
     except (OSError, EOFError, zlib.error, ValueError) as exc:
-        raise SnapshotError(f"{path} is not a heap snapshot (not gzip or JSON: {exc})") from exc
+        raise SnapshotError(
+            f"{path} is not a heap snapshot (not gzip or JSON: {_shown(str(exc))})"
+        ) from exc
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise SnapshotError(f"{path} is not a heap snapshot (no 'format': {FORMAT!r})")
     version = doc.get("version")
-    if not isinstance(version, int) or version > VERSION:
+    # type() rather than isinstance(): JSON's true is a bool, and bool is an int subclass.
+    if type(version) is not int or version < 1:
         raise SnapshotError(
-            f"{path} is a heap snapshot of format version {version!r}; this tracer reads"
+            f"{path} is a damaged heap snapshot (format version {_shown(repr(version))}"
+            " is not a whole number from 1)"
+        )
+    if version > VERSION:
+        raise SnapshotError(
+            f"{path} is a heap snapshot of format version {version}; this tracer reads"
             f" versions up to {VERSION}"
         )
     census = doc.get("census")
     if not isinstance(census, dict) or not isinstance(census.get("types"), list):
         raise SnapshotError(f"{path} is a damaged heap snapshot (no census)")
     return doc
+
+
+def _shown(text: str, limit: int = 80) -> str:
+    """``text`` cut to ``limit`` characters, for a message quoting a file's content."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# Control characters (C0, DEL, C1), Unicode line separators and bidirectional overrides: a
+# file's text would otherwise move the cursor, retitle the window, forge an output line or
+# reorder what is shown. Each is printed as its Python escape.
+_ESCAPES: dict[int, str] = {code: f"\\x{code:02x}" for code in (*range(0x20), *range(0x7F, 0xA0))}
+_ESCAPES.update({ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t"})
+_ESCAPES.update(
+    {
+        code: f"\\u{code:04x}"
+        for code in (0x2028, 0x2029, *range(0x202A, 0x202F), *range(0x2066, 0x206A))
+    }
+)
+
+
+def printable(line: str) -> str:
+    """``line`` with every character that a terminal would act on escaped."""
+    return line.translate(_ESCAPES)
 
 
 def _when(doc: dict[str, Any]) -> str:
@@ -127,7 +198,7 @@ def show(doc: dict[str, Any], top: int = 20) -> str:
         lines.append(f"{'size':>12} {'blocks':>12}  file:line")
         for s in sites.get("sites", [])[:top]:
             lines.append(f"{s['size']:>12} {_num(s['count']):>12}  {_site(s)}")
-    return "\n".join(lines)
+    return "\n".join(map(printable, lines))
 
 
 # -- diff ---------------------------------------------------------------------------------------
@@ -257,7 +328,7 @@ def render_diff(d: dict[str, Any], top: int = 20) -> str:
             lines.append(
                 f"{_signed_size(s['size_bytes']):>12} {_signed(s['count']):>10}  {_site(s)}"
             )
-    return "\n".join(lines)
+    return "\n".join(map(printable, lines))
 
 
 # -- the command --------------------------------------------------------------------------------
@@ -268,21 +339,44 @@ def main(action: str, files: list[str], as_json: bool, top: int) -> int:
     try:
         docs = [load(path) for path in files]
     except SnapshotError as exc:
-        print(f"tracer heap {action}: {exc}", file=sys.stderr)
-        return 2
+        return _fail(action, str(exc))
     try:
         if action == "show":
             out = json.dumps(docs[0], indent=1) if as_json else show(docs[0], top)
         else:
             result = diff(docs[0], docs[1])
             out = json.dumps(result, indent=1) if as_json else render_diff(result, top)
-    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+    except (
+        KeyError,
+        TypeError,
+        ValueError,
+        AttributeError,
+        IndexError,
+        OverflowError,
+        RecursionError,
+    ) as exc:
         # A file that passed the format check but lacks a field or holds the wrong kind of value.
         names = " and ".join(files)
-        print(
-            f"tracer heap {action}: {names}: a damaged heap snapshot ({type(exc).__name__}: {exc})",
-            file=sys.stderr,
+        return _fail(
+            action, f"{names}: a damaged heap snapshot ({type(exc).__name__}: {_shown(str(exc))})"
         )
-        return 2
-    print(out)
+    return _emit(out)
+
+
+def _fail(action: str, message: str) -> int:
+    print(printable(f"tracer heap {action}: {message}"), file=sys.stderr)
+    return 2
+
+
+def _emit(out: str) -> int:
+    """Print ``out``; a reader that stops early (``| head``) ends the command quietly."""
+    try:
+        sys.stdout.write(out + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader has what it wanted. What is still buffered would fail again when the
+        # interpreter flushes stdout at exit, so stdout now goes to the null device.
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())
+        os.close(null)
     return 0
