@@ -132,12 +132,16 @@ leak_window = 5
 # containers, RSS and allocation sites, written as gzip JSON for `tracer heap show|diff`.
 # heap_snapshot_signal: the signal that writes one (None: none); installed from the main thread
 # only, after the handler already there, which still runs. With no handler before, the signal's
-# default action (SIGUSR2's ends the process) no longer happens. heap_snapshot_on_leak: write one
-# on a leak event, at most once per heap_snapshot_min_interval seconds. heap_snapshot_max_files:
-# how many of its own files tracer keeps per service in heap_snapshot_dir (None: tracer-heap in
-# the system's temporary directory). Each snapshot pauses the process for a time that grows
-# with its heap (see the README).
+# default action (SIGUSR2's ends the process) no longer happens. Signals that fire routinely
+# (SIGCHLD, SIGINT, SIGTERM, SIGHUP, SIGPIPE, SIGALRM, SIGWINCH, ...) are refused.
+# heap_snapshot_signal_interval: seconds after a signal snapshot ends during which the signal is
+# dropped (one warning), so a storm of signals is one census, not one after another.
+# heap_snapshot_on_leak: write one on a leak event, at most once per heap_snapshot_min_interval
+# seconds. heap_snapshot_max_files: how many of its own files tracer keeps per service in
+# heap_snapshot_dir (None: tracer-heap in the system's temporary directory). Each snapshot
+# pauses the process for a time that grows with its heap (see the README).
 heap_snapshot_signal = "SIGUSR2"
+heap_snapshot_signal_interval = 30.0
 heap_snapshot_on_leak = True
 heap_snapshot_min_interval = 600.0
 heap_snapshot_max_files = 5

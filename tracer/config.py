@@ -94,6 +94,7 @@ class Config:
     memory_interval: float = 60.0
     leak_window: int = 5
     heap_snapshot_signal: str | None = "SIGUSR2"
+    heap_snapshot_signal_interval: float = 30.0
     heap_snapshot_on_leak: bool = True
     heap_snapshot_min_interval: float = 600.0
     heap_snapshot_max_files: int = 5
@@ -206,6 +207,7 @@ ENV_OPTIONS = (
     "memory_interval",
     "leak_window",
     "heap_snapshot_signal",
+    "heap_snapshot_signal_interval",
     "heap_snapshot_on_leak",
     "heap_snapshot_min_interval",
     "heap_snapshot_max_files",
@@ -357,6 +359,7 @@ _NUMBERS: dict[str, tuple[type, float, float]] = {
     "metrics_interval": (float, 0.01, 86400),
     "memory_interval": (float, 0.01, 86400),
     "leak_window": (int, 2, 1000),
+    "heap_snapshot_signal_interval": (float, 0.0, 10**7),
     "heap_snapshot_min_interval": (float, 0.0, 10**7),
     "heap_snapshot_max_files": (int, 1, 10_000),
 }
@@ -364,6 +367,33 @@ _NUMBERS: dict[str, tuple[type, float, float]] = {
 # the running code (handled in Python, the faulting instruction runs again, forever).
 _UNSAFE_SIGNALS = frozenset(
     ("SIGKILL", "SIGSTOP", "SIGSEGV", "SIGBUS", "SIGFPE", "SIGILL", "SIGTRAP", "SIGSYS", "SIGABRT")
+)
+# Signals the system, a terminal or a supervisor sends in normal operation (a child ending, a
+# window resized, a timer, a closed pipe, a stop or reload request): each would pause the process
+# for a census, and the action the sender meant would be lost or delayed.
+_ROUTINE_SIGNALS = frozenset(
+    (
+        "SIGCHLD",
+        "SIGCLD",
+        "SIGINT",
+        "SIGTERM",
+        "SIGQUIT",
+        "SIGHUP",
+        "SIGPIPE",
+        "SIGALRM",
+        "SIGVTALRM",
+        "SIGPROF",
+        "SIGWINCH",
+        "SIGURG",
+        "SIGIO",
+        "SIGPOLL",
+        "SIGCONT",
+        "SIGTSTP",
+        "SIGTTIN",
+        "SIGTTOU",
+        "SIGXCPU",
+        "SIGXFSZ",
+    )
 )
 # Number options for which None is a value too (off).
 _OPTIONAL_NUMBERS = frozenset(("metrics_port", "metrics_interval"))
@@ -490,6 +520,12 @@ def _validate(where: str, key: str, value: Any) -> Any:
                 f"{where}: option 'heap_snapshot_signal' cannot be {name}: it cannot be caught,"
                 " or it reports a fault the process must die of; use a free signal such as"
                 " 'SIGUSR2'"
+            )
+        if name in _ROUTINE_SIGNALS:
+            raise ConfigError(
+                f"{where}: option 'heap_snapshot_signal' cannot be {name}: it fires routinely"
+                " (sent by the system, a terminal or a supervisor), and each one would pause the"
+                " process for a census; use a free signal such as 'SIGUSR2' or 'SIGUSR1'"
             )
         return name
     if key in ("heap_snapshot_dir", "metrics_dir"):

@@ -69,6 +69,8 @@ def serve(out_dir: str) -> None:
         memory_watch=False,
         heap_snapshot_dir=os.path.join(out_dir, "snapshots"),
         heap_snapshot_max_files=50,
+        # The tests take snapshots on signals one after another.
+        heap_snapshot_signal_interval=0.0,
     )
     inflight = 0
 

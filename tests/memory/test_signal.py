@@ -175,3 +175,98 @@ def test_a_signal_a_snapshot_must_not_take_is_a_config_error(value: object) -> N
 def test_a_trace_must_end() -> None:
     with pytest.raises(ValueError, match="at most"):
         tracer.memory.trace(float("inf"))
+
+
+def test_a_signal_storm_writes_one_snapshot_per_interval(tmp_path: Any) -> None:
+    # The default interval: a storm of real signals, sent while the first census runs and
+    # after it ended, gives one file; the rest are refused (and said so once).
+    folder = str(tmp_path / "snaps")
+    assert_child_prints_ok(
+        f"""
+import logging, os, signal, threading
+import tracer
+from tests.memory.heap_helpers import Discard, SNAPSHOT_NAME, wait_for_file
+
+refused = threading.Event()
+lines = []
+
+class Watch(logging.Handler):
+    def emit(self, record):
+        message = record.getMessage()
+        if "heap_snapshot_signal_interval" in message:
+            lines.append(message)
+            refused.set()
+
+log = logging.getLogger("tracer")
+log.addHandler(Watch())
+log.setLevel(logging.INFO)
+tracer.install(
+    reporter=Discard(), memory_watch=False, heap_snapshot_dir={folder!r},
+    heap_snapshot_max_files=1000,
+)
+for _ in range(300):
+    os.kill(os.getpid(), signal.SIGUSR2)
+wait_for_file({folder!r}, set())
+for _ in range(300):
+    os.kill(os.getpid(), signal.SIGUSR2)
+files = lambda: sorted(n for n in os.listdir({folder!r}) if SNAPSHOT_NAME.match(n))
+assert refused.wait(30), f"no signal was refused; {{len(files())}} snapshots"
+tracer.uninstall()
+assert len(files()) == 1, files()
+assert len(lines) == 1, lines
+print("ok")
+"""
+    )
+
+
+def test_a_signal_after_the_interval_writes_the_next_snapshot(tmp_path: Any) -> None:
+    folder = str(tmp_path / "snaps")
+    assert_child_prints_ok(
+        f"""
+import os, signal, time
+import tracer
+from tests.memory.heap_helpers import Discard, SNAPSHOT_NAME
+
+tracer.install(
+    reporter=Discard(), memory_watch=False, heap_snapshot_dir={folder!r},
+    heap_snapshot_max_files=1000, heap_snapshot_signal_interval=0.5,
+)
+def files():
+    if not os.path.isdir({folder!r}):
+        return []
+    return sorted(n for n in os.listdir({folder!r}) if SNAPSHOT_NAME.match(n))
+# One signal every 20 ms (bounded in count) until a second file is there.
+for _ in range(1500):
+    os.kill(os.getpid(), signal.SIGUSR2)
+    if len(files()) >= 2:
+        break
+    time.sleep(0.02)
+tracer.uninstall()
+assert 2 <= len(files()) <= 3, files()
+print("ok")
+"""
+    )
+
+
+@pytest.mark.parametrize(
+    "value", ["SIGCHLD", "SIGINT", "SIGTERM", "SIGPIPE", "SIGALRM", "SIGWINCH", "SIGHUP", "winch"]
+)
+def test_a_signal_that_fires_routinely_is_a_config_error(value: str) -> None:
+    with pytest.raises(tracer.ConfigError, match=r"heap_snapshot_signal.*routinely"):
+        tracer.install(app_name="sig", heap_snapshot_signal=value)
+
+
+@pytest.mark.parametrize("value", [-1, "5", float("nan"), True])
+def test_the_signal_interval_is_validated(value: object) -> None:
+    with pytest.raises(tracer.ConfigError, match="heap_snapshot_signal_interval"):
+        tracer.install(app_name="sig", heap_snapshot_signal_interval=value)
+
+
+def test_the_signal_interval_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tracer.config import load
+
+    monkeypatch.setenv("TRACE_HEAP_SNAPSHOT_SIGNAL_INTERVAL", "2.5")
+    assert load(env=dict(os.environ)).heap_snapshot_signal_interval == 2.5
+    monkeypatch.setenv("TRACE_HEAP_SNAPSHOT_SIGNAL_INTERVAL", "soon")
+    with pytest.raises(tracer.ConfigError, match="TRACE_HEAP_SNAPSHOT_SIGNAL_INTERVAL"):
+        load(env=dict(os.environ))

@@ -317,11 +317,32 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
 
 
 def _loop(wake: Any) -> None:
+    # A storm of signals (a script in a loop, a supervisor gone wrong) would otherwise be one
+    # census after another, each a pause of the whole process: signals that come sooner than
+    # heap_snapshot_signal_interval after the last snapshot ended are dropped, said once.
+    last_end: float | None = None
+    told = False
     while True:
         wake.acquire()
         if _stopping or wake is not _wake:
             return
+        cfg = _config
+        interval = float(getattr(cfg, "heap_snapshot_signal_interval", 30.0))
+        since = None if last_end is None else time.monotonic() - last_end
+        if since is not None and since < interval:
+            if not told:
+                told = True
+                log.warning(
+                    "tracer: %s ignored: the last heap snapshot on it ended %.1f s ago, and"
+                    " heap_snapshot_signal_interval is %g s (signals sooner are dropped)",
+                    getattr(cfg, "heap_snapshot_signal", "the signal"),
+                    since,
+                    interval,
+                )
+            continue
+        told = False
         _automatic("signal", None)
+        last_end = time.monotonic()
 
 
 def _start_thread() -> None:
@@ -340,6 +361,8 @@ def install(config: Any) -> None:
     signal no longer does its default action: SIGUSR2 would have ended the process, and now
     writes a snapshot instead. An ignored signal (``SIG_IGN``) writes snapshots and does
     nothing else; a handler set outside Python is left in place, and no snapshot is taken.
+    A signal that comes less than ``heap_snapshot_signal_interval`` seconds after the last
+    signal snapshot ended is dropped (one warning until the next snapshot).
     """
     global _config, _signum, _previous, _stopping
     _config = config
