@@ -24,6 +24,7 @@ import platform
 import re
 import signal
 import socket
+import stat
 import sys
 import tempfile
 import threading
@@ -51,6 +52,13 @@ _stopping = False
 _thread: threading.Thread | None = None
 _leak_lock = threading.Lock()
 _last_leak_snapshot: float | None = None
+# Folders already refused with a warning: the warning is said once, the check made every time.
+_refused: set[str] = set()
+
+
+class UnsafeFolder(PermissionError):
+    """The snapshot folder is not this user's own and private: another user could read the
+    snapshots or plant links and files in it."""
 
 
 # -- the document -------------------------------------------------------------------------------
@@ -94,7 +102,7 @@ def build(reason: str, leak: dict[str, Any] | None = None) -> dict[str, Any]:
     from tracer.memory.heapdiff import census, human, site_stats, tracemalloc_snapshot
 
     now = time.time()
-    counted = census(largest=_LARGEST)
+    counted = census(largest=_LARGEST, holders=True)
     types: list[dict[str, Any]] = [
         {
             "what": name,
@@ -160,6 +168,7 @@ def build(reason: str, leak: dict[str, Any] | None = None) -> dict[str, Any]:
             "types": types,
         },
         "containers": counted.largest,
+        "holders": counted.holders,
         "allocation_sites": sites,
     }
 
@@ -172,7 +181,15 @@ def write(doc: dict[str, Any], path: str) -> str:
         data = gzip.compress(data, compresslevel=6)
     # Named by pid and thread, not by tempfile: its random names would show in the next census.
     tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    # A new file, never a link or a file that was there (O_EXCL refuses a planted link too).
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(tmp, flags, 0o600)
+    except FileExistsError:
+        # A leftover of a process with this pid, or something planted: removing the name never
+        # follows it; if it comes back, the error stands.
+        os.unlink(tmp)
+        fd = os.open(tmp, flags, 0o600)
     try:
         with os.fdopen(fd, "wb") as out:
             out.write(data)
@@ -188,6 +205,11 @@ def write(doc: dict[str, Any], path: str) -> str:
 
 def default_dir() -> str:
     """``heap_snapshot_dir``, else ``tracer-heap`` in the system's temporary directory."""
+    return _folder()[0]
+
+
+def _folder() -> tuple[str, bool]:
+    """The snapshot folder, and whether it is the default one."""
     configured = getattr(_config, "heap_snapshot_dir", None)
     if configured is None:
         from tracer import installer
@@ -195,8 +217,39 @@ def default_dir() -> str:
         rt = installer.runtime
         configured = rt.config.heap_snapshot_dir if rt is not None else None
     if configured:
-        return os.path.expanduser(str(configured))
-    return os.path.join(tempfile.gettempdir(), "tracer-heap")
+        return os.path.expanduser(str(configured)), False
+    return os.path.join(tempfile.gettempdir(), "tracer-heap"), True
+
+
+def _own_folder(folder: str, default: bool) -> None:
+    """Create ``folder`` (0700) or check the one there: it must belong to this process's user
+    and be writable by nobody else; the default one, in a temporary directory every user can
+    write, must also be a real folder (not a link) that nobody else can read."""
+    if default:
+        try:
+            os.mkdir(folder, 0o700)
+        except FileExistsError:
+            pass
+        info = os.lstat(folder)
+    else:
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        info = os.stat(folder)
+    mode = stat.S_IMODE(info.st_mode)
+    euid = os.geteuid() if hasattr(os, "geteuid") else None
+    problem = None
+    if stat.S_ISLNK(info.st_mode):
+        problem = "is a symbolic link"
+    elif not stat.S_ISDIR(info.st_mode):
+        problem = "is not a directory"
+    elif euid is not None and info.st_uid != euid:
+        problem = f"belongs to uid {info.st_uid}, not to this process's user (uid {euid})"
+    elif mode & (0o077 if default else 0o022):
+        problem = f"has mode {mode:04o}: other users can {'use' if default else 'write'} it"
+    if problem is not None:
+        raise UnsafeFolder(
+            f"heap snapshot folder {folder} {problem}; snapshots are not written there (set"
+            " heap_snapshot_dir to a folder of this user's that only it can write)"
+        )
 
 
 def _max_files() -> int:
@@ -227,7 +280,7 @@ def _prune(folder: str, service: str, keep: int) -> None:
         if match and match["service"] == safe:
             path = os.path.join(folder, name)
             try:
-                found.append((os.stat(path).st_mtime, name, path))
+                found.append((os.lstat(path).st_mtime, name, path))
             except OSError:
                 continue
     found.sort()
@@ -255,8 +308,8 @@ def _take(reason: str, leak: dict[str, Any] | None, path: str | None) -> str:
     doc = build(reason, leak)
     if path is not None:
         return write(doc, os.fspath(path))
-    folder = default_dir()
-    os.makedirs(folder, mode=0o700, exist_ok=True)
+    folder, default = _folder()
+    _own_folder(folder, default)
     service = doc["process"]["service"]
     target = write(doc, os.path.join(folder, _file_name(service, time.time())))
     _prune(folder, service, _max_files())
@@ -267,6 +320,12 @@ def _automatic(reason: str, leak: dict[str, Any] | None) -> str | None:
     """A snapshot nobody is waiting for: every failure is logged, never raised."""
     try:
         path = _take(reason, leak, None)
+    except UnsafeFolder as exc:
+        folder = default_dir()
+        if folder not in _refused:
+            _refused.add(folder)
+            log.warning("tracer: %s", exc)
+        return None
     except OSError as exc:
         log.warning("tracer: could not write a heap snapshot (%s): %s", reason, exc)
         return None
@@ -396,11 +455,15 @@ def install(config: Any) -> None:
 
 def uninstall() -> None:
     """Put back the signal handler that was there before :func:`install`."""
-    global _config, _signum, _stopping, _thread, _wake
+    global _config, _signum, _stopping, _thread, _wake, _last_leak_snapshot
     from tracer.memory import alloc
 
     alloc.reset()
     _config = None
+    # The next install() is a configuration of its own: its own rate limit and warnings.
+    with _leak_lock:
+        _last_leak_snapshot = None
+    _refused.clear()
     signum, thread, wake = _signum, _thread, _wake
     if signum is None:
         return
