@@ -24,6 +24,7 @@ import email.utils
 import gzip as _gzip
 import http.client
 import os
+import re
 import socket
 import ssl
 import time
@@ -33,7 +34,14 @@ from collections.abc import Callable, Mapping
 from tracer.reporters.base import Batch, Callback, ConnectionReporter, DeliveryError
 from tracer.reporters.encoding import encode_json
 
-__all__ = ["RETRYABLE_STATUSES", "Encoder", "HttpReporter", "create", "parse_retry_after"]
+__all__ = [
+    "RETRYABLE_STATUSES",
+    "Encoder",
+    "HttpReporter",
+    "check_header",
+    "create",
+    "parse_retry_after",
+]
 
 #: Turns a batch into a request body; None means there is nothing to send.
 Encoder = Callable[[Batch], bytes | None]
@@ -69,6 +77,36 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
         moment = moment.replace(tzinfo=datetime.timezone.utc)
     current = time.time() if now is None else now
     return max(0.0, moment.timestamp() - current)
+
+
+# An HTTP header name is a token (RFC 9110, section 5.1).
+_TOKEN = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")
+# Control characters other than HTAB, which a field value may hold.
+_VALUE_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def check_header(name: object, value: object) -> str:
+    """``value`` as the text to send under ``name``; a ValueError, not naming the value (it may
+    be a secret), for a name that is not an HTTP token or a value with a control character (CR,
+    LF, NUL, ESC, ...; a tab is allowed) or outside Latin-1."""
+    if not isinstance(name, str) or not _TOKEN.fullmatch(name):
+        raise ValueError(
+            f"invalid header {name!r}: a header name is letters, digits and !#$%&'*+.^_`|~-"
+        )
+    text = str(value)
+    control = _VALUE_CONTROL.search(text)
+    if control is not None:
+        raise ValueError(
+            f"invalid header {name!r}: its value has a control character"
+            f" ({ord(control.group()):#04x} at position {control.start()}); CR, LF, NUL and the"
+            " other control characters are refused"
+        )
+    try:
+        # http.client sends header values as Latin-1; fail here rather than on every send.
+        text.encode("latin-1")
+    except UnicodeEncodeError:
+        raise ValueError(f"header {name!r} is not Latin-1 text") from None
+    return text
 
 
 class HttpReporter(ConnectionReporter):
@@ -237,7 +275,8 @@ def create(
     None the batch has nothing to send and counts as delivered without a request.
 
     Raises ``ValueError`` for a URL that is not an absolute http(s) URL with a host, a bad port,
-    a header with a line break in it, or a non-positive timeout.
+    a header that :func:`check_header` refuses (a control character in its value, say), or a
+    non-positive timeout.
     """
     if not isinstance(url, str):
         raise ValueError(f"http reporter: url must be a string, not {type(url).__name__}")
@@ -268,14 +307,10 @@ def create(
         "Accept": "application/json, */*;q=0.5",
     }
     for name, value in (headers or {}).items():
-        text = str(value)
-        if not name or any(c in name for c in " \t\r\n:") or "\r" in text or "\n" in text:
-            raise ValueError(f"http reporter: invalid header {name!r}")
         try:
-            # http.client sends header values as Latin-1; fail here rather than on every send.
-            text.encode("latin-1")
-        except UnicodeEncodeError:
-            raise ValueError(f"http reporter: header {name!r} is not Latin-1 text") from None
+            text = check_header(name, value)
+        except ValueError as exc:
+            raise ValueError(f"http reporter: {exc}") from None
         if name.lower() in ("content-length", "content-encoding", "host"):
             # These describe the body and the connection; the reporter sets them itself.
             continue

@@ -690,15 +690,18 @@ def _create_http(
         raise ValueError("logstash: give either url or host and port, not both")
     elif use_tls and not url.strip().lower().startswith("https://"):
         raise ValueError(f"logstash: tls and ca_file need an https:// url, not {url!r}")
-    inner = _http.create(
-        url,
-        headers=headers,
-        gzip=gzip,
-        timeout=timeout,
-        ca_file=ca_file,
-        verify=verify,
-        encoder=_json_array,
-    )
+    try:
+        inner = _http.create(
+            url,
+            headers=headers,
+            gzip=gzip,
+            timeout=timeout,
+            ca_file=ca_file,
+            verify=verify,
+            encoder=_json_array,
+        )
+    except ValueError as exc:
+        raise ValueError(str(exc).replace("http reporter", "logstash", 1)) from None
     parts = urllib.parse.urlsplit(inner.url)
     return LogstashReporter(
         type="http",

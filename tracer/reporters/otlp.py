@@ -525,7 +525,13 @@ def _build(
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds > 0:
         raise ValueError(f"otlp reporter: {timeout_where} must be a positive number of seconds")
 
-    extra_headers, _ = pick("headers", headers)
+    extra_headers, headers_where = pick("headers", headers)
+    for name, value in (extra_headers or {}).items():
+        try:
+            _http.check_header(name, value)
+        except ValueError as exc:
+            # Named once, with where the header came from: an OTEL_* variable or the option.
+            raise ValueError(f"otlp reporter: {headers_where}: {exc}") from None
     ca, _ = pick("ca_file", ca_file)
     cert, cert_where = pick("client_cert", client_cert)
     key, _ = pick("client_key", client_key)
