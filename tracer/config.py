@@ -18,6 +18,7 @@ import itertools
 import json
 import os
 import runpy
+import stat
 import sys
 import traceback
 import types
@@ -124,7 +125,16 @@ def _read_file(path: Path) -> dict[str, Any]:
         namespace = runpy.run_path(where, run_name="trace_config")
     except SyntaxError as exc:
         raise ConfigError(f"{where}: syntax error at line {exc.lineno}: {exc.msg}") from exc
-    except Exception as exc:
+    except KeyboardInterrupt:
+        # Ctrl-C while the file runs is the user stopping the program, not a mistake in the file.
+        raise
+    except SystemExit as exc:
+        # install() must never end the program: a file that exits is a file that is wrong.
+        line = _line_in(where, exc)
+        at = f" at line {line}" if line else ""
+        code = "" if exc.code is None else repr(exc.code)
+        raise ConfigError(f"{where}: called sys.exit({code}){at}") from exc
+    except BaseException as exc:
         line = _line_in(where, exc)
         at = f" at line {line}" if line else ""
         raise ConfigError(f"{where}: raised {type(exc).__name__}{at}: {exc}") from exc
@@ -139,7 +149,8 @@ def _read_file(path: Path) -> dict[str, Any]:
             continue
         # Imports, helper functions and reporter classes defined in the file are not options.
         if isinstance(
-            value, (types.ModuleType, type, types.FunctionType, types.BuiltinFunctionType)
+            value,
+            (types.ModuleType, type, types.FunctionType, types.BuiltinFunctionType),
         ):
             continue
         raise _unknown(where, key)
@@ -189,6 +200,14 @@ def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
                     f"TRACE_REPORTER_CONFIG: invalid JSON at line {exc.lineno} column {exc.colno}:"
                     f" {exc.msg}"
                 ) from exc
+            except RecursionError:
+                raise ConfigError(
+                    "TRACE_REPORTER_CONFIG: the JSON is nested too deeply; it must be a JSON"
+                    " object of reporter options"
+                ) from None
+            except ValueError as exc:
+                # Valid JSON Python cannot hold, such as an integer of thousands of digits.
+                raise ConfigError(f"TRACE_REPORTER_CONFIG: unusable JSON: {exc}") from None
             if not isinstance(reporter_options, dict):
                 raise ConfigError("TRACE_REPORTER_CONFIG: must be a JSON object of options")
         options["reporter"] = _create_reporter(rtype, reporter_options, env)
@@ -366,7 +385,17 @@ _NUMBERS: dict[str, tuple[type, float, float]] = {
 # Signals a snapshot must not take: uncatchable ones, and those the kernel sends for a fault in
 # the running code (handled in Python, the faulting instruction runs again, forever).
 _UNSAFE_SIGNALS = frozenset(
-    ("SIGKILL", "SIGSTOP", "SIGSEGV", "SIGBUS", "SIGFPE", "SIGILL", "SIGTRAP", "SIGSYS", "SIGABRT")
+    (
+        "SIGKILL",
+        "SIGSTOP",
+        "SIGSEGV",
+        "SIGBUS",
+        "SIGFPE",
+        "SIGILL",
+        "SIGTRAP",
+        "SIGSYS",
+        "SIGABRT",
+    )
 )
 # Signals the system, a terminal or a supervisor sends in normal operation (a child ending, a
 # window resized, a timer, a closed pipe, a stop or reload request): each would pause the process
@@ -632,21 +661,34 @@ def find_file(config_path: str | os.PathLike[str] | None, env: Mapping[str, str]
     """The config file to read: the argument, else TRACE_CONFIG_PATH, else the first
     trace.config.py of :func:`search_path`."""
     if config_path is not None:
-        path = Path(config_path)
-        if not path.is_file():
-            raise ConfigError(f"install(config_path=...): config file {str(path)!r} not found")
-        return path.absolute()
+        return _named_file("install(config_path=...)", Path(config_path))
     named = env.get("TRACE_CONFIG_PATH")
     if named:
-        path = Path(named)
-        if not path.is_file():
-            raise ConfigError(f"TRACE_CONFIG_PATH: config file {named!r} not found")
-        return path.absolute()
+        return _named_file("TRACE_CONFIG_PATH", Path(named))
     for directory in search_path():
         path = directory / FILE_NAME
         if path.is_file():
             return path
     return None
+
+
+def _named_file(where: str, path: Path) -> Path:
+    """The config file ``where`` names, checked to be one: a directory, a FIFO (which would
+    block install() when opened) or a device is refused for what it is."""
+    shown = str(path)
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise ConfigError(f"{where}: config file {shown!r} not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{where}: config file {shown!r}: {exc.strerror or exc}") from None
+    if stat.S_ISDIR(mode):
+        inside = path / FILE_NAME
+        hint = f"did you mean {str(inside)!r}?" if inside.is_file() else "name the file itself"
+        raise ConfigError(f"{where}: {shown!r} is a directory, not a config file; {hint}")
+    if not stat.S_ISREG(mode):
+        raise ConfigError(f"{where}: {shown!r} is not a regular file (a config file is a .py file)")
+    return path.absolute()
 
 
 def _notice(app_name: str) -> str:

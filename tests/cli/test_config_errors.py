@@ -107,12 +107,25 @@ def test_install_in_code_raises_for_a_reporter_class(tmp_path: Path) -> None:
         ),
         ({}, {"TRACE_CONFIG_PATH": "missing.py"}, ["TRACE_CONFIG_PATH", "missing.py"]),
         ({}, {"TRACE_REPORTER_TYPE": "carrier-pigeon"}, ["TRACE_REPORTER_TYPE", "carrier-pigeon"]),
+        # Each of these escaped as a traceback, ended the process, or said the wrong thing.
+        (
+            {},
+            {"TRACE_REPORTER_TYPE": "stdout", "TRACE_REPORTER_CONFIG": "[" * 60_000},
+            ["TRACE_REPORTER_CONFIG", "nested"],
+        ),
+        (
+            {"trace.config.py": "import sys\nsys.exit(3)\n"},
+            {},
+            ["trace.config.py", "line 2", "sys.exit(3)"],
+        ),
+        ({"conf/x": ""}, {"TRACE_CONFIG_PATH": "conf"}, ["TRACE_CONFIG_PATH", "is a directory"]),
     ],
 )
 def test_a_config_error_under_run_is_one_message_and_status_2(
     tmp_path: Path, files: dict[str, str], env: dict[str, str], must_name: list[str]
 ) -> None:
     for name, text in files.items():
+        (tmp_path / name).parent.mkdir(exist_ok=True)
         (tmp_path / name).write_text(text)
     (tmp_path / "app.py").write_text(APP)
     out = tracer_cmd("run", "app.py", cwd=tmp_path, **env)
@@ -131,3 +144,15 @@ def test_the_demo_does_not_read_the_projects_configuration(tmp_path: Path) -> No
     out = tracer_cmd("demo", "--requests", "1", cwd=tmp_path, timeout=120, TRACE_SAMPLE_RATE="0")
     assert out.returncode == 0, out.stdout + out.stderr
     assert out.stdout.count("\ntrace ") == 1, out.stdout
+
+
+def test_a_config_file_interrupted_by_ctrl_c_stops_the_program_as_ctrl_c_does(
+    tmp_path: Path,
+) -> None:
+    # Not a configuration error: the user asked the program to stop.
+    (tmp_path / "trace.config.py").write_text("raise KeyboardInterrupt\n")
+    (tmp_path / "app.py").write_text(APP)
+    out = tracer_cmd("run", "app.py", cwd=tmp_path)
+    assert out.returncode != 0 and "the app ran" not in out.stdout
+    assert "configuration error" not in out.stderr
+    assert "KeyboardInterrupt" in out.stderr, out.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -171,3 +172,78 @@ def test_example_config_loads_and_documents_every_option() -> None:
         if f"\n{name} = " not in text and f"\n# {name} = " not in text
     ]
     assert not missing, f"trace.config.example.py does not document {missing}"
+
+
+# Input that used to escape install() as something other than a ConfigError, or do nothing.
+
+
+def test_a_deeply_nested_reporter_config_is_a_config_error() -> None:
+    env = {"TRACE_REPORTER_TYPE": "stdout", "TRACE_REPORTER_CONFIG": "[" * 60_000}
+    with pytest.raises(ConfigError, match="TRACE_REPORTER_CONFIG") as err:
+        load(env=env)
+    assert "nested" in str(err.value)
+
+
+def test_a_reporter_config_number_python_refuses_is_a_config_error() -> None:
+    # Python's int() refuses a number this long; json.loads raises ValueError for it.
+    env = {
+        "TRACE_REPORTER_TYPE": "stdout",
+        "TRACE_REPORTER_CONFIG": '{"linger": ' + "9" * 5000 + "}",
+    }
+    with pytest.raises(ConfigError, match="TRACE_REPORTER_CONFIG"):
+        load(env=env)
+
+
+@pytest.mark.parametrize(
+    ("text", "must_name"),
+    [
+        ("import sys\nsys.exit(3)\n", ["called sys.exit(3)", "line 2"]),
+        ("raise SystemExit\n", ["called sys.exit()", "line 1"]),
+        ("raise SystemExit('bye')\n", ["called sys.exit('bye')"]),
+        ("raise GeneratorExit\n", ["raised GeneratorExit", "line 1"]),
+        ("class Odd(BaseException):\n    pass\nraise Odd('x')\n", ["raised Odd", "line 3"]),
+    ],
+)
+def test_a_config_file_that_exits_is_a_config_error(
+    tmp_path: Path, text: str, must_name: list[str]
+) -> None:
+    path = write(tmp_path / "exits.py", text)
+    with pytest.raises(ConfigError) as err:
+        load(path, env={})
+    message = str(err.value)
+    for part in [str(path), *must_name]:
+        assert part in message, message
+
+
+def test_ctrl_c_while_a_config_file_runs_is_not_turned_into_a_config_error(tmp_path: Path) -> None:
+    # The user pressed Ctrl-C: the program stops as it would anywhere else.
+    path = write(tmp_path / "interrupted.py", "raise KeyboardInterrupt\n")
+    with pytest.raises(KeyboardInterrupt):
+        load(path, env={})
+
+
+def test_a_config_path_naming_a_directory_says_so(tmp_path: Path) -> None:
+    folder = tmp_path / "conf"
+    folder.mkdir()
+    with pytest.raises(ConfigError) as err:
+        load(env={"TRACE_CONFIG_PATH": str(folder)})
+    message = str(err.value)
+    assert message.startswith("TRACE_CONFIG_PATH:") and "is a directory" in message, message
+    assert "not found" not in message
+    with pytest.raises(ConfigError, match=r"install\(config_path=...\): .* is a directory"):
+        load(folder, env={})
+
+
+def test_a_config_path_naming_a_folder_with_the_file_in_it_names_the_file(tmp_path: Path) -> None:
+    write(tmp_path / "trace.config.py", "app_name = 'x'\n")
+    with pytest.raises(ConfigError) as err:
+        load(env={"TRACE_CONFIG_PATH": str(tmp_path)})
+    assert str(tmp_path / "trace.config.py") in str(err.value)
+
+
+def test_a_config_path_naming_a_fifo_is_refused_without_opening_it(tmp_path: Path) -> None:
+    # Opening a FIFO for reading blocks until a writer comes: install() would hang.
+    fifo = tmp_path / "pipe.py"
+    os.mkfifo(fifo)
+    with pytest.raises(ConfigError, match="not a regular file"):
+        load(env={"TRACE_CONFIG_PATH": str(fifo)})
