@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib
+import inspect
 import itertools
 import json
+import logging
 import os
 import runpy
 import stat
@@ -28,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 FILE_NAME = "trace.config.py"
+
+log = logging.getLogger("tracer")
 
 
 class ConfigError(ValueError):
@@ -107,8 +112,22 @@ class Config:
 OPTIONS = frozenset(f.name for f in dataclasses.fields(Config) if f.name != "source")
 
 
-def _truthy(value: str) -> bool:
-    return value.strip().lower() in ("1", "true", "yes", "on")
+# The spellings a boolean variable takes (any case); anything else is refused, so that a typo
+# such as TRACE_DISABLED=ture cannot silently mean "no".
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off")
+
+
+def _env_bool(variable: str, raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in TRUE_WORDS:
+        return True
+    if lowered in FALSE_WORDS:
+        return False
+    raise ConfigError(
+        f"{variable}: must be one of {', '.join(TRUE_WORDS)} (true) or {', '.join(FALSE_WORDS)}"
+        f" (false), in any case; got {raw!r}"
+    )
 
 
 def _unknown(where: str, key: str) -> ConfigError:
@@ -149,8 +168,7 @@ def _read_file(path: Path) -> dict[str, Any]:
             continue
         # Imports, helper functions and reporter classes defined in the file are not options.
         if isinstance(
-            value,
-            (types.ModuleType, type, types.FunctionType, types.BuiltinFunctionType),
+            value, (types.ModuleType, type, types.FunctionType, types.BuiltinFunctionType)
         ):
             continue
         raise _unknown(where, key)
@@ -169,9 +187,9 @@ def _line_in(where: str, exc: BaseException) -> int | None:
 def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
     options: dict[str, Any] = {}
     if env.get("TRACE_APP_NAME"):
-        options["app_name"] = env["TRACE_APP_NAME"]
+        options["app_name"] = _validate("TRACE_APP_NAME", "app_name", env["TRACE_APP_NAME"])
     if env.get("TRACE_DISABLED"):
-        options["disabled"] = _truthy(env["TRACE_DISABLED"])
+        options["disabled"] = _env_bool("TRACE_DISABLED", env["TRACE_DISABLED"])
     rate = env.get("TRACE_SAMPLE_RATE", "").strip()
     if rate:
         try:
@@ -244,18 +262,63 @@ _NULLABLE = frozenset(
 )
 
 
+# The TRACE_* variables read outside the options above (TRACE_SPOOL_DIR by the spool). A variable
+# read anywhere in tracer must be known here, or setting it draws the "not a tracer variable"
+# warning; tests/core/test_config.py checks every "TRACE_..." string in the code.
+_OTHER_VARIABLES = frozenset(
+    (
+        "TRACE_CONFIG_PATH",
+        "TRACE_APP_NAME",
+        "TRACE_DISABLED",
+        "TRACE_SAMPLE_RATE",
+        "TRACE_REPORTER_TYPE",
+        "TRACE_REPORTER_CONFIG",
+        "TRACE_SPOOL_DIR",
+    )
+)
+_warned_variables: set[str] = set()
+
+
+def known_variables() -> frozenset[str]:
+    """Every ``TRACE_*`` environment variable tracer reads."""
+    return _OTHER_VARIABLES | {f"TRACE_{key.upper()}" for key in ENV_OPTIONS}
+
+
+def _warn_unknown_variables(env: Mapping[str, str]) -> None:
+    """One warning per process for each ``TRACE_*`` variable tracer does not read: a misspelt
+    one (``TRACE_SAMPLERATE``) would otherwise do nothing and say nothing. A warning and not an
+    error, since another program may use the prefix too."""
+    known = known_variables()
+    for name in sorted(env):
+        if not name.startswith("TRACE_") or name in known or name in _warned_variables:
+            continue
+        _warned_variables.add(name)
+        key = name[6:].lower()
+        if key in OPTIONS:
+            log.warning(
+                "tracer: %s is ignored: the option %r has no variable; set it in %s or install()",
+                name,
+                key,
+                FILE_NAME,
+            )
+            continue
+        # Compared without the prefix they all share, which would make every name look close.
+        close = difflib.get_close_matches(name[6:], sorted(k[6:] for k in known), n=1)
+        hint = (
+            f"did you mean TRACE_{close[0]}?"
+            if close
+            else "tracer reads " + ", ".join(sorted(known))
+        )
+        log.warning("tracer: %s is not a tracer variable and is ignored (%s)", name, hint)
+
+
 def _env_value(variable: str, key: str, raw: str) -> Any:
     """The Python value of an environment variable's text for ``key``; _validate checks it."""
     if key in _NULLABLE and raw.lower() in ("none", "off", "null"):
         return None
     default = getattr(Config, key, None) if key != "metrics_buckets" else ()
     if isinstance(default, bool):
-        lowered = raw.lower()
-        if lowered in ("1", "true", "yes", "on"):
-            return True
-        if lowered in ("0", "false", "no", "off"):
-            return False
-        raise ConfigError(f"{variable}: must be true or false, got {raw!r}")
+        return _env_bool(variable, raw)
     if key == "metrics_buckets":
         try:
             return tuple(float(part) for part in raw.split(",") if part.strip())
@@ -279,6 +342,7 @@ def _create_reporter(rtype: str, options: dict[str, Any], env: Mapping[str, str]
     if rtype not in reporters.BUILTIN:
         known = ", ".join(sorted(reporters.BUILTIN))
         raise ConfigError(f"TRACE_REPORTER_TYPE: unknown reporter type {rtype!r} (known: {known})")
+    _check_reporter_options(rtype, options)
     if rtype in _OTEL_REPORTERS:
         # They read OTEL_EXPORTER_* for the options not given: from the environment load() reads.
         options = {"env": env, **options}
@@ -291,6 +355,48 @@ def _create_reporter(rtype: str, options: dict[str, Any], env: Mapping[str, str]
             # The message names the OTEL_* variable that is wrong.
             raise ConfigError(str(exc)) from exc
         raise ConfigError(f"TRACE_REPORTER_CONFIG: {rtype} reporter: {exc}") from exc
+    except OSError as exc:
+        # A file option (ca_file, ...) that cannot be read.
+        raise ConfigError(f"TRACE_REPORTER_CONFIG: {rtype} reporter: {exc}") from exc
+    except Exception as exc:
+        # The options come from JSON: an option of another kind than the reporter expects
+        # (a number where it takes a string) fails inside it, and is still the variable's fault.
+        raise ConfigError(
+            f"TRACE_REPORTER_CONFIG: {rtype} reporter: an option has a value of the wrong kind"
+            f" ({type(exc).__name__}: {exc})"
+        ) from exc
+
+
+def _check_reporter_options(rtype: str, options: Mapping[str, Any]) -> None:
+    """Name an unknown option, or a required one not given, in the variables' terms rather than
+    as Python's ``create() missing 1 required positional argument``."""
+    from tracer import reporters
+
+    create = getattr(importlib.import_module(reporters.BUILTIN[rtype]), "create", None)
+    try:
+        parameters = list(inspect.signature(create).parameters.values()) if create else []
+    except (TypeError, ValueError):
+        return
+    if not parameters or any(p.kind is p.VAR_KEYWORD for p in parameters):
+        return
+    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    # `env` is how load() hands the environment to the reporters that read OTEL_* variables.
+    names = [p.name for p in parameters if p.kind in named and p.name != "env"]
+    for key in options:
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(
+                f"TRACE_REPORTER_CONFIG: {rtype} reporter: no option {key!r}{hint};"
+                f" its options: {', '.join(names)}"
+            )
+    for p in parameters:
+        if p.kind in named and p.default is p.empty and p.name not in options:
+            raise ConfigError(
+                f"TRACE_REPORTER_TYPE={rtype} needs the option {p.name!r}: set"
+                f" TRACE_REPORTER_CONFIG to a JSON object with it, e.g."
+                f' TRACE_REPORTER_CONFIG=\'{{"{p.name}": "..."}}\''
+            )
 
 
 # The reporters that read OpenTelemetry's OTEL_EXPORTER_* variables themselves.
@@ -385,17 +491,7 @@ _NUMBERS: dict[str, tuple[type, float, float]] = {
 # Signals a snapshot must not take: uncatchable ones, and those the kernel sends for a fault in
 # the running code (handled in Python, the faulting instruction runs again, forever).
 _UNSAFE_SIGNALS = frozenset(
-    (
-        "SIGKILL",
-        "SIGSTOP",
-        "SIGSEGV",
-        "SIGBUS",
-        "SIGFPE",
-        "SIGILL",
-        "SIGTRAP",
-        "SIGSYS",
-        "SIGABRT",
-    )
+    ("SIGKILL", "SIGSTOP", "SIGSEGV", "SIGBUS", "SIGFPE", "SIGILL", "SIGTRAP", "SIGSYS", "SIGABRT")
 )
 # Signals the system, a terminal or a supervisor sends in normal operation (a child ending, a
 # window resized, a timer, a closed pipe, a stop or reload request): each would pause the process
@@ -711,6 +807,7 @@ def load(
     env = os.environ if env is None else env
     values: dict[str, Any] = {}
     sources: list[str] = []
+    _warn_unknown_variables(env)
     path = find_file(config_path, env)
     if path is not None:
         where = str(path)

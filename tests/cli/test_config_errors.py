@@ -119,6 +119,12 @@ def test_install_in_code_raises_for_a_reporter_class(tmp_path: Path) -> None:
             ["trace.config.py", "line 2", "sys.exit(3)"],
         ),
         ({"conf/x": ""}, {"TRACE_CONFIG_PATH": "conf"}, ["TRACE_CONFIG_PATH", "is a directory"]),
+        ({}, {"TRACE_DISABLED": "ture"}, ["TRACE_DISABLED", "'ture'", "1, true, yes, on"]),
+        (
+            {},
+            {"TRACE_REPORTER_TYPE": "http"},
+            ["TRACE_REPORTER_TYPE=http", "'url'", "TRACE_REPORTER_CONFIG"],
+        ),
     ],
 )
 def test_a_config_error_under_run_is_one_message_and_status_2(
@@ -144,6 +150,18 @@ def test_the_demo_does_not_read_the_projects_configuration(tmp_path: Path) -> No
     out = tracer_cmd("demo", "--requests", "1", cwd=tmp_path, timeout=120, TRACE_SAMPLE_RATE="0")
     assert out.returncode == 0, out.stdout + out.stderr
     assert out.stdout.count("\ntrace ") == 1, out.stdout
+
+
+def test_a_misspelt_variable_is_one_warning_and_the_program_runs(tmp_path: Path) -> None:
+    (tmp_path / "app.py").write_text(APP)
+    out = tracer_cmd(
+        "run", "app.py", cwd=tmp_path, TRACE_SAMPLERATE="1", TRACE_REPORTER_TYPE="stdout"
+    )
+    assert out.returncode == 0, out.stderr
+    assert "the app ran" in out.stdout
+    warnings = [line for line in out.stderr.splitlines() if "TRACE_SAMPLERATE" in line]
+    assert len(warnings) == 1, out.stderr
+    assert "did you mean TRACE_SAMPLE_RATE?" in warnings[0], warnings[0]
 
 
 def test_a_config_file_interrupted_by_ctrl_c_stops_the_program_as_ctrl_c_does(

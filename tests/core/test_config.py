@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
+import logging
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -247,3 +251,176 @@ def test_a_config_path_naming_a_fifo_is_refused_without_opening_it(tmp_path: Pat
     os.mkfifo(fifo)
     with pytest.raises(ConfigError, match="not a regular file"):
         load(env={"TRACE_CONFIG_PATH": str(fifo)})
+
+
+BOOLEAN_VARIABLES = ["TRACE_DISABLED", "TRACE_METRICS", "TRACE_MEMORY_WATCH"]
+
+
+@pytest.mark.parametrize("variable", BOOLEAN_VARIABLES)
+@pytest.mark.parametrize(
+    ("raw", "value"),
+    [
+        *[(s, True) for s in ("1", "true", "TRUE", "True", "yes", "on", " on ")],
+        *[(s, False) for s in ("0", "false", "FALSE", "no", "off")],
+    ],
+)
+def test_boolean_variables_take_the_documented_spellings(
+    variable: str, raw: str, value: bool
+) -> None:
+    key = variable.removeprefix("TRACE_").lower()
+    cfg = load(env={variable: raw, "TRACE_REPORTER_TYPE": "memory"})
+    assert getattr(cfg, "disabled" if key == "disabled" else key) is value
+
+
+@pytest.mark.parametrize("variable", BOOLEAN_VARIABLES)
+@pytest.mark.parametrize("raw", ["ture", "2", "y", "enabled", "-1", "none"])
+def test_boolean_variables_refuse_other_spellings(variable: str, raw: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load(env={variable: raw, "TRACE_REPORTER_TYPE": "memory"})
+    message = str(err.value)
+    assert message.startswith(f"{variable}:"), message
+    assert repr(raw) in message
+    for spelling in ("1, true, yes, on", "0, false, no, off"):
+        assert spelling in message, message
+
+
+def test_trace_disabled_misspelt_fails_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRACE_DISABLED", "ture")
+    with pytest.raises(ConfigError, match="TRACE_DISABLED"):
+        tracer.install(reporter=reporters.create("memory"))
+    assert tracer.stats()["created"] == 0
+
+
+def test_an_unknown_trace_variable_is_one_warning_with_the_nearest_name(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    env = {"TRACE_SAMPLERATE": "1", "TRACE_REPORTER_TYPE": "memory"}
+    with caplog.at_level(logging.WARNING, logger="tracer"):
+        cfg = load(env=env)
+        load(env=env)
+    assert cfg.sample_rate is None
+    warnings = [r.getMessage() for r in caplog.records if "TRACE_SAMPLERATE" in r.getMessage()]
+    assert len(warnings) == 1, warnings
+    assert "did you mean TRACE_SAMPLE_RATE?" in warnings[0], warnings[0]
+
+
+def test_an_unknown_trace_variable_far_from_any_name_lists_the_known_ones(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="tracer"):
+        load(env={"TRACE_ZZZZZZZZ_QQQQ": "1", "TRACE_REPORTER_TYPE": "memory"})
+    (warning,) = [r.getMessage() for r in caplog.records if "TRACE_ZZZZZZZZ_QQQQ" in r.getMessage()]
+    assert "did you mean" not in warning and "TRACE_APP_NAME" in warning, warning
+
+
+def test_a_variable_for_an_option_without_one_says_where_to_set_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="tracer"):
+        cfg = load(env={"TRACE_LOG_CORRELATION": "1", "TRACE_REPORTER_TYPE": "memory"})
+    assert cfg.log_correlation is False
+    (warning,) = [
+        r.getMessage() for r in caplog.records if "TRACE_LOG_CORRELATION" in r.getMessage()
+    ]
+    assert "'log_correlation' has no variable" in warning and "trace.config.py" in warning
+
+
+def _variables_tracer_reads() -> set[str]:
+    """Every ``"TRACE_..."`` string literal in tracer's code and the variables of its options."""
+    from tests.conftest import ROOT
+    from tracer.config import ENV_OPTIONS
+
+    names = {f"TRACE_{key.upper()}" for key in ENV_OPTIONS}
+    for folder in ("tracer", "reporters"):
+        for source in (Path(ROOT) / folder).rglob("*.py"):
+            names.update(re.findall(r"""["'](TRACE_[A-Z0-9_]+)["']""", source.read_text()))
+    return names
+
+
+def test_no_variable_tracer_reads_draws_the_unknown_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from tests.conftest import ROOT
+
+    names = _variables_tracer_reads()
+    # And those the commented config file names.
+    template = (Path(ROOT) / "tracer" / "trace.config.template").read_text()
+    names.update(re.findall(r"\bTRACE_[A-Z0-9_]*[A-Z0-9]\b", template))
+    assert {"TRACE_SPOOL_DIR", "TRACE_SAMPLE_RATE", "TRACE_METRICS_PORT"} <= names
+    # One name that is not tracer's, so that the test sees the warnings were looked for.
+    env = dict.fromkeys([*names, "TRACE_NOT_A_THING"], "?")
+    with caplog.at_level(logging.WARNING, logger="tracer"):
+        with contextlib.suppress(ConfigError):
+            # The values are nonsense: only the names matter here.
+            load(env=env)
+    unknown = [r.getMessage() for r in caplog.records if "not a tracer variable" in r.getMessage()]
+    assert len(unknown) == 1 and "TRACE_NOT_A_THING" in unknown[0], unknown
+
+
+def test_other_programs_variables_are_left_alone(caplog: pytest.LogCaptureFixture) -> None:
+    env = {
+        "TRACER_STRICT": "1",
+        "OTEL_TRACES_SAMPLER": "always_on",
+        "OTEL_SERVICE_NAMEE": "x",
+        "TRACEBACK": "1",
+        "TRACE_REPORTER_TYPE": "memory",
+    }
+    with caplog.at_level(logging.WARNING, logger="tracer"):
+        load(env=env)
+    assert not [r for r in caplog.records if "not a tracer variable" in r.getMessage()]
+
+
+@pytest.mark.parametrize(
+    ("rtype", "must_name"),
+    [("http", ["TRACE_REPORTER_TYPE=http", "'url'", "TRACE_REPORTER_CONFIG", '{"url": '])],
+)
+def test_a_reporter_type_without_its_required_options_says_what_to_set(
+    rtype: str, must_name: list[str]
+) -> None:
+    with pytest.raises(ConfigError) as err:
+        load(env={"TRACE_REPORTER_TYPE": rtype})
+    message = str(err.value)
+    assert "positional argument" not in message, message
+    for part in must_name:
+        assert part in message, message
+
+
+@pytest.mark.parametrize("rtype", ["stdout", "memory", "logstash", "otlp", "zipkin"])
+def test_every_other_reporter_type_needs_no_options(rtype: str) -> None:
+    cfg = load(env={"TRACE_REPORTER_TYPE": rtype})
+    assert callable(cfg.reporter.send)
+    close = getattr(cfg.reporter, "close", None)
+    if callable(close):
+        close()
+
+
+def test_an_unknown_reporter_option_names_the_nearest_one() -> None:
+    env = {"TRACE_REPORTER_TYPE": "http", "TRACE_REPORTER_CONFIG": '{"urll": "http://x/"}'}
+    with pytest.raises(ConfigError) as err:
+        load(env=env)
+    message = str(err.value)
+    assert "unexpected keyword" not in message, message
+    assert "'urll'" in message and "did you mean 'url'?" in message, message
+
+
+@pytest.mark.parametrize(
+    ("rtype", "options"),
+    [
+        ("logstash", {"type": 5}),
+        ("logstash", {"ca_file": "/nonexistent/ca.pem"}),
+        ("http", {"url": "http://127.0.0.1:1/", "headers": "x"}),
+        ("otlp", {"headers": [1]}),
+        ("zipkin", {"headers": True}),
+    ],
+)
+def test_a_reporter_option_of_the_wrong_kind_is_a_config_error(
+    rtype: str, options: dict[str, object]
+) -> None:
+    env = {"TRACE_REPORTER_TYPE": rtype, "TRACE_REPORTER_CONFIG": json.dumps(options)}
+    with pytest.raises(ConfigError, match=f"TRACE_REPORTER_CONFIG: {rtype} reporter: "):
+        load(env=env)
+
+
+def test_a_blank_app_name_variable_is_refused() -> None:
+    with pytest.raises(ConfigError, match="TRACE_APP_NAME"):
+        load(env={"TRACE_APP_NAME": "   ", "TRACE_REPORTER_TYPE": "memory"})
