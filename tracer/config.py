@@ -188,7 +188,7 @@ def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
     options: dict[str, Any] = {}
     if env.get("TRACE_APP_NAME"):
         options["app_name"] = _validate("TRACE_APP_NAME", "app_name", env["TRACE_APP_NAME"])
-    if env.get("TRACE_DISABLED"):
+    if env.get("TRACE_DISABLED", "").strip():
         options["disabled"] = _env_bool("TRACE_DISABLED", env["TRACE_DISABLED"])
     rate = env.get("TRACE_SAMPLE_RATE", "").strip()
     if rate:

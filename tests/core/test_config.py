@@ -284,6 +284,13 @@ def test_boolean_variables_refuse_other_spellings(variable: str, raw: str) -> No
         assert spelling in message, message
 
 
+@pytest.mark.parametrize("raw", ["", "  "])
+def test_an_empty_boolean_variable_counts_as_unset(raw: str) -> None:
+    for variable in BOOLEAN_VARIABLES:
+        cfg = load(env={variable: raw, "TRACE_REPORTER_TYPE": "memory"})
+        assert cfg.disabled is False and cfg.metrics is True and cfg.memory_watch is True
+
+
 def test_trace_disabled_misspelt_fails_install(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TRACE_DISABLED", "ture")
     with pytest.raises(ConfigError, match="TRACE_DISABLED"):
