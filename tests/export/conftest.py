@@ -60,3 +60,14 @@ def zipkin_receiver() -> Iterator[Any]:
 def protocol(request: pytest.FixtureRequest) -> str:
     """Each OTLP test that takes it runs once per encoding."""
     return str(request.param)
+
+
+@pytest.fixture
+def peer() -> Iterator[Any]:
+    """A :class:`tests.export.raw_receiver.RawReceiver`, answering as each test plans."""
+    from tests.export.raw_receiver import RawReceiver
+
+    receiver = RawReceiver().start()
+    yield receiver
+    tracer.uninstall()
+    receiver.stop()

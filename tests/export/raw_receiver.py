@@ -1,7 +1,8 @@
 """An HTTP receiver on 127.0.0.1 whose answers are raw bytes, for the tests of what the reporters
 do with odd answers: a status line, headers or a body that ``http.server`` would never write.
 
-``make`` builds each of the four HTTP reporters for it, and ``batch_of`` a batch to send.
+``make`` builds each of the four HTTP reporters for it, ``batch_of`` a batch to send, ``answer``
+an answer to plan, and ``delivered_once`` checks that every span made arrived exactly once.
 
 It reads each request (headers, then ``Content-Length`` bytes of body, gunzipped when the request
 says so), keeps it, and writes the next planned answer as it is; once the plan is used up it
@@ -18,6 +19,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+import tracer
 from reporters import http as http_reporter
 from reporters import logstash, otlp, zipkin
 
@@ -175,3 +177,43 @@ class RawReceiver:
                     return
                 if planned.close:
                     return
+
+
+def span_ids(kind: str, request: Request) -> list[str]:
+    """The span ids one request carried, in the reporter's own encoding."""
+    document = request.json()
+    if kind == "http":
+        return [s["span_id"] for s in document.get("spans", [])]
+    if kind == "otlp":
+        return [
+            span["spanId"]
+            for rs in document["resourceSpans"]
+            for ss in rs["scopeSpans"]
+            for span in ss["spans"]
+        ]
+    if kind == "zipkin":
+        return [s["id"] for s in document]
+    return [event["span_id"] for event in document if "span_id" in event]
+
+
+def make_spans(count: int) -> list[str]:
+    made = []
+    for n in range(count):
+        with tracer.span(f"job {n}") as span:
+            assert span is not None
+            made.append(span.span_id)
+    return made
+
+
+def delivered_once(kind: str, peer: RawReceiver, made: list[str]) -> None:
+    """Every span made reached the receiver in an accepted request, each exactly once."""
+    got = [sid for r in peer.accepted(PATHS[kind]) for sid in span_ids(kind, r)]
+    assert sorted(got) == sorted(made)
+    stats = tracer.stats()
+    assert stats["delivered"] == stats["created"] == len(made), stats
+    assert stats["dropped"] == 0, stats["dropped_by_reason"]
+
+
+def answer(status: str, *headers: str, body: bytes = b"") -> bytes:
+    head = [f"HTTP/1.1 {status}", *headers, f"Content-Length: {len(body)}"]
+    return "\r\n".join(head).encode("latin-1") + b"\r\n\r\n" + body

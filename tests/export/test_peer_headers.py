@@ -4,8 +4,6 @@ with a message that names where it came from once and does not repeat the value.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from reporters import http as http_reporter
@@ -14,14 +12,6 @@ from tests.delivery.helpers import Outcomes
 from tests.export.raw_receiver import KINDS, RawReceiver, batch_of, make
 from tracer import config
 from tracer.config import ConfigError
-
-
-@pytest.fixture
-def peer() -> Iterator[RawReceiver]:
-    receiver = RawReceiver().start()
-    yield receiver
-    receiver.stop()
-
 
 CONTROL_VALUES = {"crlf": "%0D%0A", "nul": "%00", "escape": "%1B", "delete": "%7F"}
 

@@ -58,7 +58,8 @@ def outcome(error: object) -> tuple[str, float | None, str]:
     """``(kind, retry_after, description)`` of what a reporter called back with.
 
     ``kind`` is ``ok`` for None, ``reject`` for an error whose ``retryable`` is False, else
-    ``retry``. Never raises, whatever the object does.
+    ``retry``. ``retry_after`` is a positive finite number of seconds, else None (the backoff
+    applies). Never raises, whatever the object does.
     """
     if error is None:
         return OK, None, ""
@@ -75,7 +76,11 @@ def outcome(error: object) -> tuple[str, float | None, str]:
         after = None
     if isinstance(after, bool) or not isinstance(after, (int, float)):
         return RETRY, None, text
-    seconds = float(after)
+    try:
+        seconds = float(after)
+    except Exception:
+        # An int past a float's range, or a subclass whose __float__ fails: not a wait.
+        return RETRY, None, text
     return RETRY, (seconds if math.isfinite(seconds) and seconds > 0 else None), text
 
 

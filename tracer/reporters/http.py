@@ -11,9 +11,16 @@ Outcomes, as the pipeline sees them:
 * 2xx: delivered, ``callback(None)``.
 * 408, 429, 500, 502, 503, 504, a connection error or a timeout:
   ``DeliveryError(retryable=True)``, with ``retry_after`` set from the ``Retry-After`` header
-  (seconds or an HTTP date) when present.
+  (seconds or an HTTP date) when it is one; any other ``Retry-After`` is ignored, so the status
+  stays retryable whatever its headers say.
+* an answer that is not HTTP (a garbage status line, too many or too long headers), or a 1xx
+  where the final answer belongs: ``DeliveryError(retryable=True)``, since it says nothing about
+  the batch.
 * any other status (3xx redirects are not followed, other 4xx, 501, ...): ``DeliveryError(retryable=
   False)``, because the same request would get the same answer.
+
+A 2xx is delivered whatever its body does (cut short, a bad ``Content-Length``): the receiver took
+the batch, and sending it again would only duplicate it.
 """
 
 from __future__ import annotations
@@ -56,27 +63,37 @@ _MAX_DRAIN = 64 * 1024
 _GZIP_LEVEL = 6
 
 
+# delay-seconds is ASCII digits (str.isdigit() also takes "²" and other scripts' digits). More
+# than ten of them is centuries: no wait a server means, so it is not believed.
+_DELAY_SECONDS = re.compile(r"[0-9]{1,10}")
+# An HTTP date is 29 characters; a longer value is not one.
+_MAX_DATE = 64
+
+
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
     """Seconds to wait from a ``Retry-After`` value (delay-seconds or an HTTP date), else None.
 
-    A date in the past gives 0. ``now`` (epoch seconds) is for tests.
+    A date in the past gives 0. Anything else (other digits than ASCII ones, more than ten of
+    them, a sign, a fraction, a date that cannot be) is None, so the caller's own backoff
+    applies; this never raises. ``now`` (epoch seconds) is for tests.
     """
     if value is None:
         return None
     value = value.strip()
-    if not value:
+    if not value or len(value) > _MAX_DATE:
         return None
-    if value.isdigit():
-        return float(int(value))
+    if _DELAY_SECONDS.fullmatch(value):
+        return float(value)
     try:
         moment = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+        if moment.tzinfo is None:
+            # HTTP dates are GMT; a date without a zone is read as such.
+            moment = moment.replace(tzinfo=datetime.timezone.utc)
+        seconds = moment.timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    if moment.tzinfo is None:
-        # HTTP dates are GMT; a date without a zone is read as such.
-        moment = moment.replace(tzinfo=datetime.timezone.utc)
     current = time.time() if now is None else now
-    return max(0.0, moment.timestamp() - current)
+    return max(0.0, seconds - current)
 
 
 # An HTTP header name is a token (RFC 9110, section 5.1).
@@ -150,7 +167,8 @@ class HttpReporter(ConnectionReporter):
     def send(self, data: Batch, callback: Callback) -> None:
         """POST one batch, then call ``callback`` exactly once; never raises on a delivery error.
 
-        A batch the encoder turns into nothing is delivered without a request. Exceptions raised
+        A batch the encoder turns into nothing is delivered without a request. A batch it fails
+        on is not retryable; a failure while sending or reading the answer is. Exceptions raised
         by ``callback`` itself propagate to the caller.
         """
         error: BaseException | None
@@ -162,6 +180,12 @@ class HttpReporter(ConnectionReporter):
                     body = _gzip.compress(body, compresslevel=_GZIP_LEVEL, mtime=0)
                     headers["Content-Encoding"] = "gzip"
                 headers["Content-Length"] = str(len(body))
+        except Exception as exc:
+            error = DeliveryError(
+                f"http reporter failed on this batch: {type(exc).__name__}: {exc}",
+                retryable=False,
+            )
+        else:
             with self._locked():
                 if self._closed:
                     error = DeliveryError("http reporter is closed", retryable=True)
@@ -169,11 +193,6 @@ class HttpReporter(ConnectionReporter):
                     error = None
                 else:
                     error = self._post(body, headers)
-        except Exception as exc:
-            error = DeliveryError(
-                f"http reporter failed on this batch: {type(exc).__name__}: {exc}",
-                retryable=False,
-            )
         callback(error)
 
     def _post(self, body: bytes, headers: dict[str, str]) -> DeliveryError | None:
@@ -189,16 +208,23 @@ class HttpReporter(ConnectionReporter):
             self._drop_connection()
             if not reused:
                 return self._network_error(exc)
-        except (OSError, http.client.HTTPException) as exc:
+        except Exception as exc:
+            # OSError and HTTPException (an answer that is not HTTP), or anything else the
+            # answer made go wrong: the batch's fate is unknown, so it is sent again later.
             self._drop_connection()
             return self._network_error(exc)
         # The server closed the idle keep-alive connection before reading this request, so it
         # never saw it: one more try on a fresh connection.
         try:
             return self._exchange(body, headers)
-        except (OSError, http.client.HTTPException) as exc:
+        except Exception as exc:
             self._drop_connection()
             return self._network_error(exc)
+
+    #: Statuses after which the same request may succeed later.
+    retryable_statuses: frozenset[int] = RETRYABLE_STATUSES
+    # How much of a 2xx answer is read; past that the connection is closed instead.
+    _max_answer = _MAX_DRAIN
 
     def _exchange(self, body: bytes, headers: dict[str, str]) -> DeliveryError | None:
         if self._conn is None:
@@ -208,18 +234,23 @@ class HttpReporter(ConnectionReporter):
         response = conn.getresponse()
         status = response.status
         if 200 <= status < 300:
-            rest = response.read(_MAX_DRAIN + 1)
-            if len(rest) > _MAX_DRAIN or response.will_close:
-                self._drop_connection()
+            self._read_success(status, response)
             return None
-        snippet = response.read(_MAX_ERROR_BODY)
+        try:
+            snippet = response.read(_MAX_ERROR_BODY)
+        except (OSError, http.client.HTTPException):
+            # The status is the answer; a body cut short only leaves the message shorter.
+            snippet = b""
         # An error answer is not read to its end, so this connection cannot carry another request.
         self._drop_connection()
         reason = f"HTTP {status} {response.reason} from {self.url}"
-        text = snippet.decode("utf-8", errors="replace").strip()
+        text = self._describe_error(snippet, response)
         if text:
             reason += f": {text}"
-        if status in RETRYABLE_STATUSES:
+        if status < 200:
+            # http.client reads past a 100 Continue only: any other 1xx comes back as if final.
+            return DeliveryError(f"{reason} (an interim answer, not a final one)", retryable=True)
+        if status in self.retryable_statuses:
             return DeliveryError(
                 reason,
                 retryable=True,
@@ -229,6 +260,22 @@ class HttpReporter(ConnectionReporter):
             location = response.getheader("Location")
             reason += f" (redirects are not followed; Location: {location})"
         return DeliveryError(reason, retryable=False)
+
+    def _read_success(self, status: int, response: http.client.HTTPResponse) -> bytes | None:
+        """Read a 2xx answer's body (up to ``_max_answer`` bytes), or None when it is longer or
+        cannot be read. The batch is delivered either way: only the connection is dropped."""
+        try:
+            answer = response.read(self._max_answer + 1)
+        except (OSError, http.client.HTTPException):
+            self._drop_connection()
+            return None
+        if len(answer) > self._max_answer or response.will_close:
+            self._drop_connection()
+        return answer if len(answer) <= self._max_answer else None
+
+    def _describe_error(self, snippet: bytes, response: http.client.HTTPResponse) -> str:
+        """The reason an error answer's body gives."""
+        return snippet.decode("utf-8", errors="replace").strip()
 
     def _new_connection(self) -> http.client.HTTPConnection:
         if self._scheme == "https":

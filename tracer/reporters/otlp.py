@@ -70,7 +70,6 @@ DEFAULT_TIMEOUT = 10.0
 CONTENT_TYPES = {"http/protobuf": "application/x-protobuf", "http/json": "application/json"}
 # How much of a success answer is read for its partial_success; a longer one is not parsed.
 _MAX_RESPONSE = 64 * 1024
-_MAX_ERROR_BODY = 512
 _GZIP_LEVEL = 6
 _LOG_EVERY = 10.0
 
@@ -168,6 +167,12 @@ class OtlpReporter(_http.HttpReporter):
                     headers["Content-Encoding"] = "gzip"
                 headers["Content-Length"] = str(len(body))
                 requests.append((body, headers))
+        except Exception as exc:
+            error = DeliveryError(
+                f"otlp reporter failed on this batch: {type(exc).__name__}: {exc}",
+                retryable=False,
+            )
+        else:
             with self._locked():
                 if self._closed:
                     error = DeliveryError("otlp reporter is closed", retryable=True)
@@ -178,48 +183,15 @@ class OtlpReporter(_http.HttpReporter):
                             break
                     if error is None and skipped:
                         self._note_rejected(skipped, "records without valid trace or span ids")
-        except Exception as exc:
-            error = DeliveryError(
-                f"otlp reporter failed on this batch: {type(exc).__name__}: {exc}",
-                retryable=False,
-            )
         callback(error)
 
-    def _exchange(self, body: bytes, headers: dict[str, str]) -> DeliveryError | None:
-        if self._conn is None:
-            self._conn = self._new_connection()
-        conn = self._conn
-        conn.request("POST", self._target, body=body, headers=headers)
-        response = conn.getresponse()
-        status = response.status
-        if 200 <= status < 300:
-            answer = response.read(_MAX_RESPONSE + 1)
-            if len(answer) > _MAX_RESPONSE or response.will_close:
-                self._drop_connection()
-            if status == 200 and len(answer) <= _MAX_RESPONSE:
-                self._read_success(answer, response)
-            return None
-        snippet = response.read(_MAX_ERROR_BODY)
-        # An error answer is not read to its end, so this connection cannot carry another request.
-        self._drop_connection()
-        reason = f"HTTP {status} {response.reason} from {self.url}"
-        text = _describe_error(snippet, response)
-        if text:
-            reason += f": {text}"
-        if status in RETRYABLE_STATUSES:
-            return DeliveryError(
-                reason,
-                retryable=True,
-                retry_after=_http.parse_retry_after(response.getheader("Retry-After")),
-            )
-        if 300 <= status < 400:
-            location = response.getheader("Location")
-            reason += f" (redirects are not followed; Location: {location})"
-        return DeliveryError(reason, retryable=False)
+    retryable_statuses = RETRYABLE_STATUSES
+    _max_answer = _MAX_RESPONSE
 
-    def _read_success(self, answer: bytes, response: http.client.HTTPResponse) -> None:
-        if not answer:
-            return
+    def _read_success(self, status: int, response: http.client.HTTPResponse) -> bytes | None:
+        answer = super()._read_success(status, response)
+        if status != 200 or not answer:
+            return answer
         try:
             if (response.getheader("Content-Encoding") or "").lower() == "gzip":
                 answer = _gzip.decompress(answer)
@@ -228,9 +200,13 @@ class OtlpReporter(_http.HttpReporter):
             )
         except Exception:
             # An answer we cannot read is still a 200: the receiver took the batch.
-            return
+            return answer
         if rejected or message:
             self._note_rejected(rejected, message or "no reason given")
+        return answer
+
+    def _describe_error(self, snippet: bytes, response: http.client.HTTPResponse) -> str:
+        return _describe_error(snippet, response)
 
     def _note_rejected(self, rejected: int, message: str) -> None:
         # Called with the connection's lock held (inside send), so the counts need no other.
@@ -360,7 +336,7 @@ def _describe_error(snippet: bytes, response: http.client.HTTPResponse) -> str:
             document = json.loads(snippet)
             if isinstance(document, dict) and isinstance(document.get("message"), str):
                 return str(document["message"]).strip()
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):
         pass
     return snippet.decode("utf-8", errors="replace").strip()
 
