@@ -143,8 +143,8 @@ def test_partial_success_is_delivered_counted_and_logged_once(
     receiver.plan = [answer, answer]
     reporter = otlp.create(receiver.endpoint, protocol=protocol)
     with caplog.at_level(logging.WARNING, logger="tracer"):
-        assert send(reporter).only is None
-        assert send(reporter).only is None
+        assert send(reporter, batch(5)).only is None
+        assert send(reporter, batch(5)).only is None
     assert reporter.rejected_spans == 6
     # One line: the second answer within 10 s is counted, not logged again.
     (line,) = [r.getMessage() for r in caplog.records if "OTLP receiver" in r.getMessage()]

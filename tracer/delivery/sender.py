@@ -41,6 +41,7 @@ from tracer.delivery.batches import Batch
 from tracer.delivery.caller import Callers, Delivery, HungReporter
 from tracer.delivery.ledger import Ledger, describe
 from tracer.delivery.spooler import Spooler
+from tracer.redaction import clean_text
 
 log = logging.getLogger("tracer")
 
@@ -48,6 +49,8 @@ log = logging.getLogger("tracer")
 FIRST_BACKOFF = 0.05
 # Failed report batches waiting for another attempt, at most; past that the oldest is dropped.
 MAX_REPORT_RETRIES = 16
+# How much of an error's description goes into a log line.
+MAX_ERROR_TEXT = 600
 
 OK = "ok"
 RETRY = "retry"
@@ -59,11 +62,13 @@ def outcome(error: object) -> tuple[str, float | None, str]:
 
     ``kind`` is ``ok`` for None, ``reject`` for an error whose ``retryable`` is False, else
     ``retry``. ``retry_after`` is a positive finite number of seconds, else None (the backoff
-    applies). Never raises, whatever the object does.
+    applies). ``description`` is fit for one log line: the error's text may quote a peer, so
+    control characters are escaped and its length is capped. Never raises, whatever the object
+    does.
     """
     if error is None:
         return OK, None, ""
-    text = describe(error)
+    text = clean_text(describe(error), MAX_ERROR_TEXT)
     try:
         retryable = getattr(error, "retryable", True)
     except BaseException:
@@ -238,7 +243,7 @@ class Sender:
         kind, retry_after, text = outcome(error)
         del error
         if kind == OK:
-            self._read_partial()
+            self._read_partial(batch.count)
             if self.failures:
                 log.info("tracer: reporter delivers again")
             self.failures = 0
@@ -304,7 +309,7 @@ class Sender:
             due = max(due, self.report_retries[-1][0])
         self.report_retries.append((due, batch))
 
-    def _read_partial(self) -> None:
+    def _read_partial(self, count: int) -> None:
         # A receiver may accept a batch and reject some of its spans (OTLP's partial_success):
         # the reporter counts them in ``rejected_spans``; the ledger shows what this send added.
         try:
@@ -312,7 +317,8 @@ class Sender:
         except Exception:
             return
         if isinstance(seen, int) and not isinstance(seen, bool) and seen > self._rejected_seen:
-            self.ledger.partial(seen - self._rejected_seen)
+            # A reporter cannot have lost more of a batch than the batch held.
+            self.ledger.partial(min(seen - self._rejected_seen, count))
             self._rejected_seen = seen
 
     def _give_up(self, batch: Batch) -> bool:

@@ -10,8 +10,9 @@ then; an exception, an error or no callback within the pipeline's timeout means 
 then spool. A second callback is ignored.
 
 Reporters may also offer ``flush(timeout: float) -> bool`` and ``close() -> None``; the pipeline
-calls them when present. The reporters import nothing of tracer's outside ``tracer.reporters``:
-only plain dicts cross.
+calls them when present. The reporters import nothing of tracer's outside ``tracer.reporters``
+but :func:`tracer.redaction.clean_text`, which escapes a peer's text for the log: only plain dicts
+cross.
 """
 
 from __future__ import annotations

@@ -20,7 +20,9 @@ Outcomes, as the pipeline sees them:
   False)``, because the same request would get the same answer.
 
 A 2xx is delivered whatever its body does (cut short, a bad ``Content-Length``): the receiver took
-the batch, and sending it again would only duplicate it.
+the batch, and sending it again would only duplicate it. Text from the receiver (its reason phrase,
+the start of an error body, a ``Location``) goes into the error with control characters escaped
+and its length capped, so it cannot forge a log line.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ import time
 import urllib.parse
 from collections.abc import Callable, Mapping
 
+from tracer.redaction import clean_text
 from tracer.reporters.base import Batch, Callback, ConnectionReporter, DeliveryError
 from tracer.reporters.encoding import encode_json
 
@@ -58,6 +61,8 @@ DEFAULT_TIMEOUT = 10.0
 USER_AGENT = "tracer-http-reporter/0.1"
 # How much of an error response is kept for the error message; the rest is not read.
 _MAX_ERROR_BODY = 512
+# How much of a reason phrase or a Location header goes into an error message.
+_MAX_PEER_FIELD = 256
 # A 2xx answer longer than this is not read to the end; the connection is closed instead.
 _MAX_DRAIN = 64 * 1024
 _GZIP_LEVEL = 6
@@ -243,10 +248,11 @@ class HttpReporter(ConnectionReporter):
             snippet = b""
         # An error answer is not read to its end, so this connection cannot carry another request.
         self._drop_connection()
-        reason = f"HTTP {status} {response.reason} from {self.url}"
+        phrase = clean_text(str(response.reason or "").strip(), _MAX_PEER_FIELD)
+        reason = f"HTTP {status} {phrase} from {self.url}"
         text = self._describe_error(snippet, response)
         if text:
-            reason += f": {text}"
+            reason += f": {clean_text(text, _MAX_ERROR_BODY)}"
         if status < 200:
             # http.client reads past a 100 Continue only: any other 1xx comes back as if final.
             return DeliveryError(f"{reason} (an interim answer, not a final one)", retryable=True)
@@ -257,7 +263,7 @@ class HttpReporter(ConnectionReporter):
                 retry_after=parse_retry_after(response.getheader("Retry-After")),
             )
         if 300 <= status < 400:
-            location = response.getheader("Location")
+            location = clean_text(str(response.getheader("Location")), _MAX_PEER_FIELD)
             reason += f" (redirects are not followed; Location: {location})"
         return DeliveryError(reason, retryable=False)
 
@@ -274,7 +280,7 @@ class HttpReporter(ConnectionReporter):
         return answer if len(answer) <= self._max_answer else None
 
     def _describe_error(self, snippet: bytes, response: http.client.HTTPResponse) -> str:
-        """The reason an error answer's body gives."""
+        """The reason an error answer's body gives (uncleaned; the caller escapes it)."""
         return snippet.decode("utf-8", errors="replace").strip()
 
     def _new_connection(self) -> http.client.HTTPConnection:
@@ -294,8 +300,10 @@ class HttpReporter(ConnectionReporter):
 
     def _network_error(self, exc: BaseException) -> DeliveryError:
         kind = "timed out" if isinstance(exc, (socket.timeout, TimeoutError)) else "failed"
+        # An HTTPException's text may quote the answer (BadStatusLine has the line itself).
+        text = clean_text(str(exc), _MAX_ERROR_BODY)
         error = DeliveryError(
-            f"POST {self.url} {kind}: {type(exc).__name__}: {exc}", retryable=True
+            f"POST {self.url} {kind}: {type(exc).__name__}: {text}", retryable=True
         )
         error.__cause__ = exc
         return error

@@ -18,7 +18,12 @@ Outcomes, as the OTLP/HTTP specification has them:
 * 200: delivered. A ``partial_success`` in the answer is still delivered, never retried (the
   specification forbids it): its ``rejected_spans`` are added to :attr:`OtlpReporter.
   rejected_spans` and said in one log line (at most one per 10 s, with the counts since the
-  last).
+  last). The count is the receiver's word, checked: at most the spans of that request (data
+  points, for metrics); a negative one, a fraction or anything but a number (or the decimal
+  string the JSON mapping writes an int64 as) counts 0, and its ``error_message`` is still said,
+  escaped and cut to 512 characters. A body that is not an ``Export*ServiceResponse`` (not
+  JSON, nested too deep, not protobuf, a gzip body that inflates past 64 KiB) is still a 200:
+  delivered, with one warning for the reporter's lifetime.
 * 429, 502, 503, 504, a connection error, a timeout, or a server that closed the connection
   without answering: ``DeliveryError(retryable=True)`` with ``retry_after`` from
   ``Retry-After``; the pipeline retries with backoff, then spools.
@@ -42,11 +47,14 @@ import http.client
 import json
 import logging
 import os
+import re
 import time
 import urllib.parse
+import zlib
 from collections.abc import Mapping
 from typing import Any
 
+from tracer.redaction import clean_text
 from tracer.reporters import http as _http
 from tracer.reporters import otel_env, otlp_encode, otlp_metrics
 from tracer.reporters.base import Batch, Callback, DeliveryError
@@ -72,6 +80,10 @@ CONTENT_TYPES = {"http/protobuf": "application/x-protobuf", "http/json": "applic
 _MAX_RESPONSE = 64 * 1024
 _GZIP_LEVEL = 6
 _LOG_EVERY = 10.0
+# How much of a receiver's error_message goes into the log line.
+_MAX_MESSAGE = 512
+# A count as OTLP/JSON writes an int64: a decimal string (a longer one is no count at all).
+_DECIMAL = re.compile(r"[0-9]{1,64}")
 
 
 class OtlpReporter(_http.HttpReporter):
@@ -107,6 +119,9 @@ class OtlpReporter(_http.HttpReporter):
         self._last_log = 0.0
         self._unlogged_answers = 0
         self._unlogged_spans = 0
+        # Spans (data points) in the request on the wire: a partial_success is capped at it.
+        self._sending = 0
+        self._unreadable_warned = False
 
     def __repr__(self) -> str:
         return f"<OtlpReporter {self.protocol} {self.url}>"
@@ -127,6 +142,11 @@ class OtlpReporter(_http.HttpReporter):
     def encode(self, data: Batch) -> tuple[list[bytes], int]:
         """The request bodies for one batch (uncompressed; none when it has nothing of this
         reporter's signal) and how many records were left out as unusable."""
+        requests, skipped = self._requests(data)
+        return [body for body, _ in requests], skipped
+
+    def _requests(self, data: Batch) -> tuple[list[tuple[bytes, int]], int]:
+        """``encode``'s bodies, each with the spans (data points) it carries."""
         if self.signal == "metrics":
             # A metrics batch is one registry's state: small, never split.
             write = (
@@ -135,18 +155,22 @@ class OtlpReporter(_http.HttpReporter):
                 else otlp_metrics.to_json
             )
             body = write(data, self.resource_attributes) if "metrics" in data else None
-            return ([] if body is None else [body]), 0
+            if body is None:
+                return [], 0
+            points = sum(len(metric[4]) for metric in otlp_metrics.prepare(data))
+            return [(body, points)], 0
         groups, skipped = otlp_encode.prepare(data, self.resource_attributes)
-        bodies: list[bytes] = []
+        bodies: list[tuple[bytes, int]] = []
         pending = [groups] if groups else []
         while pending:
             part = pending.pop(0)
             body = self._write(part)
-            if len(body) > self.max_request_bytes and otlp_encode.count(part) > 1:
+            count = otlp_encode.count(part)
+            if len(body) > self.max_request_bytes and count > 1:
                 first, second = otlp_encode.split(part)
                 pending[:0] = [first, second]
                 continue
-            bodies.append(body)
+            bodies.append((body, count))
         return bodies, skipped
 
     def send(self, data: Batch, callback: Callback) -> None:
@@ -158,15 +182,15 @@ class OtlpReporter(_http.HttpReporter):
             return
         error: BaseException | None = None
         try:
-            bodies, skipped = self.encode(data)
+            bodies, skipped = self._requests(data)
             requests = []
-            for body in bodies:
+            for body, count in bodies:
                 headers = dict(self._headers)
                 if self.gzip:
                     body = _gzip.compress(body, compresslevel=_GZIP_LEVEL, mtime=0)
                     headers["Content-Encoding"] = "gzip"
                 headers["Content-Length"] = str(len(body))
-                requests.append((body, headers))
+                requests.append((body, headers, count))
         except Exception as exc:
             error = DeliveryError(
                 f"otlp reporter failed on this batch: {type(exc).__name__}: {exc}",
@@ -177,7 +201,8 @@ class OtlpReporter(_http.HttpReporter):
                 if self._closed:
                     error = DeliveryError("otlp reporter is closed", retryable=True)
                 else:
-                    for body, headers in requests:
+                    for body, headers, count in requests:
+                        self._sending = count
                         error = self._post(body, headers)
                         if error is not None:
                             break
@@ -194,22 +219,46 @@ class OtlpReporter(_http.HttpReporter):
             return answer
         try:
             if (response.getheader("Content-Encoding") or "").lower() == "gzip":
-                answer = _gzip.decompress(answer)
+                answer = _gunzip(answer, _MAX_RESPONSE)
             rejected, message = _partial_success(
                 answer, _content_type(response, self.protocol), self.signal
             )
-        except Exception:
-            # An answer we cannot read is still a 200: the receiver took the batch.
+        except Exception as exc:
+            # Whatever the receiver's bytes make the decoders raise (not JSON, nested past the
+            # recursion limit, not protobuf, a gzip bomb): still a 200, the batch was taken.
+            self._warn_unreadable(exc)
             return answer
+        # The receiver cannot have rejected more than it was sent.
+        rejected = min(rejected, self._sending)
         if rejected or message:
             self._note_rejected(rejected, message or "no reason given")
         return answer
+
+    def _warn_unreadable(self, exc: BaseException) -> None:
+        if self._unreadable_warned:
+            return
+        self._unreadable_warned = True
+        what = (
+            "ExportMetricsServiceResponse"
+            if self.signal == "metrics"
+            else ("ExportTraceServiceResponse")
+        )
+        log.warning(
+            "tracer: OTLP receiver %s answered 200 with a body tracer could not read as an %s"
+            " (%s: %s); the batches count as delivered and any partial_success in such an"
+            " answer is not counted (said once)",
+            self.url,
+            what,
+            type(exc).__name__,
+            clean_text(str(exc), 200),
+        )
 
     def _describe_error(self, snippet: bytes, response: http.client.HTTPResponse) -> str:
         return _describe_error(snippet, response)
 
     def _note_rejected(self, rejected: int, message: str) -> None:
         # Called with the connection's lock held (inside send), so the counts need no other.
+        message = clean_text(message, _MAX_MESSAGE)
         what = "data points" if self.signal == "metrics" else "spans"
         if self.signal == "metrics":
             self._rejected_points += rejected
@@ -242,6 +291,30 @@ class OtlpReporter(_http.HttpReporter):
             log.warning("tracer: OTLP receiver %s warned: %s%s", self.url, message, more)
 
 
+def _gunzip(data: bytes, limit: int) -> bytes:
+    """``data`` gunzipped, refused (ValueError) past ``limit`` bytes: a small answer can inflate
+    a thousandfold."""
+    inflater = zlib.decompressobj(wbits=31)
+    out = inflater.decompress(data, limit + 1)
+    if len(out) > limit:
+        raise ValueError(f"the gzip body inflates past {limit} bytes")
+    return out
+
+
+def _count(value: object) -> int:
+    """A ``rejected_*`` count of an OTLP/JSON answer: a whole number, or the decimal string the
+    JSON mapping writes an int64 as; anything else (negative, a fraction, a bool, text) is 0."""
+    if isinstance(value, bool):
+        return 0
+    if isinstance(value, int):
+        return max(0, value)
+    if isinstance(value, float):
+        return int(value) if value.is_integer() and value > 0 else 0
+    if isinstance(value, str) and _DECIMAL.fullmatch(value.strip()):
+        return int(value.strip())
+    return 0
+
+
 def _content_type(response: http.client.HTTPResponse, protocol: str) -> str:
     value = (response.getheader("Content-Type") or "").split(";")[0].strip().lower()
     return value or CONTENT_TYPES[protocol]
@@ -264,7 +337,7 @@ def _partial_success(answer: bytes, content_type: str, signal: str = "traces") -
             return 0, ""
         rejected = partial.get(camel, partial.get(field, 0))
         message = partial.get("errorMessage", partial.get("error_message", ""))
-        return max(0, int(rejected or 0)), str(message or "")
+        return _count(rejected), message if isinstance(message, str) else ""
     if signal == "metrics":
         from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
             ExportMetricsServiceResponse,
