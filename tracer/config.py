@@ -354,7 +354,9 @@ def _create_reporter(rtype: str, options: dict[str, Any], env: Mapping[str, str]
         if rtype in _OTEL_REPORTERS and "OTEL_" in str(exc):
             # The message names the OTEL_* variable that is wrong.
             raise ConfigError(str(exc)) from exc
-        raise ConfigError(f"TRACE_REPORTER_CONFIG: {rtype} reporter: {exc}") from exc
+        # The reporters' own messages often start with their name already.
+        said = str(exc).removeprefix(f"{rtype} reporter: ")
+        raise ConfigError(f"TRACE_REPORTER_CONFIG: {rtype} reporter: {said}") from exc
     except OSError as exc:
         # A file option (ca_file, ...) that cannot be read.
         raise ConfigError(f"TRACE_REPORTER_CONFIG: {rtype} reporter: {exc}") from exc

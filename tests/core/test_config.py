@@ -428,6 +428,15 @@ def test_a_reporter_option_of_the_wrong_kind_is_a_config_error(
         load(env=env)
 
 
+def test_a_reporter_refusing_an_option_is_named_once() -> None:
+    env = {"TRACE_REPORTER_TYPE": "http", "TRACE_REPORTER_CONFIG": '{"url": 5}'}
+    with pytest.raises(ConfigError) as err:
+        load(env=env)
+    message = str(err.value)
+    assert message.startswith("TRACE_REPORTER_CONFIG: http reporter: "), message
+    assert message.count("http reporter") == 1, message
+
+
 def test_a_blank_app_name_variable_is_refused() -> None:
     with pytest.raises(ConfigError, match="TRACE_APP_NAME"):
         load(env={"TRACE_APP_NAME": "   ", "TRACE_REPORTER_TYPE": "memory"})
