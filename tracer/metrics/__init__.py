@@ -70,7 +70,7 @@ class _TracerCollector:
         else:
             merged = series
             families = state.sample_families()
-        yield from request_families(state.recorder.buckets, merged)
+        yield from request_families(state.recorder.buckets, merged, state.recorder.admission)
         yield gc_family(merged.get(GC_NAME, []))
         yield from thread_families()
         yield from families

@@ -31,9 +31,12 @@ from tracer.span import CLIENT, SERVER, Span
 # OpenTelemetry's value for a method it does not know, used here for every label that would
 # otherwise take a value chosen by whoever sends requests.
 OTHER = "_OTHER"
-# At most this many series per histogram; later label sets all go into one series whose labels
-# are all OTHER, so memory and the exposition stay bounded whatever the traffic.
+# At most this many series per histogram, overflow series included, so memory and the
+# exposition stay bounded whatever the traffic. The last OVERFLOW_SERIES of them are kept for
+# overflow: label sets that keep only their status code and scheme (or error type), then one
+# whose labels are all OTHER, where everything goes once the others are taken.
 MAX_SERIES = 2000
+OVERFLOW_SERIES = 100
 # At most this many client URLs keep their parsed address and port.
 MAX_TARGETS = 512
 
@@ -48,10 +51,14 @@ CLIENT_LABELS = (
     "http_response_status_code",
     "error_type",
 )
-# Past MAX_SERIES a request keeps only its status code, scheme and error type (a few hundred
-# values at most), so status classes and error ratios stay right.
-_SERVER_OVERFLOW = (OTHER, OTHER)
-_CLIENT_OVERFLOW = (OTHER, OTHER, OTHER)
+# How many leading labels (raw key values) overflow replaces by OTHER: what is left, the status
+# code and scheme or error type, keeps status classes and error ratios right.
+_SERVER_REPLACED = 2
+_CLIENT_REPLACED = 3
+# The raw keys of the series where everything goes once the overflow series are taken too (a
+# route of None is OTHER at scrape time, as for a request no route matched).
+_SERVER_LAST = (OTHER, None, OTHER, OTHER)
+_CLIENT_LAST = (OTHER, OTHER, OTHER, OTHER, OTHER)
 
 Series = list[int]
 
@@ -100,6 +107,56 @@ def _le(bound: float) -> str:
 
 def _label(value: Any) -> str:
     return "" if value is None else str(value)
+
+
+def _scheme(https: Any) -> str:
+    if https is True:
+        return "https"
+    return "http" if https is False else OTHER
+
+
+class Admission:
+    """The label sets a scrape may show, per histogram, kept from scrape to scrape.
+
+    Each process caps its own tables, but the sum of several processes' files (``metrics_dir``)
+    can hold more label sets than one. The label sets a scrape shows are admitted in the order
+    first seen and stay admitted, so a series never turns into an overflow one from one scrape
+    to the next (which would break Prometheus' ``rate()``); see :func:`bounded`.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.families: dict[str, dict[tuple[str, ...], None]] = {}
+
+
+def bounded(
+    rows: list[tuple[list[str], Series]], admitted: dict[tuple[str, ...], None], replaced: int
+) -> list[tuple[list[str], Series]]:
+    """``rows`` (label values, series) with at most :data:`MAX_SERIES` label sets, every count
+    kept: a label set not ``admitted`` while there is room is admitted; past the room for
+    ordinary label sets it is counted under its overflow label set (the first ``replaced``
+    labels OTHER), and once that room is taken too, under the one whose labels are all OTHER."""
+    ordinary = MAX_SERIES - OVERFLOW_SERIES
+    out: dict[tuple[str, ...], tuple[list[str], Series]] = {}
+    for labels, values in rows:
+        key = tuple(labels)
+        if key not in admitted:
+            if len(admitted) < ordinary:
+                admitted[key] = None
+            else:
+                key = (OTHER,) * replaced + key[replaced:]
+                if key not in admitted:
+                    if len(admitted) < MAX_SERIES - 1:
+                        admitted[key] = None
+                    else:
+                        key = (OTHER,) * len(key)
+        have = out.get(key)
+        if have is None:
+            out[key] = (list(key), list(values))
+        elif len(have[1]) == len(values):
+            for i, value in enumerate(values):
+                have[1][i] += value
+    return list(out.values())
 
 
 class LoopWatcher:
@@ -226,10 +283,17 @@ class Recorder:
         # Server requests started (Runtime.server_span adds to slot 0); active = started - ended.
         self.started: Series = [0]
         self._targets: dict[str, tuple[str, str]] = {}
+        # Taken only to make a series (never to count), so that the cap is exact however many
+        # threads meet new label sets at once.
+        self._lock = threading.Lock()
+        self.admission = Admission()
         self.record = self._make_record()
 
     def reset(self) -> None:
         """Forget everything (a forked child counts its own requests only)."""
+        # New locks: another thread of the parent may have held one at the fork.
+        self._lock = threading.Lock()
+        self.admission = Admission()
         self.server.clear()
         self.client.clear()
         self.started[0] = 0
@@ -323,10 +387,24 @@ class Recorder:
             if series is not None:
                 return series
             key = clean
-        if len(table) >= MAX_SERIES:
-            key = (*_SERVER_OVERFLOW, *key[2:]) if server else (*_CLIENT_OVERFLOW, *key[3:])
-        # setdefault: two threads making the same series end up with the one list.
-        return table.setdefault(key, [0] * self.width)
+        with self._lock:
+            # Looked up again under the lock: another thread may have made it meanwhile.
+            series = table.get(key)
+            if series is not None:
+                return series
+            if len(table) >= MAX_SERIES - OVERFLOW_SERIES:
+                if server:
+                    key = (OTHER, None, *key[_SERVER_REPLACED:])
+                else:
+                    key = (OTHER,) * _CLIENT_REPLACED + key[_CLIENT_REPLACED:]
+                series = table.get(key)
+                if series is None and len(table) >= MAX_SERIES - 1:
+                    key = _SERVER_LAST if server else _CLIENT_LAST
+                    series = table.get(key)
+                if series is not None:
+                    return series
+            series = table[key] = [0] * self.width
+            return series
 
     def _target(self, url: str) -> tuple[str, str]:
         """The ``server_address`` and ``server_port`` of a client call to ``url``."""
@@ -352,7 +430,7 @@ class Recorder:
                     key[0],
                     key[1] or OTHER,
                     _label(key[2]),
-                    "https" if key[3] else "http",
+                    _scheme(key[3]),
                 ],
                 values,
             )
@@ -392,15 +470,31 @@ def histogram(
 
 
 def request_families(
-    buckets: tuple[float, ...], merged: dict[str, list[tuple[list[str], Series]]]
+    buckets: tuple[float, ...],
+    merged: dict[str, list[tuple[list[str], Series]]],
+    admission: Admission | None = None,
 ) -> Iterator[Metric]:
-    """The request metrics' families from :meth:`Recorder.series` (or several, summed)."""
+    """The request metrics' families from :meth:`Recorder.series` (or several, summed), with
+    at most :data:`MAX_SERIES` label sets each (see :func:`bounded`; ``admission`` is what
+    earlier scrapes admitted, a fresh one when not given)."""
+    admission = admission or Admission()
+    with admission.lock:
+        server = bounded(
+            merged.get(SERVER_NAME, []),
+            admission.families.setdefault(SERVER_NAME, {}),
+            _SERVER_REPLACED,
+        )
+        client = bounded(
+            merged.get(CLIENT_NAME, []),
+            admission.families.setdefault(CLIENT_NAME, {}),
+            _CLIENT_REPLACED,
+        )
     yield histogram(
         SERVER_NAME,
         "Duration of HTTP server requests (the server span's duration).",
         SERVER_LABELS,
         buckets,
-        merged.get(SERVER_NAME, []),
+        server,
         1e6,
     )
     yield histogram(
@@ -408,7 +502,7 @@ def request_families(
         "Duration of HTTP client requests (the client span's duration).",
         CLIENT_LABELS,
         buckets,
-        merged.get(CLIENT_NAME, []),
+        client,
         1e6,
     )
     active = GaugeMetricFamily(ACTIVE_NAME, "HTTP server requests being served now.")
