@@ -34,7 +34,7 @@ import tracer
 from reporters import otlp, zipkin
 from tests.conftest import refused_port
 from tests.delivery.helpers import Outcomes
-from tests.export.receiver import ZipkinReceiver, attributes
+from tests.export.receiver import OtlpReceiver, ZipkinReceiver, attributes
 from tracer import installer
 from tracer.metrics import report
 
@@ -433,6 +433,115 @@ def test_metrics_through_the_pipeline_balance_the_ledger(
     assert counts["created"] == (
         counts["delivered"] + counts["dropped"] + counts["spooled"] + counts["pending"]
     )
+
+
+def test_real_requests_follow_the_attribute_conventions(
+    metrics_receiver: MetricsReceiver, protocol: str
+) -> None:
+    """A request no route matched has no ``http.route`` (OpenTelemetry's rule: only "if it's
+    available"), one that got an answer no ``error.type``, one that got none no status code;
+    overflow series send no port or status code that is not a number."""
+    from tests.metrics.helpers import AioService, get
+
+    service = AioService()
+    # The spans of these requests go to a receiver of their own.
+    spans = OtlpReceiver().start()
+    try:
+        tracer.install(
+            app_name="svc",
+            reporter=otlp.create(
+                spans.endpoint,
+                protocol=protocol,
+                metrics_endpoint=f"{metrics_receiver.endpoint}/v1/metrics",
+            ),
+            flush_interval=0.02,
+            memory_watch=False,
+            metrics_interval=0.2,
+            # The receivers run in this process: their requests are not the ones looked at.
+            ignore_paths=["/v1/metrics", "/v1/traces"],
+        )
+        import requests
+
+        with requests.Session() as session:
+            assert session.get(f"{service.url}/users/1").status_code == 200
+            with refused_port() as port:
+                with pytest.raises(requests.ConnectionError):
+                    session.get(f"http://127.0.0.1:{port}/down")
+        assert get(f"{service.url}/nowhere") == 404
+
+        def points(name: str) -> list[dict[str, Any]]:
+            for posted in reversed(metrics_receiver.posted):
+                metric = by_name(posted.message).get(name)
+                if metric is not None:
+                    return [attributes(p.attributes) for p in metric.histogram.data_points]
+            return []
+
+        def arrived() -> bool:
+            with metrics_receiver.changed:
+                server = points("http.server.request.duration")
+                client = points("http.client.request.duration")
+            return len(server) >= 2 and len(client) >= 2
+
+        deadline = time.monotonic() + 15
+        while not arrived() and time.monotonic() < deadline:
+            metrics_receiver.wait(len(metrics_receiver.posted) + 1, timeout=1)
+        with metrics_receiver.changed:
+            server = points("http.server.request.duration")
+            client = points("http.client.request.duration")
+    finally:
+        tracer.uninstall()
+        service.close()
+        spans.stop()
+    by_status = {p["http.response.status_code"]: p for p in server}
+    assert by_status[200]["http.route"] == "/users/{id}"
+    assert "http.route" not in by_status[404]
+    assert by_status[404]["url.scheme"] == "http"
+    answered = [p for p in client if "http.response.status_code" in p]
+    assert answered and all("error.type" not in p for p in answered)
+    (failed,) = [p for p in client if "http.response.status_code" not in p]
+    assert failed["error.type"] == "network-error"
+    assert isinstance(failed["server.port"], int)
+
+
+def test_overflow_series_send_no_text_for_a_number() -> None:
+    """Past the series cap the Prometheus labels are ``_OTHER``; the OTLP attributes that are
+    integers (status code, port) are left out rather than sent as text."""
+    from tracer.reporters import otlp_metrics
+
+    batch = {
+        "metrics": {
+            "cumulative": {
+                "start_us": 1,
+                "time_us": 2,
+                "families": [
+                    {
+                        "name": "http_client_request_duration_seconds",
+                        "type": "histogram",
+                        "series": [
+                            {
+                                "labels": {
+                                    "http_request_method": "_OTHER",
+                                    "server_address": "_OTHER",
+                                    "server_port": "_OTHER",
+                                    "http_response_status_code": "_OTHER",
+                                    "error_type": "_OTHER",
+                                },
+                                "bounds": [0.1],
+                                "bucket_counts": [1, 0],
+                                "sum": 0.05,
+                            }
+                        ],
+                    }
+                ],
+            }
+        }
+    }
+    ((_, _, _, _, ((attrs, _, _, _),)),) = otlp_metrics.prepare(batch)
+    assert dict(attrs) == {
+        "http.request.method": "_OTHER",
+        "server.address": "_OTHER",
+        "error.type": "_OTHER",
+    }
 
 
 def test_zipkin_acknowledges_metrics_batches_without_sending_them() -> None:

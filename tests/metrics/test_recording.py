@@ -192,10 +192,14 @@ def test_requests_client_metrics_and_network_error(
         server_port=str(http_service.port),
         http_response_status_code="200",
         http_request_method="GET",
-        error_type="",
     )
     assert ok == 3
-    failed = [labels for labels, value in samples(text, f"{CLIENT}_count") if labels["error_type"]]
+    # A request that got its answer has no error_type label (OpenTelemetry's rule).
+    answered = [
+        labels for labels, _ in samples(text, f"{CLIENT}_count") if "error_type" not in labels
+    ]
+    assert sum(1 for labels in answered if labels.get("http_response_status_code") == "200") == 1
+    failed = [labels for labels, _ in samples(text, f"{CLIENT}_count") if "error_type" in labels]
     assert len(failed) == 1
     assert failed[0]["error_type"] == "network-error"
     assert failed[0]["server_port"] == str(port)

@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
 
 from tracer import safety
@@ -456,16 +457,23 @@ def histogram(
     rows: list[tuple[list[str], Series]],
     scale: float,
 ) -> HistogramMetricFamily:
-    """A histogram family from rows of (label values, [count per bucket..., +Inf, sum])."""
+    """A histogram family from rows of (label values, [count per bucket..., +Inf, sum]).
+
+    A label whose value is empty is left out of that series, as OpenTelemetry leaves out an
+    attribute that has no value (``error_type`` of a request that got an answer); Prometheus
+    matches a missing label as an empty one, so ``error_type=""`` still selects it.
+    """
     family = HistogramMetricFamily(name, documentation, labels=list(labels), unit="seconds")
     bounds = [_le(b) for b in buckets] + ["+Inf"]
+    samples = family.samples
     for values, series in rows:
-        cumulative = []
+        pairs = {label: value for label, value in zip(labels, values, strict=False) if value}
         total = 0
         for bound, count in zip(bounds, series[:-1], strict=True):
             total += count
-            cumulative.append((bound, float(total)))
-        family.add_metric(values, cumulative, series[-1] / scale)
+            samples.append(Sample(f"{name}_bucket", {**pairs, "le": bound}, float(total)))
+        samples.append(Sample(f"{name}_count", pairs, float(total)))
+        samples.append(Sample(f"{name}_sum", pairs, series[-1] / scale))
     return family
 
 

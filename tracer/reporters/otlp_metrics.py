@@ -11,7 +11,10 @@ needs nothing but the dict. Every data point is CUMULATIVE, as Prometheus' own a
   ``url.scheme``), ``http_client_request_duration_seconds`` is ``http.client.request.duration``
   (``server.address``, ``server.port``, ``error.type`` too), with the same bucket bounds;
   ``http_server_active_requests`` is ``http.server.active_requests``, an UpDownCounter (a
-  non-monotonic sum). Status codes and ports are integers; an empty label is left out.
+  non-monotonic sum). Status codes and ports are integers; an empty label is left out, and so
+  are ``http_route="_OTHER"`` (a request no route matched: OpenTelemetry sends ``http.route``
+  only when there is one) and a status code or port that is not a number (``_OTHER`` past the
+  series cap).
 * every other counter is a monotonic sum named as its family (``process_cpu_seconds``, which
   Prometheus exposes with ``_total``), every gauge a gauge, with their labels as attributes
   and a unit from the name's suffix (``_seconds`` ``s``, ``_bytes`` ``By``).
@@ -61,6 +64,8 @@ ATTRIBUTES = {
     "error_type": "error.type",
 }
 _INTEGERS = frozenset(("http.response.status_code", "server.port"))
+#: The Prometheus value of a label tracer bounds (a route no route matched, a series past the cap).
+OTHER = "_OTHER"
 _UNITS = (("_seconds", "s"), ("_bytes", "By"))
 
 #: One metric, mapped: ``(name, description, unit, kind, points)``; kind is ``"histogram"``,
@@ -96,8 +101,12 @@ def _attributes(labels: Any, renamed: bool) -> list[tuple[str, Any]]:
             if text == "":
                 continue
             name = ATTRIBUTES.get(str(key), str(key))
-            if name in _INTEGERS and text.isdigit():
-                out.append((name, int(text)))
+            if name in _INTEGERS:
+                # An attribute OpenTelemetry types as an integer is never sent as text.
+                if text.isascii() and text.isdigit() and len(text) <= 10:
+                    out.append((name, int(text)))
+                continue
+            if name == "http.route" and text == OTHER:
                 continue
             out.append((name, text))
         else:
