@@ -201,6 +201,16 @@ class Batcher:
     def waiting(self) -> bool:
         return bool(self.batches)
 
+    def take_waiting(self) -> list[Batch]:
+        """Every batch waiting for the sender, oldest first (the queue's spans stay queued)."""
+        with self.lock:
+            out = list(self.batches)
+            self.batches.clear()
+            self.held_bytes = 0
+            for batch in out:
+                batch.counted = 0
+        return out
+
     def drain(self) -> list[Batch]:
         """At exit: every waiting batch, and the queue's spans made into batches."""
         with self.lock:

@@ -27,11 +27,13 @@ class Delivery:
     exception or not, is a failure that :mod:`tracer.delivery.outcome` reads defensively).
     """
 
-    __slots__ = ("_lock", "done", "error")
+    __slots__ = ("_lock", "cut", "done", "error")
 
     def __init__(self) -> None:
         self.done = threading.Event()
         self.error: object = None
+        # Set when tracer closed it before the reporter answered (see cut_short).
+        self.cut = False
         # The reporter's callback, the send timeout and exit may all close it, concurrently.
         self._lock = threading.Lock()
 
@@ -40,6 +42,16 @@ class Delivery:
             if self.done.is_set():
                 return
             self.error = error
+            self.done.set()
+
+    def cut_short(self, error: object) -> None:
+        """Close it with ``error`` before the reporter answered: the send still under way is
+        given up on as if its timeout had passed, and its thread abandoned."""
+        with self._lock:
+            if self.done.is_set():
+                return
+            self.error = error
+            self.cut = True
             self.done.set()
 
 
@@ -143,8 +155,10 @@ class Callers:
                     delivery(RuntimeError("no thread for the reporter while exiting"))
                 return
         caller.call(data, delivery)
-        if not delivery.done.wait(timeout):
-            if caller.inside:
+        if not delivery.done.wait(timeout) or delivery.cut:
+            # A cut send is given up on even before its thread took it: abandoned, the thread
+            # skips it, so a batch tracer has spooled is not sent from memory as well.
+            if caller.inside or delivery.cut:
                 caller.abandon()
                 self._abandoned.append(caller)
                 self._current = None

@@ -34,12 +34,17 @@ from tracer.span import Frozen, Span
 
 log = logging.getLogger("tracer")
 
-# Exit never takes more than exit_timeout plus this: for the send in flight to be given up on,
-# the worker to stop and what is left to be written to the spool. The documented bound is 3 s;
-# the rest is for the interpreter's own shutdown.
-EXIT_GRACE = 2.5
-# Of that grace, what is kept back for closing the reporter after the spool write.
+# Of exit_timeout, what the exit flush leaves (at most half of it) for giving up on the send in
+# flight, stopping the worker, writing what is left to the spool and closing the reporter.
+EXIT_RESERVE = 1.0
+# The least time the spool write at exit gets, however short exit_timeout is: without it, a
+# zero exit_timeout would lose what it means to spool.
+EXIT_MIN_WRITE = 0.5
+# Of what is left after the flush, what is kept back for closing the reporter after the write.
 _CLOSE_SHARE = 0.25
+# How long a flush that timed out waits for the sender to move its batches to the spool: the
+# write takes milliseconds, unless another process holds the spool's lock (a 1 s busy wait).
+FLUSH_SPOOL_WAIT = 2.0
 
 
 def check_timeout(timeout: object, what: str) -> float:
@@ -208,19 +213,34 @@ class Pipeline:
 
         While a batch fails it is retried on its backoff schedule until the timeout; a batch
         that had given up before the call is replayed from the spool by the sender's probes.
+        When the timeout comes while the reporter fails, what the flush waited for is moved to
+        the spool before it returns, so ``stats()`` says ``spooled`` at once; while the reporter
+        delivers (or its first send is still under way), it stays ``pending``.
         """
         seconds = check_timeout(timeout, "flush")
-        deadline = time.monotonic() + seconds
+        return self._flush(time.monotonic() + seconds, exiting=False)
+
+    def _flush(self, deadline: float, exiting: bool) -> bool:
+        """Wait for the spans and reports of now until ``deadline`` (monotonic).
+
+        At exit, spans already in the spool are waited for only while the reporter delivers:
+        they are safe there, and a failing reporter would only make exit wait its whole timeout
+        for a replay that cannot happen.
+        """
         created, _, _ = self.ledger.settled_total()
+        sender = self.sender
 
         def done() -> bool:
             _, settled, spooled = self.ledger.settled_total()
+            if exiting:
+                return settled + spooled >= created and (spooled == 0 or sender.failing)
             return settled >= created and spooled == 0
 
         if not self._running():
             return done()
+        timed_out = False
         self.batcher.flushing += 1
-        self.sender.flushes += 1
+        sender.flushes += 1
         try:
             with self._idle:
                 while not done():
@@ -231,24 +251,48 @@ class Pipeline:
                     self._wake.set()
                     left = deadline - time.monotonic()
                     if left <= 0:
-                        return False
+                        timed_out = True
+                        break
                     self._idle.wait(min(left, 0.05))
         finally:
             self.batcher.flushing -= 1
-            self.sender.flushes -= 1
+            sender.flushes -= 1
             # A batch kept in retries for this flush goes to the spool now, if it is still due.
             self._send_wake.set()
+        if timed_out:
+            if not exiting:
+                self._spool_now()
+            return False
         left = deadline - time.monotonic()
         self._call_optional("flush", max(0.0, min(left, self.send_timeout)))
         return True
 
-    def stop(self, timeout: float | None = None) -> bool:
-        """Exit: flush for up to ``timeout`` seconds (default ``exit_timeout``), then spool what
-        is left, stop the threads and close the reporter. True when everything was delivered.
+    def _spool_now(self) -> None:
+        """After a flush timed out while the reporter fails: have the sender move the batches
+        waiting for it to the spool, and wait (briefly) until it did, so that what flush()
+        answers and what stats() shows agree when it returns."""
+        sender = self.sender
+        if not (sender.failing and self.spooler.enabled):
+            return
+        until = time.monotonic() + FLUSH_SPOOL_WAIT
+        with self._idle:
+            asked = sender.ask_spool()
+            while sender.spool_served < asked and self._running():
+                left = until - time.monotonic()
+                if left <= 0:
+                    return
+                self._idle.wait(min(left, 0.05))
 
-        Takes at most ``timeout`` plus ``EXIT_GRACE`` seconds, whatever the reporter and the
-        spool do. A KeyboardInterrupt while it waits (a second Ctrl-C) ends the flush at once;
-        what is left is still spooled, within the same bound.
+    def stop(self, timeout: float | None = None) -> bool:
+        """Exit: flush for up to ``timeout`` seconds (default ``exit_timeout``) less a reserve,
+        then spool what is left, stop the threads and close the reporter. True when everything
+        was delivered. One warning says what was left undelivered, and where it went.
+
+        Takes at most ``timeout`` seconds, whatever the reporter and the spool do: the flush
+        gets all but ``EXIT_RESERVE`` of it (at most half), the spool write and closing the
+        reporter the rest, and never less than ``EXIT_MIN_WRITE``. A KeyboardInterrupt while it
+        waits (a second Ctrl-C) ends the flush at once; what is left is still spooled, within
+        the same bound.
         """
         seconds = self.exit_timeout if timeout is None else check_timeout(timeout, "stop")
         if self._stopped:
@@ -256,17 +300,19 @@ class Pipeline:
         self._stopped = True
         self.sender.stopping = True
         start = time.monotonic()
+        spooled_before = self.ledger.stats()["spooled"]
+        reserve = min(EXIT_RESERVE, seconds / 2)
         try:
-            ok = self.flush(seconds)
+            self._flush(start + seconds - reserve, exiting=True)
         except KeyboardInterrupt:
             log.warning("tracer: interrupted while flushing at exit; spooling what is left")
-            ok = False
         self.batcher.stopping = True
         self._wake.set()
-        end = max(start + (seconds if math.isfinite(seconds) else 0.0), time.monotonic())
-        end += EXIT_GRACE
+        now = time.monotonic()
+        end = start + seconds if math.isfinite(seconds) else now + reserve
+        end = max(end, now + min(reserve, EXIT_MIN_WRITE), start + EXIT_MIN_WRITE)
         # Every wait for the spool's lock from now on is cut to fit in what is left.
-        self.spooler.deadline = end - _CLOSE_SHARE
+        self.spooler.deadline = end - min(_CLOSE_SHARE, (end - now) / 4)
         worker, sender = self._worker, self._sender
         self._join(worker, min(end, time.monotonic() + 0.5))
         self.sender.begin_exit()
@@ -277,7 +323,38 @@ class Pipeline:
             with context.suppressed():
                 self.sender.finish()
         self._close_reporter(end)
-        return ok and self.ledger.pending() == 0
+        self._say_what_is_left(spooled_before)
+        _, _, spooled = self.ledger.settled_total()
+        return spooled == 0 and self.ledger.pending() == 0 and not self._dropped_at_exit()
+
+    def _dropped_at_exit(self) -> dict[str, int]:
+        dropped = self.ledger.stats()["dropped_by_reason"]
+        return {r: dropped[r] for r in ("exit", "spool_unavailable") if dropped.get(r)}
+
+    def _say_what_is_left(self, spooled_before: int) -> None:
+        """One warning, when exit left spans undelivered: how many it spooled and where, how
+        many it dropped and why, how many were still on their way. Spans spooled earlier were
+        counted in stats() and in flush()'s answer then; they are only added to the count."""
+        try:
+            stats = self.ledger.stats()
+            parts = []
+            by_exit = stats["spooled"] - spooled_before
+            if by_exit > 0:
+                more = stats["spooled"] - by_exit
+                parts.append(
+                    f"{by_exit} spans spooled to {self.spooler.path} (not delivered;"
+                    " the next process of this service with this spool sends them"
+                    + (f"; {more} more spooled before exit" if more > 0 else "")
+                    + ")"
+                )
+            for reason, count in self._dropped_at_exit().items():
+                parts.append(f"{count} spans dropped ({reason})")
+            if stats["pending"]:
+                parts.append(f"{stats['pending']} spans still on their way, lost")
+            if parts:
+                log.warning("tracer: exit: %s", "; ".join(parts))
+        except Exception as exc:
+            safety.internal_error("pipeline.exit", exc)
 
     def _close_reporter(self, until: float) -> None:
         # On a thread of its own: a reporter's close() may wait for the lock its hung send holds.

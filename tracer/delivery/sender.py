@@ -137,6 +137,10 @@ class Sender:
         # report's trouble, not the reporter's.
         self.spans_ok = False
         self._report_warned = False
+        # Flushes that timed out while the reporter fails ask for what they waited for to go to
+        # the spool at once (see ask_spool); counted, so that each waits for its own turn.
+        self.spool_asked = 0
+        self.spool_served = 0
 
     @property
     def failing(self) -> bool:
@@ -170,6 +174,9 @@ class Sender:
     def step(self) -> None:
         """One attempt, or one wait: for the pause to end, or for something to send."""
         if self.exiting:
+            return
+        if self.spool_served < self.spool_asked:
+            self._spool_now()
             return
         now = time.monotonic()
         batch = self.current
@@ -230,6 +237,9 @@ class Sender:
                 if self.exiting:
                     # begin_exit() may have looked for a delivery to close just before this one.
                     delivery(TimeoutError("exiting"))
+                elif self.spool_served < self.spool_asked and self.failing:
+                    # A flush gave up just before this attempt: its batches go to the spool.
+                    delivery(TimeoutError("flush timed out"))
                 else:
                     self.callers.send(data, delivery, self.send_timeout, not self.stopping)
             except Exception as exc:
@@ -358,6 +368,34 @@ class Sender:
     def _settle(self, batch: Batch, where: str, reason: str = "") -> None:
         self.current = None
         self._settle_aside(batch, where, reason)
+
+    # -- a flush that timed out ----------------------------------------------------------------
+
+    def ask_spool(self) -> int:
+        """From a flush that timed out while the reporter fails (called under ``idle``): have
+        the batches it waited for moved to the spool now; returns the number to wait for in
+        ``spool_served``. A send under way is given up on, as at exit."""
+        self.spool_asked += 1
+        asked = self.spool_asked
+        delivery = self.delivery
+        if delivery is not None:
+            delivery.cut_short(TimeoutError("flush timed out while the reporter fails"))
+        self.wake.set()
+        return asked
+
+    def _spool_now(self) -> None:
+        """Every batch waiting here to the spool, on the flush's behalf: the current one and
+        those the worker made. Those the spool cannot take now stay in memory, pending."""
+        asked = self.spool_asked
+        try:
+            if self.failing and self.spooler.enabled:
+                if self.current is not None:
+                    self._park(self.current)
+                for batch in self.spooler.store(self.batcher.take_waiting(), "flush_timeout"):
+                    batch.hold()
+                    self.batcher.add(batch)
+        finally:
+            self.spool_served = asked
 
     # -- exit ----------------------------------------------------------------------------------
 

@@ -105,7 +105,9 @@ class Spooler:
                     result.evicted_owned, result.evicted - result.evicted_owned, "spool_full"
                 )
         self._maybe_rows = True
-        ledger.trouble(f"spooling undelivered spans ({reason})")
+        if reason != "exit":
+            # At exit one line says what was spooled, and where (Pipeline.stop).
+            ledger.trouble(f"spooling undelivered spans ({reason})")
         return []
 
     # -- replay --------------------------------------------------------------------------------
