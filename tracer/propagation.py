@@ -498,6 +498,38 @@ class Propagator:
             inbound.request_id = inbound.trace_id
         return inbound
 
+    def own(self, get: Getter) -> Inbound | None:
+        """The trace context an application put on its own outgoing call, made outside any
+        trace: the first configured format (``tracecontext``, ``b3``) whose headers carry a
+        valid trace id and parent, with its sampling decision, and the ``request-id``; None
+        when there is none. The call's client span then continues that trace.
+
+        These headers are the application's, not a peer's: a malformed one is passed over (the
+        call starts a trace of its own and tracer's headers replace it), not counted as an
+        inbound value.
+        """
+        inbound = Inbound()
+        for fmt in self.readers:
+            found: tuple[str | None, str | None, bool | None] | None = None
+            if isinstance(fmt, TraceContextFormat):
+                found = parse_traceparent(get("traceparent"))
+                if found is not None:
+                    inbound.tracestate = parse_tracestate(get("tracestate"))
+            elif isinstance(fmt, B3Format):
+                raw = get("b3")
+                found = parse_b3(raw) if raw is not None else parse_b3_multi(get)
+            if found is not None and found[0] is not None:
+                inbound.trace_id, inbound.parent_id, inbound.sampled = found
+                break
+        inbound.request_id = clean_token(get("request-id"))
+        if inbound.trace_id is None:
+            if inbound.request_id is None:
+                return None
+            inbound.trace_id = ids.trace_id_for(inbound.request_id)
+        if inbound.request_id is None:
+            inbound.request_id = inbound.trace_id
+        return inbound
+
     def inject(self, span: Span, service: str, headers: MutableMapping[str, str]) -> None:
         """Write every configured format's headers for a call made by ``span``."""
         for fmt in self.formats:

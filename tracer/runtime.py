@@ -16,7 +16,7 @@ from tracer import ids, propagation
 from tracer.config import Config
 from tracer.context import current
 from tracer.delivery import Pipeline
-from tracer.propagation import Getter, Propagator, clean_token, header_map, header_token
+from tracer.propagation import Getter, Inbound, Propagator, header_map, header_token
 from tracer.redaction import (
     MAX_PATH,
     MAX_URL,
@@ -229,6 +229,17 @@ class Runtime:
 
     # -- outbound ------------------------------------------------------------------------------
 
+    def _continued(self, kind: str, name: str, own: Inbound) -> Span:
+        """A local root that continues the trace context ``own`` (validated) of the caller."""
+        tid = own.trace_id or ids.new_trace_id()
+        sampled = own.sampled
+        if sampled is None:
+            sampled = self.sampler.decide(tid)
+        local = LocalTrace(sampled)
+        root = local.root = Span(kind, name, tid, own.request_id or tid, own.parent_id, local, True)
+        root.tracestate = own.tracestate
+        return root
+
     def child_span(self, kind: str, name: str, request_id: str | None = None) -> Span:
         """A span under the current one, or a new root when there is none.
 
@@ -262,13 +273,17 @@ class Runtime:
         where, path, redacted = target
         if method not in METHODS:
             method = clean_method(method)
-        # A caller that set its own request-id outside any trace starts the trace with it.
+        # A caller that set its own trace headers outside any trace (traceparent, b3,
+        # request-id) continues that trace. Inside one, the current span is the parent and
+        # tracer's headers replace the caller's: those are most often an inbound request's,
+        # forwarded, and would make the callee a child of this service's caller.
         own = None
         if get is not None and current.get() is None:
-            value = get("request-id")
-            if value is not None:
-                own = clean_token(value)
-        span = self.child_span(CLIENT, f"{method} {where}{path}", own)
+            own = self.propagator.own(get)
+        if own is None:
+            span = self.child_span(CLIENT, f"{method} {where}{path}")
+        else:
+            span = self._continued(CLIENT, f"{method} {where}{path}", own)
         span.method = method
         span.url = redacted
         span.path = path

@@ -242,3 +242,41 @@ async def test_base_url_url_objects_params_and_caller_headers(
     assert [c["http"]["path"] for c in clients] == ["/relative", "/as-url"]
     assert sent["x-own"] == "1" and sent["x-session"] == "s"
     assert sent["x-span-id"] == clients[0]["span_id"]
+
+
+APP_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+APP_SPAN = "00f067aa0ba902b7"
+
+
+async def test_an_applications_own_traceparent_outside_a_trace_is_continued(
+    memory: MemoryReporter, server: Server
+) -> None:
+    own = {"traceparent": f"00-{APP_TRACE}-{APP_SPAN}-01", "tracestate": "app=1"}
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{server.url}/own-context", headers=own) as response:
+            body = await response.json()
+    names = [name for name, _ in body["raw"]]
+    assert names.count("traceparent") == 1 and names.count("tracestate") == 1, body["raw"]
+    memory.wait_for(2)
+    (client,) = memory.find(kind="client")
+    (srv,) = memory.find(kind="server")
+    assert (client["trace_id"], client["parent_id"]) == (APP_TRACE, APP_SPAN)
+    assert body["headers"]["traceparent"] == f"00-{APP_TRACE}-{client['span_id']}-01"
+    assert body["headers"]["tracestate"] == "app=1"
+    assert (srv["trace_id"], srv["parent_id"]) == (APP_TRACE, client["span_id"])
+
+
+async def test_inside_a_trace_tracers_context_wins_over_the_applications(
+    memory: MemoryReporter, server: Server
+) -> None:
+    own = {"traceparent": f"00-{APP_TRACE}-{APP_SPAN}-01"}
+    async with aiohttp.ClientSession() as session:
+        with tracer.span("job") as job:
+            assert job is not None
+            async with session.get(f"{server.url}/inside", headers=own) as response:
+                body = await response.json()
+    memory.wait_for(3)
+    (client,) = memory.find(kind="client")
+    assert (client["trace_id"], client["parent_id"]) == (job.trace_id, job.span_id)
+    assert [name for name, _ in body["raw"]].count("traceparent") == 1
+    assert body["headers"]["traceparent"] == f"00-{job.trace_id}-{client['span_id']}-01"

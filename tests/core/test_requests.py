@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.server
 import socket
 from typing import Any
 
@@ -445,3 +446,131 @@ def test_an_unknown_scheme_fails_as_without_tracer() -> None:
     tracer.install(app_name="s", reporter=reporters.create("memory"))
     with pytest.raises(requests.exceptions.InvalidSchema):
         requests.get("foo://127.0.0.1/x", timeout=5)
+
+
+APP_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+APP_SPAN = "00f067aa0ba902b7"
+
+
+@pytest.mark.parametrize("flags", ["01", "00"])
+def test_an_applications_own_traceparent_outside_a_trace_is_continued(
+    memory: MemoryReporter, server: Server, flags: str
+) -> None:
+    own = {"traceparent": f"00-{APP_TRACE}-{APP_SPAN}-{flags}", "tracestate": "app=1"}
+    response = requests.get(f"{server.url}/own-context", headers=own, timeout=10)
+    lines = sent_lines(response)
+    names = [name for name, _ in lines]
+    assert names.count("traceparent") == 1 and names.count("tracestate") == 1, lines
+    sent = dict(lines)
+    version, trace_id, parent_id, sent_flags = sent["traceparent"].split("-")
+    # The callee is in the application's trace, under tracer's client span, and follows the
+    # application's sampling decision; the application's tracestate goes on with it.
+    assert (version, trace_id, sent_flags) == ("00", APP_TRACE, flags)
+    assert parent_id != APP_SPAN
+    assert sent["tracestate"] == "app=1"
+    assert sent["b3"].startswith(f"{APP_TRACE}-{parent_id}-")
+    if flags == "00":
+        tracer.flush()
+        assert memory.find(kind="client") == []
+        return
+    memory.wait_for(2)
+    (client,) = memory.find(kind="client")
+    (srv,) = memory.find(kind="server")
+    assert (client["trace_id"], client["parent_id"]) == (APP_TRACE, APP_SPAN)
+    assert client["span_id"] == parent_id
+    assert (srv["trace_id"], srv["parent_id"]) == (APP_TRACE, client["span_id"])
+    assert client["tracestate"] == "app=1"
+
+
+def test_an_applications_own_b3_outside_a_trace_is_continued(
+    memory: MemoryReporter, server: Server
+) -> None:
+    own = {"X-B3-TraceId": APP_TRACE, "X-B3-SpanId": APP_SPAN, "X-B3-Sampled": "1"}
+    response = requests.get(f"{server.url}/own-b3", headers=own, timeout=10)
+    sent = dict(sent_lines(response))
+    memory.wait_for(2)
+    (client,) = memory.find(kind="client")
+    assert (client["trace_id"], client["parent_id"]) == (APP_TRACE, APP_SPAN)
+    assert sent["traceparent"] == f"00-{APP_TRACE}-{client['span_id']}-01"
+
+
+def test_an_invalid_own_traceparent_outside_a_trace_starts_a_new_one(
+    memory: MemoryReporter, server: Server
+) -> None:
+    response = requests.get(
+        f"{server.url}/bad",
+        headers={"traceparent": f"00-{APP_TRACE.upper()}-{APP_SPAN}-01"},
+        timeout=10,
+    )
+    sent = dict(sent_lines(response))
+    memory.wait_for(2)
+    (client,) = memory.find(kind="client")
+    assert client["trace_id"] != APP_TRACE.lower() and client["parent_id"] is None
+    assert sent["traceparent"] == f"00-{client['trace_id']}-{client['span_id']}-01"
+    # The application's own header is not an inbound one: not counted as such.
+    assert tracer.stats()["inbound_invalid"] == 0
+
+
+def test_inside_a_trace_tracers_context_wins_over_the_applications(
+    memory: MemoryReporter, server: Server
+) -> None:
+    with tracer.span("job") as job:
+        assert job is not None
+        own = {"traceparent": f"00-{APP_TRACE}-{APP_SPAN}-01"}
+        response = requests.get(f"{server.url}/inside", headers=own, timeout=10)
+    memory.wait_for(3)
+    (client,) = memory.find(kind="client")
+    assert (client["trace_id"], client["parent_id"]) == (job.trace_id, job.span_id)
+    lines = sent_lines(response)
+    assert [name for name, _ in lines].count("traceparent") == 1
+    assert dict(lines)["traceparent"] == f"00-{job.trace_id}-{client['span_id']}-01"
+
+
+class Forwarder(http.server.BaseHTTPRequestHandler):
+    """A traced service that calls the echo server with every header it received (a proxy
+    that forwards headers), and answers with what the echo server received."""
+
+    protocol_version = "HTTP/1.1"
+    echo_url = ""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        forwarded = {k: v for k, v in self.headers.items() if k.lower() not in ("host",)}
+        answer = requests.get(f"{self.echo_url}/forwarded", headers=forwarded, timeout=10)
+        body = answer.content
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def test_a_forwarded_inbound_traceparent_gives_way_to_the_services_own_span(
+    memory: MemoryReporter, server: Server
+) -> None:
+    import json
+    import urllib.request
+
+    Forwarder.echo_url = server.url
+    front = Server(Forwarder)
+    try:
+        # urllib is not instrumented: this is the upstream caller, outside this process's traces.
+        request = urllib.request.Request(
+            f"{front.url}/front", headers={"traceparent": f"00-{APP_TRACE}-{APP_SPAN}-01"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            received = json.loads(answer.read())
+    finally:
+        front.close()
+    memory.wait_for(3)
+    (front_span,) = [s for s in memory.find(kind="server") if s["http"]["path"] == "/front"]
+    (client,) = memory.find(kind="client")
+    assert (front_span["trace_id"], front_span["parent_id"]) == (APP_TRACE, APP_SPAN)
+    lines = [(n, v) for n, v in received["raw"]]
+    assert [n for n, _ in lines].count("traceparent") == 1, lines
+    # Forwarded as is, it would have made the echo server a child of the upstream caller,
+    # skipping this service: it carries the service's own client span instead.
+    assert dict(lines)["traceparent"] == f"00-{APP_TRACE}-{client['span_id']}-01"
+    assert client["parent_id"] == front_span["span_id"]
