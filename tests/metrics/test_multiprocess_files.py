@@ -11,6 +11,7 @@ from pathlib import Path
 import reporters
 import tracer
 from tests.metrics.helpers import HttpServer, get, local_text, settled, total
+from tracer.config import Config
 
 COUNT = "http_server_request_duration_seconds_count"
 
@@ -29,6 +30,7 @@ def write_other(directory: Path, pid: int, requests: int, active: int, exited: b
     state = {
         "pid": pid,
         "exited": exited,
+        "buckets": list(Config.metrics_buckets),
         "series": {
             "http_server_request_duration_seconds": [[["GET", "_OTHER", "200", "http"], series]],
             "http_server_active_requests": [[[], [active]]],

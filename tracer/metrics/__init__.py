@@ -60,15 +60,21 @@ class _TracerCollector:
 
     def collect(self) -> Iterator[Metric]:
         state = self.state
+        files = state.files
+        # The other files first, so that this scrape's own samples count what it left out.
+        states = [] if files is None else files.others(state.sample_kinds())
         series, samples = state.local()
-        directory = state.directory
-        families: Iterable[Metric]
-        if directory is not None:
-            states = multiprocess.others(directory)
-            merged = multiprocess.merge_series(series, states, {ACTIVE_NAME})
-            families = multiprocess.merge_samples(samples, states)
-        else:
-            merged = series
+        families: Iterable[Metric] | None = None
+        merged = series
+        if files is not None:
+            try:
+                merged = multiprocess.merge_series(series, states, {ACTIVE_NAME})
+                families = multiprocess.merge_samples(samples, states)
+            except Exception as exc:
+                # The files are validated as they are read; a scrape still answers if not.
+                safety.internal_error("metrics.merge", exc)
+                merged = series
+        if families is None:
             families = state.sample_families()
         yield from request_families(state.recorder.buckets, merged, state.recorder.admission)
         yield gc_family(merged.get(GC_NAME, []))
@@ -83,6 +89,9 @@ class _State:
         cfg = runtime.config
         self.runtime = runtime
         self.directory: str | None = cfg.metrics_dir
+        # The shared directory once it is checked (start): None for this process alone.
+        self.files: multiprocess.Files | None = None
+        self._kinds: dict[str, str] | None = None
         self.loops = LoopWatcher(LOOP_PROBE_INTERVAL)
         self.recorder = Recorder(tuple(cfg.metrics_buckets), self.loops)
         self.gc = GcPauses()
@@ -101,21 +110,30 @@ class _State:
     def sample_families(self) -> list[Metric]:
         families = list(health.families(self.runtime))
         families.append(self.loops.family())
+        if self.files is not None:
+            families.append(self.files.family())
         return families
+
+    def sample_kinds(self) -> dict[str, str]:
+        """The names of :meth:`sample_families` and their types (always the same ones)."""
+        kinds = self._kinds
+        if kinds is None:
+            kinds = self._kinds = {f.name: f.type for f in self.sample_families()}
+        return kinds
 
     def local(self) -> tuple[dict[str, list[Any]], list[dict[str, Any]]]:
         series: dict[str, list[Any]] = dict(self.recorder.series())
         series[GC_NAME] = self.gc.rows()
-        if self.directory is None:
+        if self.files is None:
             return series, []
         return series, multiprocess.encode_samples(self.sample_families())
 
     def write(self, exited: bool = False) -> None:
-        if self.directory is None:
+        files = self.files
+        if files is None:
             return
         series, samples = self.local()
-        multiprocess.write(
-            self.directory,
+        files.write(
             {
                 "pid": os.getpid(),
                 "exited": exited,
@@ -137,7 +155,15 @@ class _State:
         runtime = self.runtime
         cfg = runtime.config
         if self.directory is not None:
-            os.makedirs(self.directory, exist_ok=True)
+            problem = multiprocess.check_directory(self.directory)
+            if problem is None:
+                self.files = multiprocess.Files(self.directory, self.recorder.buckets)
+            else:
+                log.warning(
+                    "tracer: metrics_dir %s %s: not used, so the metrics are this process's alone",
+                    self.directory,
+                    problem,
+                )
         for collector in self.collectors:
             _registry.register(collector)
         runtime.collector.record = self.recorder.record
@@ -145,13 +171,13 @@ class _State:
         self.gc.install()
         self.loops.hook()
         self.start_thread(cfg.metrics_host, cfg.metrics_port)
-        if self.directory is not None:
+        if self.files is not None:
             atexit.register(self.at_exit)
         if self.reporting:
             report.start(runtime, _registry)
 
     def start_thread(self, host: str | None, port: int | None) -> None:
-        if port is None and self.directory is None:
+        if port is None and self.files is None:
             return
         try:
             thread = exposition.MetricsThread(
@@ -160,7 +186,7 @@ class _State:
         except OSError as exc:
             # A port in use is the deployment's problem: the application runs on, unscraped.
             log.warning("tracer: cannot serve metrics on %s:%s: %s", host, port, exc)
-            if self.directory is None:
+            if self.files is None:
                 return
             thread = exposition.MetricsThread(
                 _registry, None, None, self.tick, multiprocess.WRITE_INTERVAL
@@ -187,7 +213,7 @@ class _State:
         if self.thread is not None:
             self.thread.stop()
             self.thread = None
-        if self.directory is not None:
+        if self.files is not None:
             atexit.unregister(self.at_exit)
             self.at_exit()
         for collector in self.collectors:
