@@ -30,6 +30,11 @@ def test_diff_of_two_signal_snapshots_puts_the_leaking_class_on_top(tmp_path: An
     assert first["+"] == LEAKS and first["-"] == 0
     assert (first["count_before"], first["count_after"]) == (5, 5 + LEAKS)
     assert first["size_bytes"] > 0
+    # What holds them: the module-level list, as heap show names the largest containers.
+    holder = first["held_by"][0]
+    assert holder["held_by"] == "tests.memory.heap_helpers.RECORDS"
+    assert holder["what"] == "list" and holder["count"] == 5 + LEAKS
+    assert (holder["len_before"], holder["len"]) == (5, 5 + LEAKS)
 
     text = heap_cli("diff", old, new)
     assert text.returncode == 0, text.stderr
@@ -38,6 +43,9 @@ def test_diff_of_two_signal_snapshots_puts_the_leaking_class_on_top(tmp_path: An
     top = lines[header + 1].split()
     assert top[-1] == "tests.memory.heap_helpers.Record"
     assert f"+{LEAKS}" in top
+    held = lines[header + 2].split()
+    assert held[:3] == ["held", "by", "tests.memory.heap_helpers.RECORDS"], lines[header + 2]
+    assert f"+{LEAKS}" in lines[header + 2] and f"{5 + LEAKS}" in lines[header + 2]
 
     shown = heap_cli("show", new)
     assert shown.returncode == 0, shown.stderr

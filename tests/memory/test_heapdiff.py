@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import tracemalloc
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -113,3 +113,108 @@ def test_sites_from_a_trace_during_the_diff() -> None:
 )
 def test_human(n: int, text: str) -> None:
     assert human(n) == text
+
+
+class Held:
+    """Instances held by the module-level containers below."""
+
+
+class Registry:
+    """A class attribute and an instance attribute, each holding instances."""
+
+    entries: ClassVar[list[Held]] = []
+
+    def __init__(self) -> None:
+        self.items: dict[str, Held] = {}
+
+
+REGISTRY = Registry()
+TRIPPED: list[str] = []
+
+
+class Proxy:
+    """A module-level object whose attributes run code: the census must not touch them."""
+
+    @property  # type: ignore[misc]
+    def __class__(self) -> type:
+        TRIPPED.append("__class__")
+        raise RuntimeError("working outside of a context")
+
+    @property
+    def __dict__(self) -> dict[str, Any]:  # type: ignore[override]
+        TRIPPED.append("__dict__")
+        raise RuntimeError("working outside of a context")
+
+    def __getattr__(self, name: str) -> Any:
+        TRIPPED.append(name)
+        raise RuntimeError("working outside of a context")
+
+
+class Strict(dict):  # type: ignore[type-arg]
+    """A dict whose Python-level methods refuse to run."""
+
+    def values(self) -> Any:
+        TRIPPED.append("values")
+        raise RuntimeError("no")
+
+    def __iter__(self) -> Any:
+        TRIPPED.append("__iter__")
+        raise RuntimeError("no")
+
+    def __len__(self) -> int:
+        TRIPPED.append("__len__")
+        raise RuntimeError("no")
+
+
+PROXY = Proxy()
+STRICT = Strict(a=Held(), b=Held())
+
+
+def test_census_names_the_holders_of_each_type() -> None:
+    from tracer.memory.heapdiff import census
+
+    TRIPPED.clear()  # pytest's collection looked at PROXY's attributes
+    KEPT.extend(Held() for _ in range(30))
+    Registry.entries.extend(Held() for _ in range(20))
+    REGISTRY.items.update((str(i), Held()) for i in range(10))
+    try:
+        counted = census(largest=20, holders=True)
+    finally:
+        Registry.entries.clear()
+        REGISTRY.items.clear()
+    assert TRIPPED == []
+    held = {h["held_by"]: h for h in counted.holders[f"{__name__}.Held"]}
+    assert next(iter(held)) == f"{__name__}.KEPT"  # most instances first
+    assert (held[f"{__name__}.KEPT"]["what"], held[f"{__name__}.KEPT"]["count"]) == ("list", 30)
+    assert held[f"{__name__}.KEPT"]["len"] == 30
+    assert len(held) == 3  # at most three per type: STRICT (2) is the fourth
+    assert held[f"{__name__}.Registry.entries"]["count"] == 20
+    # An instance's attributes come unnamed: naming them would mean asking for its __dict__,
+    # which creates one where attributes are stored inline.
+    items = held[f"an attribute of {__name__}.REGISTRY"]
+    assert (items["what"], items["len"], items["count"]) == ("dict", 10, 10)
+    # Without asking, no holders (HeapDiff's census stays as cheap as it was).
+    assert census().holders == {}
+
+
+def test_holders_of_a_long_list_are_estimated_from_items_across_it() -> None:
+    from tracer.memory.heapdiff import census
+
+    # The old items at the front, the growth at the end, as a leak fills a list.
+    KEPT.extend(Held() for _ in range(5000))
+    KEPT.extend(Grown() for _ in range(5000))
+    counted = census(holders=True)
+    for cls in (Held, Grown):
+        held = {h["held_by"]: h for h in counted.holders[f"{__name__}.{cls.__name__}"]}
+        kept = held[f"{__name__}.KEPT"]
+        assert kept["len"] == 10_000 and kept["count"] == 5000
+
+
+def test_looking_for_holders_leaves_nothing_behind() -> None:
+    from tracer.memory.heapdiff import census
+
+    census(holders=True)  # first use: lazy imports and caches
+    hd = HeapDiff()
+    census(largest=20, holders=True)
+    diff = hd.end()
+    assert diff["change"]["allocated_nodes"] <= 5, diff["change"]["details"]

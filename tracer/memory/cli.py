@@ -139,6 +139,18 @@ def _signed_size(n: int) -> str:
     return ("+" if n >= 0 else "") + human(n)
 
 
+def _holder(h: dict[str, Any]) -> str:
+    """A container that holds a type's instances: its name, type and length (and the change of
+    its length, and how many of the type it holds, when known)."""
+    text = f"{h['held_by']} ({h['what']}, len {_num(h.get('len'))}"
+    before = h.get("len_before")
+    if isinstance(before, int) and isinstance(h.get("len"), int):
+        text += f", {_signed(h['len'] - before)}"
+    if h.get("count") != h.get("len"):
+        text += f"; {_num(h.get('count'))} of the type"
+    return text + ")"
+
+
 def _site(site: dict[str, Any]) -> str:
     code = f"  {site['code']}" if site.get("code") else ""
     return f"{site.get('file')}:{site.get('line')}{code}"
@@ -226,6 +238,16 @@ def diff(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
                 }
             )
     types.sort(key=lambda t: (-t["size_bytes"], -t["+"], t["what"]))
+    holders = new.get("holders")
+    if isinstance(holders, dict):
+        # A holder's length in the older snapshot, wherever it was listed there.
+        lengths: dict[str, Any] = {c["held_by"]: c.get("len") for c in old.get("containers") or []}
+        for held in (old.get("holders") or {}).values():
+            lengths.update((h["held_by"], h.get("len")) for h in held)
+        for t in types:
+            t["held_by"] = [
+                {**h, "len_before": lengths.get(h["held_by"])} for h in holders.get(t["what"], [])
+            ]
     sites = _site_diff(old.get("allocation_sites"), new.get("allocation_sites"))
 
     def rss(doc: dict[str, Any]) -> int | None:
@@ -241,6 +263,7 @@ def diff(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
         "nodes": new["census"].get("nodes", 0) - old["census"].get("nodes", 0),
         "size_bytes": new["census"].get("size_bytes", 0) - old["census"].get("size_bytes", 0),
         "types": types,
+        "holders_recorded": isinstance(holders, dict),
         "allocation_sites": sites,
     }
 
@@ -308,10 +331,14 @@ def render_diff(d: dict[str, Any], top: int = 20) -> str:
             f"{_signed_size(t['size_bytes']):>12} {_signed(t['+'] - t['-']):>10}"
             f" {_num(t['count_after']):>12}  {t['what']}"
         )
+        # Under the type's name, the module-level containers holding its instances.
+        lines.extend(f"{'':>38}  held by {_holder(h)}" for h in t.get("held_by", []))
     if not grown:
         lines.append("  (nothing grew)")
     more = len(grown) - top
     lines.append(f"({more} more grew, {shrunk} shrank)" if more > 0 else f"({shrunk} shrank)")
+    if grown and not d.get("holders_recorded"):
+        lines.append("(the newer snapshot does not record what holds each type)")
     sites = d["allocation_sites"]
     lines.append("")
     if sites is None:

@@ -24,7 +24,9 @@ import sys
 import threading
 import time
 import tracemalloc
-from collections import Counter
+import types
+from collections import Counter, deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +36,14 @@ _SLICE = 100_000
 _CONTAINERS = (list, dict, set, frozenset, tuple, bytearray)
 # Smaller containers are never "largest": only objects above it reach the Python-level loop.
 _MIN_CONTAINER = 1024
+# Holders: the containers a snapshot looks into, each read through its own C methods so that a
+# subclass's Python overrides never run during a census; the items looked at per container, and
+# the holders kept per type (most instances first).
+_HOLDERS = (list, tuple, dict, set, frozenset, deque)
+_SAMPLE = 1000
+_HOLDERS_PER_TYPE = 3
+# The attributes looked at per module-level instance.
+_ATTRIBUTES = 64
 # Never two censuses at once: each one holds a reference to every object in the heap.
 _census_lock = threading.Lock()
 
@@ -47,8 +57,10 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 # Counter.update asks whether its argument is a Mapping; the first time for a type, the ABC
-# caches the answer in new objects. Asked here, so the first census does not count them.
+# caches the answer in new objects (a weak reference per ABC that subclasses Mapping). Asked
+# here for the types a census passes, so the first census does not count them.
 Counter().update(zip())
+Counter().update([])
 
 
 def human(size_bytes: float) -> str:
@@ -82,6 +94,7 @@ class Census:
     seconds: float
     collected: int
     largest: list[dict[str, Any]] = field(default_factory=list)
+    holders: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
 
 def _sizeof(obj: object) -> int:
@@ -92,11 +105,12 @@ def _sizeof(obj: object) -> int:
         return 0
 
 
-def census(largest: int = 0) -> Census:
+def census(largest: int = 0, holders: bool = False) -> Census:
     """A full collection, then counts and shallow sizes by type of every tracked object.
 
     ``largest``: also describe that many of the largest containers (type, len, size, and the
-    module-level name holding each one when there is one).
+    module-level name holding each one when there is one). ``holders``: also, per type, the
+    module-level containers that hold its instances (see :func:`_find_holders`).
     """
     with _census_lock:
         started = time.perf_counter()
@@ -136,6 +150,7 @@ def census(largest: int = 0) -> Census:
             total[name] = total.get(name, 0) + size * n
         described = _describe(sorted(top, reverse=True)) if top else []
         del top
+        held = _find_holders(counts) if holders else {}
         return Census(
             counts=counts,
             sizes=total,
@@ -144,6 +159,7 @@ def census(largest: int = 0) -> Census:
             seconds=time.perf_counter() - started,
             collected=collected,
             largest=described,
+            holders=held,
         )
 
 
@@ -151,10 +167,7 @@ def _describe(top: list[tuple[int, int, Any]]) -> list[dict[str, Any]]:
     """The largest containers as plain dicts; the module global that holds each, if any."""
     wanted = {id(obj): i for i, (_, _, obj) in enumerate(top)}
     holders: dict[int, str] = {}
-    for module_name, module in list(sys.modules.items()):
-        namespace = getattr(module, "__dict__", None)
-        if not isinstance(namespace, dict):
-            continue
+    for module_name, namespace in _namespaces():
         index = wanted.get(id(namespace))
         if index is not None:
             holders[index] = f"{module_name}.__dict__"
@@ -177,6 +190,122 @@ def _describe(top: list[tuple[int, int, Any]]) -> list[dict[str, Any]]:
                 "held_by": holders.get(i),
             }
         )
+    return out
+
+
+def _namespaces() -> Iterator[tuple[str, dict[str, Any]]]:
+    """``(module name, namespace)`` of every module in ``sys.modules``, read without running
+    code of the module's (an object standing in for a module may compute ``__dict__``)."""
+    for module_name, module in list(sys.modules.items()):
+        if not isinstance(module_name, str) or not issubclass(type(module), types.ModuleType):
+            continue
+        namespace = _MODULE_DICT(module)
+        if isinstance(namespace, dict):
+            yield module_name, namespace
+
+
+_TYPE_DICT = type.__dict__["__dict__"].__get__
+_MODULE_DICT = _TYPE_DICT(types.ModuleType)["__dict__"].__get__
+
+
+def _attributes(value: Any) -> Iterator[tuple[str | None, Any]]:
+    """The attributes of a class or an instance found at module level: a class's by name, an
+    instance's unnamed. Read without running code of the application's (no property,
+    ``__getattr__`` or proxy) and without creating anything: asking an instance for its
+    ``__dict__`` would create one where its attributes are stored inline (Python 3.11 and
+    later), and the next census would count it. So an instance's attributes are what the
+    collector sees of it: its values, or its dict (then also the values in that dict, which a
+    dict-valued attribute cannot be told apart from)."""
+    cls = type(value)
+    if issubclass(cls, type):
+        yield from _TYPE_DICT(value).items()
+        return
+    if issubclass(cls, (types.ModuleType, types.FunctionType, *_HOLDERS)):
+        return
+    for ref in gc.get_referents(value):
+        if ref is cls:
+            continue
+        yield None, ref
+        if type(ref) is dict:
+            for inner in itertools.islice(dict.values(ref), _ATTRIBUTES):
+                yield None, inner
+
+
+def _look_inside(container: Any) -> tuple[str, int, Counter[type]] | None:
+    """The type, length and item types (of at most ``_SAMPLE`` items, spread across a list or
+    tuple) of a container, through the base type's C methods; None for anything else."""
+    cls = type(container)
+    for base in _HOLDERS:
+        if issubclass(cls, base):
+            break
+    else:
+        return None
+    length: int = base.__len__(container)
+    if not length:
+        return None
+    items: Any
+    if base is dict:
+        items = itertools.islice(dict.values(container), _SAMPLE)
+    elif base in (list, tuple) and length > _SAMPLE:
+        # Across the whole sequence: a leak appends, so the newest items are at the end.
+        step = -(-length // _SAMPLE)
+        items = base.__getitem__(container, slice(None, None, step))
+    else:
+        items = itertools.islice(base.__iter__(container), _SAMPLE)
+    # A list, not the map itself: the Mapping check above was made for lists at import.
+    seen: Counter[type] = Counter(list(map(type, items)))
+    return type_name(cls), length, seen
+
+
+def _find_holders(counts: dict[str, int]) -> dict[str, list[dict[str, Any]]]:
+    """Per type name, the containers holding its instances that a name leads to: module
+    globals and the attributes of classes and instances that are module globals (a module-level
+    list, a class attribute, a singleton's dict: the usual leaks), the ones holding the most
+    instances first. A container with more than ``_SAMPLE`` items is estimated from a sample.
+
+    Containers held only by other objects, or by local variables, are not found: that would
+    need a walk of every reference in the heap.
+    """
+    found: dict[str, list[tuple[int, str, str, int]]] = {}
+    seen: set[int] = set()
+    names: dict[type, str | None] = {}
+
+    def look(value: Any, where: str) -> None:
+        # issubclass of the type, not isinstance: isinstance may ask a proxy for __class__.
+        if not issubclass(type(value), _HOLDERS) or id(value) in seen:
+            return
+        sample = _look_inside(value)
+        if sample is None:
+            return
+        seen.add(id(value))
+        what, length, item_types = sample
+        looked_at = sum(item_types.values())
+        for cls, n in item_types.items():
+            name = names.get(cls, "")
+            if name == "":
+                name = names[cls] = type_name(cls) if type_name(cls) in counts else None
+            if name is not None:
+                estimate = n if looked_at == length else round(n * length / looked_at)
+                found.setdefault(name, []).append((estimate, where, what, length))
+
+    for module_name, namespace in _namespaces():
+        for name, value in list(namespace.items()):
+            if not isinstance(name, str):
+                continue
+            where = f"{module_name}.{name}"
+            look(value, where)
+            for attribute, inner in list(_attributes(value)):
+                if attribute is None:
+                    look(inner, f"an attribute of {where}")
+                elif isinstance(attribute, str) and not attribute.startswith("__"):
+                    look(inner, f"{where}.{attribute}")
+    out: dict[str, list[dict[str, Any]]] = {}
+    for name, entries in found.items():
+        best = heapq.nsmallest(_HOLDERS_PER_TYPE, entries, key=lambda e: (-e[0], e[1]))
+        out[name] = [
+            {"held_by": where, "what": what, "len": length, "count": count}
+            for count, where, what, length in best
+        ]
     return out
 
 
