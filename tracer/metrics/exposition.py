@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import http.server
+import selectors
+import socket
 import threading
+import time
 from collections.abc import Callable, Iterable
-from socketserver import BaseServer
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
@@ -21,11 +23,20 @@ def render(registry: CollectorRegistry, accept: str | None) -> tuple[bytes, str]
     return encoder(registry), content_type
 
 
+# Scrapes served at the same time; a connection past these is answered 503 at once.
+MAX_CONNECTIONS = 4
+# The longest one connection may take, request and response (Prometheus' default scrape
+# timeout): a client that trickles its request a byte at a time is cut off then.
+CONNECTION_DEADLINE = 10.0
+
+_REFUSED = b"HTTP/1.0 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+
+
 class _Handler(WSGIRequestHandler):
     """tracer's own endpoint: silent, and never traced (scrapes are not the application's)."""
 
-    # One thread answers every scrape: a connection that sends nothing holds the others back
-    # for this long at most (Prometheus' own scrape timeout is 10 s).
+    # A connection that sends nothing for this long is given up on; one that keeps sending
+    # slowly meets the connection's deadline (Server.service_actions).
     timeout = 2
 
     def parse_request(self) -> bool:
@@ -39,25 +50,112 @@ class _Handler(WSGIRequestHandler):
         pass
 
 
-class _Server(WSGIServer):
-    """One thread answers scrapes one at a time; ``tick`` runs between them, every poll."""
+class Server(WSGIServer):
+    """Accepts on tracer's metrics thread and serves each connection on a thread of its own,
+    at most :data:`MAX_CONNECTIONS` at once, each for at most :data:`CONNECTION_DEADLINE`.
 
-    tick: Callable[[], None] | None = None
+    The accepting thread never reads from a client, so neither a slow client nor a full house
+    holds back the file writes or stopping; stopping ends the open connections.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Open connections and their deadlines. A socket is closed only after it leaves this
+        # table under the lock, so the deadline never shuts down a socket that was closed
+        # (whose descriptor could be another file's by then).
+        self._open: dict[socket.socket, float] = {}
+        self._open_lock = threading.Lock()
+        # Polled by MetricsThread: an accept that finds the client gone must not block.
+        self.socket.setblocking(False)
+
+    def accept(self) -> None:
+        """Take one waiting connection, if there is one, and hand it to a thread."""
+        try:
+            request, client_address = self.get_request()
+        except OSError:
+            return
+        try:
+            self.process_request(request, client_address)
+        except Exception:
+            self.handle_error(request, client_address)
+            self.shutdown_request(request)
+
+    def connections(self) -> int:
+        """Connections being served now."""
+        with self._open_lock:
+            return len(self._open)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._open_lock:
+            full = len(self._open) >= MAX_CONNECTIONS
+            if not full:
+                self._open[request] = time.monotonic() + CONNECTION_DEADLINE
+        if full:
+            self._refuse(request)
+            return
+        thread = threading.Thread(
+            target=self._serve, args=(request, client_address), name="tracer-metrics-scrape"
+        )
+        thread.daemon = True
+        thread.start()
+
+    def _serve(self, request: Any, client_address: Any) -> None:
+        try:
+            self.finish_request(request, client_address)
+        except Exception:
+            self.handle_error(request, client_address)
+        finally:
+            with self._open_lock:
+                self._open.pop(request, None)
+            self.shutdown_request(request)
+
+    def _refuse(self, request: socket.socket) -> None:
+        # Never blocks: the answer fits any send buffer, and what the client sent so far is
+        # read first, so that closing does not reset the connection before it is seen.
+        try:
+            request.setblocking(False)
+            try:
+                request.recv(65536)
+            except BlockingIOError:
+                pass
+            request.send(_REFUSED)
+        except OSError:
+            pass
+        self.shutdown_request(request)
+
+    def _end(self, expired_only: bool) -> None:
+        now = time.monotonic()
+        with self._open_lock:
+            for sock, deadline in self._open.items():
+                if not expired_only or now >= deadline:
+                    try:
+                        sock.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+
+    def close_connections(self) -> None:
+        """End every open connection: its thread sees the socket closed and finishes."""
+        self._end(expired_only=False)
+
+    def forget_connections(self) -> None:
+        """In a forked child: close its copies of the parent's connections, without shutting
+        them down (which would end them for the parent too), so they end when the parent's do."""
+        with self._open_lock:
+            for sock in self._open:
+                sock.close()
+            self._open.clear()
 
     def service_actions(self) -> None:
-        tick = self.tick
-        if tick is not None:
-            tick()
+        self._end(expired_only=True)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
-        pass  # a scraper that went away
+        pass  # a scraper that went away, or one cut off
 
 
 class MetricsThread:
-    """tracer's one metrics thread: the ``/metrics`` server (when configured) and ``tick``.
-
-    ``tick`` (writing this process's file for a pre-forking server) runs every ``interval``.
-    """
+    """tracer's metrics thread: it accepts ``/metrics`` connections (when configured), each
+    served on a ``tracer-metrics-scrape`` thread, and runs ``tick`` (writing this process's
+    file for a pre-forking server) every ``interval``."""
 
     def __init__(
         self,
@@ -71,13 +169,15 @@ class MetricsThread:
         self._tick = tick
         self._next = 0.0
         self._stop = threading.Event()
-        self.server: _Server | None = None
+        self.server: Server | None = None
+        # Written to by stop(), so that the thread's wait for connections ends at once.
+        self._wake: tuple[socket.socket, socket.socket] | None = None
         if port is not None:
             assert host is not None
             self.server = make_server(
-                host, port, make_wsgi_app(registry), server_class=_Server, handler_class=_Handler
+                host, port, make_wsgi_app(registry), server_class=Server, handler_class=_Handler
             )
-            self.server.tick = self._maybe_tick
+            self._wake = socket.socketpair()
         self.thread = threading.Thread(target=self._run, name="tracer-metrics", daemon=True)
 
     @property
@@ -88,8 +188,6 @@ class MetricsThread:
         self.thread.start()
 
     def _maybe_tick(self) -> None:
-        import time
-
         now = time.monotonic()
         if self._tick is not None and now >= self._next:
             self._next = now + self.interval
@@ -99,30 +197,55 @@ class MetricsThread:
                 safety.internal_error("metrics.tick", exc)
 
     def _run(self) -> None:
-        server: BaseServer | None = self.server
-        if server is not None:
-            server.serve_forever(poll_interval=min(0.5, self.interval))
+        server, wake = self.server, self._wake
+        if server is None or wake is None:
+            while not self._stop.is_set():
+                self._maybe_tick()
+                self._stop.wait(self.interval)
             return
-        while not self._stop.is_set():
-            self._maybe_tick()
-            self._stop.wait(self.interval)
+        poll = min(0.5, self.interval)
+        with selectors.DefaultSelector() as selector:
+            selector.register(server.socket, selectors.EVENT_READ)
+            selector.register(wake[0], selectors.EVENT_READ)
+            while not self._stop.is_set():
+                ready = selector.select(poll)
+                if self._stop.is_set():
+                    break
+                if any(key.fileobj is server.socket for key, _ in ready):
+                    server.accept()
+                server.service_actions()
+                self._maybe_tick()
 
     def stop(self) -> None:
+        """Stop at once: the thread is woken, open connections are ended, not waited for."""
         self._stop.set()
-        if self.server is not None:
-            if self.thread.is_alive():
-                self.server.shutdown()
-            self.server.server_close()
+        if self._wake is not None:
+            try:
+                self._wake[1].send(b"x")
+            except OSError:
+                pass
         if self.thread.is_alive() and self.thread is not threading.current_thread():
+            # What it may be doing is one file write.
             self.thread.join(5.0)
+        if self.server is not None:
+            self.server.close_connections()
+            self.server.server_close()
+        self._close_wake()
+
+    def _close_wake(self) -> None:
+        wake, self._wake = self._wake, None
+        for sock in wake or ():
+            sock.close()
 
     def forget(self) -> None:
-        """In a forked child: the thread is gone; close the inherited listening socket."""
+        """In a forked child: the thread is gone; close the inherited sockets."""
         if self.server is not None:
+            self.server.forget_connections()
             try:
                 self.server.socket.close()
             except OSError:
                 pass
+        self._close_wake()
 
 
 def wsgi(registry: CollectorRegistry) -> Callable[[dict[str, Any], Any], Iterable[bytes]]:
