@@ -121,12 +121,15 @@ metrics_dir = None
 # Memory watch (tracer.memory): after each full garbage collection, or every memory_interval
 # seconds when none came, the Python heap (allocated blocks) and RSS are read on a thread of
 # tracer's own, for the "stats" and "leak" events (tracer.memory.on) and, at most once per
-# memory_interval, a memory batch to the reporter. A leak: one of them grew at leak_window
-# observations in a row, ending above its earlier high by 1% or more (not in the first
-# memory_interval seconds). Nothing runs per request; the gc callback does O(1) work.
+# memory_interval, a memory batch to the reporter. A leak: one of them grew at leak_observations
+# observations in a row, and went on growing for leak_window seconds, ending above its earlier
+# high by 1% or more (not in the first memory_interval seconds). The time keeps a service that
+# collects often (five collections in a fraction of a second) or in bursts from looking like a
+# leak. Nothing runs per request; the gc callback does O(1) work.
 memory_watch = True
 memory_interval = 60.0
-leak_window = 5
+leak_observations = 5
+leak_window = 300.0
 
 # Heap snapshots (tracer.memory.snapshot()): a census of the Python heap by type, the largest
 # containers, RSS and allocation sites, written as gzip JSON for `tracer heap show|diff`.

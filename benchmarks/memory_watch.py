@@ -9,9 +9,11 @@ application's thread; the watcher's own work after a full collection runs on its
 
 ``python -m benchmarks.memory_watch false-positives --seconds 600`` runs the test suite's aiohttp
 service without a leak (tests/memory/leak_service.py) under a steady load from this process and
-counts its leak events; with ``--leak heap`` the same for the leaking one (how soon it is found).
-Every observation is kept too, and replayed through memwatch's plain rule (five growths in a
-row, no warm-up, no margin) to show what the additions take away.
+counts its leak events; with ``--leak heap`` the same for the leaking one (how soon it is found),
+with ``--leak bursts`` for one that holds at most three bursts of 60,000 objects and collects
+after each. Every observation is kept too, and replayed through memwatch's plain rule (five
+growths in a row, no warm-up, no margin) and through tracer's rule without ``leak_window`` (the
+count of observations only) to show what each addition takes away.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import time
 from typing import Any
 
 from benchmarks.instructions import thread_totals
+from tracer.memory.watch import Base
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -109,8 +112,30 @@ def replay_plain(values: list[int], window: int) -> int:
     return leaks
 
 
+def replay_count_only(observations: list[dict[str, Any]], interval: float) -> dict[str, int]:
+    """tracer's rule without the time it needs: warm-up and margin, five growths in a row."""
+    if not observations:
+        return {"heap": 0, "rss": 0}
+    first = _epoch(observations[0]["time"])
+    heap = Base("heap", 5, 1000, 0.01, first + interval)
+    rss = Base("rss", 5, 1 << 20, 0.01, first + interval)
+    for o in observations:
+        now = _epoch(o["time"])
+        full = o["trigger"] != "timer"
+        heap.observe(o["current_base"], now, full)
+        if o["rss_bytes"] is not None:
+            rss.observe(o["rss_bytes"], now, full)
+    return {"heap": heap.leaks, "rss": rss.leaks}
+
+
+def _epoch(iso: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
 def false_positives(
-    seconds: float, interval: float, leak: str, rate: float, full_gc: float
+    seconds: float, interval: float, leak: str, rate: float, full_gc: float, window: float
 ) -> None:
     out = tempfile.mkdtemp(prefix="memory-watch-")
     env = {
@@ -118,7 +143,8 @@ def false_positives(
         "PYTHONPATH": ROOT,
         "LEAK": leak,
         "MEMORY_INTERVAL": str(interval),
-        "LEAK_WINDOW": "5",
+        "LEAK_OBSERVATIONS": "5",
+        "LEAK_WINDOW": str(window),
         "OBSERVATIONS": "1",
         "FULL_GC": str(full_gc),
     }
@@ -158,7 +184,7 @@ def false_positives(
     print(
         f"LEAK={leak}: {requests:,} requests in {elapsed:.0f} s ({requests / elapsed:,.0f}/s),"
         f" {len(observations):,} observations ({full:,} after full collections),"
-        f" memory_interval {interval} s, leak_window 5"
+        f" memory_interval {interval} s, leak_observations 5, leak_window {window:g} s"
         + (f", gc.collect() every {full_gc} s" if full_gc else "")
     )
     if observations:
@@ -173,6 +199,11 @@ def false_positives(
     print(
         f"  memwatch's plain rule on the same observations: heap {replay_plain(heap, 5)},"
         f" rss {replay_plain(rss, 5)}"
+    )
+    counted = replay_count_only(observations, interval)
+    print(
+        f"  tracer's rule without leak_window (five in a row, warm-up, margin): heap"
+        f" {counted['heap']}, rss {counted['rss']}"
     )
     shutil.rmtree(out, ignore_errors=True)
 
@@ -192,7 +223,10 @@ def main(argv: list[str] | None = None) -> int:
     fp = sub.add_parser("false-positives", help="leak events of a service under load")
     fp.add_argument("--seconds", type=float, default=600.0)
     fp.add_argument("--interval", type=float, default=1.0, help="memory_interval")
-    fp.add_argument("--leak", choices=("none", "heap", "rss"), default="none")
+    fp.add_argument("--leak", choices=("none", "heap", "rss", "bursts"), default="none")
+    fp.add_argument(
+        "--leak-window", type=float, default=300.0, help="leak_window, seconds (default 300)"
+    )
     fp.add_argument("--rate", type=float, default=0.0, help="requests per second (0: no limit)")
     fp.add_argument(
         "--full-gc", type=float, default=0.0, help="seconds between the service's gc.collect()"
@@ -201,7 +235,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "instructions":
         instructions(args.n)
     else:
-        false_positives(args.seconds, args.interval, args.leak, args.rate, args.full_gc)
+        false_positives(
+            args.seconds, args.interval, args.leak, args.rate, args.full_gc, args.leak_window
+        )
     return 0
 
 

@@ -98,7 +98,8 @@ class Config:
     # Memory (tracer.memory): memwatch-style events and heap snapshots.
     memory_watch: bool = True
     memory_interval: float = 60.0
-    leak_window: int = 5
+    leak_observations: int = 5
+    leak_window: float = 300.0
     heap_snapshot_signal: str | None = "SIGUSR2"
     heap_snapshot_signal_interval: float = 30.0
     heap_snapshot_on_leak: bool = True
@@ -242,6 +243,7 @@ ENV_OPTIONS = (
     "metrics_dir",
     "memory_watch",
     "memory_interval",
+    "leak_observations",
     "leak_window",
     "heap_snapshot_signal",
     "heap_snapshot_signal_interval",
@@ -485,7 +487,8 @@ _NUMBERS: dict[str, tuple[type, float, float]] = {
     "metrics_port": (int, 0, 65535),
     "metrics_interval": (float, 0.01, 86400),
     "memory_interval": (float, 0.01, 86400),
-    "leak_window": (int, 2, 1000),
+    "leak_observations": (int, 2, 1000),
+    "leak_window": (float, 0.0, 86400 * 7),
     "heap_snapshot_signal_interval": (float, 0.0, 10**7),
     "heap_snapshot_min_interval": (float, 0.0, 10**7),
     "heap_snapshot_max_files": (int, 1, 10_000),

@@ -4,8 +4,10 @@ Run as ``python -m tests.memory.leak_service OUT_DIR``. The environment chooses:
 
 * ``LEAK``: ``heap`` (each request appends a few Python objects to a module-level list),
   ``rss`` (each request keeps an anonymous ``mmap`` it wrote into: memory outside the Python
-  heap) or ``none``;
-* ``MEMORY_INTERVAL`` (seconds), ``LEAK_WINDOW``;
+  heap), ``bursts`` (every ``BURST_EVERY`` seconds, 1 by default, a burst of 60,000 objects
+  is built, at most three bursts are held, and ``gc.collect()`` runs after each: bounded, a
+  sawtooth, no leak) or ``none``;
+* ``MEMORY_INTERVAL`` (seconds), ``LEAK_OBSERVATIONS``, ``LEAK_WINDOW`` (seconds);
 * ``FULL_GC`` (seconds): also run ``gc.collect()`` that often, as a service with many
   long-lived objects coming and going gets full collections by itself;
 * ``OBSERVATIONS=1``: every ``stats`` event also goes to ``OUT_DIR/observations.jsonl`` (the
@@ -19,6 +21,7 @@ pipeline delivers is appended to ``OUT_DIR/memory.jsonl`` by a user reporter; sn
 from __future__ import annotations
 
 import asyncio
+import collections
 import gc
 import json
 import mmap
@@ -68,7 +71,8 @@ def main() -> None:
         reporter=FileReporter(os.path.join(out, "memory.jsonl")),
         flush_interval=0.05,
         memory_interval=float(os.environ.get("MEMORY_INTERVAL", "0.25")),
-        leak_window=int(os.environ.get("LEAK_WINDOW", "5")),
+        leak_observations=int(os.environ.get("LEAK_OBSERVATIONS", "5")),
+        leak_window=float(os.environ.get("LEAK_WINDOW", "300")),
         heap_snapshot_dir=os.path.join(out, "snapshots"),
         heap_snapshot_min_interval=0.0,
         heap_snapshot_signal=None,
@@ -95,6 +99,22 @@ def main() -> None:
 
     app = web.Application()
     app.router.add_get("/{tail:.*}", handle)
+    if leak == "bursts":
+        held: collections.deque[list[Any]] = collections.deque(maxlen=3)
+        pause = float(os.environ.get("BURST_EVERY", "1"))
+
+        async def bursts(app: web.Application) -> Any:
+            async def loop() -> None:
+                while True:
+                    await asyncio.sleep(pause)
+                    held.append([{"n": i} for i in range(60_000)])
+                    gc.collect()
+
+            task = asyncio.ensure_future(loop())
+            yield
+            task.cancel()
+
+        app.cleanup_ctx.append(bursts)
     every = float(os.environ.get("FULL_GC", "0"))
     if every:
 

@@ -394,3 +394,73 @@ def test_metrics_and_the_watcher_share_one_gc_callback() -> None:
     assert [cb for cb in gc.callbacks if cb not in before] == [gchook.HOOK.entry]
     tracer.uninstall()
     assert gc.callbacks == before and not gchook.HOOK.users
+
+
+def feed_every(base: Base, values: list[int], step: float) -> list[dict[str, Any]]:
+    leaks = []
+    for i, value in enumerate(values):
+        leak = base.observe(value, 1000.0 + i * step, full=True)
+        if leak is not None:
+            leaks.append(leak)
+    return leaks
+
+
+def sawtooth(cycles: int) -> list[int]:
+    """Heap counts of a service that holds at most three bursts and collects often: a ramp of
+    three bursts, then each new burst climbs while it is built and falls back when the oldest
+    is let go."""
+    values = [100_000 + 2_000 * i for i in range(16)]  # three bursts, built one after another
+    for _ in range(cycles):
+        values += [130_000 + 2_000 * i for i in range(1, 6)] + [130_000]
+    return values
+
+
+def test_a_bounded_sawtooth_at_a_fast_collection_rate_is_not_a_leak() -> None:
+    # A full collection every 50 ms: memwatch's five in a row take a quarter of a second.
+    base = Base("heap", 5, 1000, 0.01, warmup_until=0, span=60.0)
+    assert feed_every(base, sawtooth(400), 0.05) == []
+    assert base.leaks == 0
+
+
+def test_growth_for_less_than_the_window_is_not_a_leak_and_for_longer_is() -> None:
+    base = Base("heap", 5, 1000, 0.01, warmup_until=0, span=2.0)
+    leaks = feed_every(base, [100_000 + 1_000 * i for i in range(60)], 0.05)
+    # The first observation 2 s after the streak began completes it, not the fifth growth.
+    first = leaks[0]
+    assert first["observations"] == 40 and first["seconds"] == 2.0
+    assert first["reason"].startswith("heap growth over 40 consecutive full GCs (2.0 s)")
+    assert len(leaks) == 1
+
+
+def test_with_observations_far_apart_the_count_decides() -> None:
+    base = Base("heap", 5, 1000, 0.01, warmup_until=0, span=300.0)
+    (leak,) = feed_every(base, [100_000 + 5_000 * i for i in range(7)], 60.0)
+    assert leak["observations"] == 5 and leak["seconds"] == 300.0
+
+
+def test_the_leak_options_reach_the_watcher() -> None:
+    tracer.install(app_name="watch", reporter=Recorder(), leak_observations=7, leak_window=12.5)
+    watcher = tracer.memory._watcher
+    assert watcher is not None
+    assert (watcher.heap.window, watcher.heap.span) == (7, 12.5)
+    assert (watcher.rss.window, watcher.rss.span) == (7, 12.5)
+
+
+@pytest.mark.parametrize(
+    ("key", "value"), [("leak_window", -1), ("leak_window", "5"), ("leak_observations", 1)]
+)
+def test_the_leak_options_are_validated(key: str, value: object) -> None:
+    with pytest.raises(tracer.ConfigError, match=key):
+        tracer.install(app_name="watch", **{key: value})
+
+
+def test_the_leak_window_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tracer.config import load
+
+    monkeypatch.setenv("TRACE_LEAK_WINDOW", "90")
+    monkeypatch.setenv("TRACE_LEAK_OBSERVATIONS", "8")
+    cfg = load(env=dict(os.environ))
+    assert (cfg.leak_window, cfg.leak_observations) == (90.0, 8)
+    monkeypatch.setenv("TRACE_LEAK_WINDOW", "a while")
+    with pytest.raises(tracer.ConfigError, match="TRACE_LEAK_WINDOW"):
+        load(env=dict(os.environ))

@@ -35,8 +35,9 @@ _collector: Any = None
 def on(event: str, fn: Listener) -> None:
     """Call ``fn(data)`` on every ``event``: ``"stats"`` (after each full collection, or every
     ``memory_interval`` seconds when none came) or ``"leak"`` (a base kept growing over
-    ``leak_window`` observations). Listeners run on tracer's memory thread, never inside a
-    collection; an exception they raise is logged and counted, and the others still run."""
+    ``leak_observations`` observations and ``leak_window`` seconds). Listeners run on tracer's
+    memory thread, never inside a collection; an exception they raise is logged and counted, and
+    the others still run."""
     if event not in EVENTS:
         raise ValueError(f"unknown memory event {event!r}; expected one of {EVENTS}")
     if not callable(fn):
@@ -80,10 +81,11 @@ def _start(runtime: Any) -> None:
     pipeline = runtime.pipeline
     watcher = Watcher(
         cfg.memory_interval,
-        cfg.leak_window,
+        cfg.leak_observations,
         _get_listeners,
         submit=pipeline.submit_report,
         on_leak=_on_leak,
+        span=cfg.leak_window,
     )
     watcher.start()
     _watcher = watcher

@@ -92,11 +92,13 @@ class Base:
     """memwatch's base tracking for one measure: the value after each observation, its estimated
     base (a decaying average), the usage trend, min and max, and the leak rule.
 
-    The leak rule is memwatch's: the base grew at ``window`` consecutive observations. Two
-    additions keep a service that is only noisy or still starting from raising it (measured in
-    benchmarks/README.md): observations before ``warmup_until`` only set the level, and the
-    streak must end above the highest base seen before it by at least ``min_growth`` (an
-    absolute floor) and ``min_fraction`` of that base.
+    The leak rule is memwatch's: the base grew at ``window`` consecutive observations. Three
+    additions keep a service that is only noisy, bursty or still starting from raising it
+    (measured in benchmarks/README.md): observations before ``warmup_until`` only set the level;
+    the growth must go on for ``span`` seconds as well (memwatch counted collections, and a
+    service that collects often makes five of them in a fraction of a second, inside one burst);
+    and the streak must end above the highest base seen before it by at least ``min_growth``
+    (an absolute floor) and ``min_fraction`` of that base.
     """
 
     def __init__(
@@ -106,9 +108,11 @@ class Base:
         min_growth: float,
         min_fraction: float,
         warmup_until: float,
+        span: float = 0.0,
     ) -> None:
         self.measure = measure
         self.window = window
+        self.span = span
         self.min_growth = min_growth
         self.min_fraction = min_fraction
         self.warmup_until = warmup_until
@@ -138,7 +142,9 @@ class Base:
                 self.streak_full = True
             self.streak += 1
             self.streak_full = self.streak_full and full
-            if self.streak >= self.window:
+            assert self.streak_start is not None
+            # Enough growths, for long enough; until both, the streak goes on.
+            if self.streak >= self.window and now - self.streak_start[0] >= self.span:
                 leak = self._leak(value, now)
         else:
             self._reset_streak(value, now)
@@ -238,6 +244,7 @@ class Watcher:
         listeners: Callable[[str], Iterable[Listener]],
         submit: Callable[[str, dict[str, Any]], None] | None = None,
         on_leak: Callable[[dict[str, Any]], Any] | None = None,
+        span: float = 0.0,
     ) -> None:
         self.interval = interval
         self.window = window
@@ -248,8 +255,8 @@ class Watcher:
         # Start-up fills caches, pools and imports, which looks like a leak: one interval of
         # observations sets the level before the leak rule counts.
         warmup = self.started_at + interval
-        self.heap = Base(HEAP, window, 1000, 0.01, warmup)
-        self.rss = Base(RSS, window, 1 << 20, 0.01, warmup)
+        self.heap = Base(HEAP, window, 1000, 0.01, warmup, span)
+        self.rss = Base(RSS, window, 1 << 20, 0.01, warmup, span)
         self.wake: queue.SimpleQueue[None] = queue.SimpleQueue()
         self.hook = gchook.HOOK
         # What the shared hook had counted before this watcher: its figures start from here.
