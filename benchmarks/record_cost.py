@@ -4,7 +4,7 @@
 The server variants of ``benchmarks.instructions`` (``metrics`` against ``tracer``) include the
 pipeline's threads, whose count moves by a few thousand instructions per request from run to run
 (batches form differently). This counts only what metrics add to one finished span: one process
-calls ``Collector.on_finish``'s recording function ``--calls`` times with a server span (or a
+calls the metrics span processor's recording function ``--calls`` times with a server span (or a
 client span), another the same loop with a function that does nothing; the difference of their
 totals, divided by the calls, is the cost of the recording call. The same in every run.
 """
@@ -31,7 +31,8 @@ tracer.install(
     metrics_interval=None, sample_rate=1,
 )
 kind, calls = sys.argv[1], int(sys.argv[2])
-record = installer.runtime.collector.record if kind != "none" else (lambda span: None)
+recorder = next(p for p in installer.runtime.processors if hasattr(p, "record"))
+record = recorder.record if kind != "none" else (lambda span: None)
 span = Span(SERVER if kind != "client" else CLIENT, "GET /", "a" * 32, "a" * 32, None,
             LocalTrace(True), True)
 span.method, span.status_code, span.duration_us = "GET", 200, 1234

@@ -129,9 +129,20 @@ class Stages:
 
     def after_install(self) -> None:
         if self.stage == "spans":
-            from tracer.span import set_sink
+            from tracer import installer
+            from tracer.span import SpanProcessor
 
-            set_sink(self.drop)
+            rt = installer.runtime
+            assert rt is not None
+            drop = self.drop
+
+            class Dropper(SpanProcessor):
+                def on_end(self, span: Any) -> None:
+                    drop(span)
+
+            # The collector, the last processor, replaced by one that counts and drops.
+            rt.remove_processor(rt.collector)
+            rt.add_processor(Dropper())
 
 
 def main(argv: list[str] | None = None) -> None:

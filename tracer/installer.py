@@ -1,4 +1,8 @@
-"""Config -> reporter -> pipeline -> instrumentations. Idempotent install and exact uninstall.
+"""Config -> reporter -> pipeline -> processors -> instrumentations. Idempotent install and exact
+uninstall.
+
+The top of the layering (docs/design.md, "Layers"): it hands the runtime to each instrumentation
+and feature as a parameter, and none of them imports this module.
 
 Also the process-level duties of delivery: flush at exit (atexit), flush on SIGTERM before the
 handler that was there runs, and a fresh pipeline in a forked child.
@@ -22,7 +26,6 @@ from tracer.delivery import Pipeline
 from tracer.instrumentation.base import Instrumentation, discover
 from tracer.runtime import Runtime
 from tracer.sampling import Sampler
-from tracer.span import set_sink
 
 log = logging.getLogger("tracer")
 
@@ -75,8 +78,8 @@ def install(config_path: str | os.PathLike[str] | None = None, **overrides: Any)
             spool_max_bytes=cfg.spool_max_bytes,
         )
         sampler = Sampler(cfg.sample_rate, cfg.sample_size, cfg.collect_interval)
+        # The runtime starts with its collector as the one span processor; features add theirs.
         rt = Runtime(cfg, pipeline, sampler)
-        set_sink(rt.collector.on_finish)
         pipeline.start()
         wanted = None if cfg.instrument is None else set(cfg.instrument)
         _instrumentations.clear()
@@ -144,7 +147,7 @@ def uninstall() -> None:
         _instrumentations.clear()
         _uninstall_log_correlation()
         _uninstall_sigterm()
-        set_sink(None)
+        rt.close()
         propagation.set_invalid_counter(None)
         rt.pipeline.stop(rt.config.exit_timeout)
 

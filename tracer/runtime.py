@@ -1,18 +1,20 @@
 """The running tracer: what instrumentations call to start spans and move context.
 
 One :class:`Runtime` exists while tracer is installed. Instrumentations hold a reference to it, so
-the request path reads attributes of one object instead of looking up module globals.
+the request path reads attributes of one object instead of looking up module globals. Features
+(metrics, memory, later the profiler) are handed it too, and plug into spans as processors
+(:class:`tracer.span.SpanProcessor`, :meth:`Runtime.add_processor`).
 """
 
 from __future__ import annotations
 
 import socket
 from collections import Counter
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from tracer import ids, propagation
+from tracer import ids, propagation, safety
 from tracer.config import Config
 from tracer.context import current
 from tracer.delivery import Pipeline
@@ -31,14 +33,78 @@ from tracer.redaction import (
     split_path,
 )
 from tracer.sampling import Collector, Sampler
-from tracer.span import CLIENT, SERVER, LocalTrace, Span
+from tracer.span import CLIENT, SERVER, Chain, LocalTrace, Span, SpanProcessor
 
 # A client URL whose calls are not traced (an ignored host, or one that does not parse).
 _IGNORED: tuple[str, str, str] = ("", "", "")
 
+Hook = Callable[[Span], None]
+
+
+def _wants(processor: object, name: str) -> bool:
+    """Whether ``processor`` does something in ``name`` (not the no-op of SpanProcessor)."""
+    method = getattr(processor, name, None)
+    if method is None:
+        return False
+    return getattr(method, "__func__", None) is not getattr(SpanProcessor, name)
+
+
+def _where(processor: object, name: str) -> str:
+    return f"processor {type(processor).__name__}.{name}"
+
+
+def chained(processors: tuple[Any, ...], name: str) -> Hook | None:
+    """One function calling ``name`` (``on_start`` or ``on_end``) of each processor in order,
+    or None when none of them does anything there.
+
+    Built when the list changes, never per span: the calls are a tuple closed over, and one that
+    raises is handed to :func:`tracer.safety.internal_error` (counted, logged once) while the
+    others, and the request, go on.
+    """
+    wanted = [p for p in processors if _wants(p, name)]
+    if not wanted:
+        return None
+    calls = tuple(getattr(p, name) for p in wanted)
+    # Looked up only when a call raised.
+    wheres = tuple(_where(p, name) for p in wanted)
+    internal_error = safety.internal_error
+    if len(calls) == 1:
+        only = calls[0]
+
+        def one(span: Span) -> None:
+            try:
+                only(span)
+            except Exception as exc:
+                internal_error(wheres[0], exc)
+
+        return one
+
+    def each(span: Span) -> None:
+        for call in calls:
+            try:
+                call(span)
+            except Exception as exc:
+                internal_error(wheres[calls.index(call)], exc)
+
+    return each
+
+
+def _own_stats(invalid: dict[str, int], probability: float) -> dict[str, Any]:
+    return {
+        "inbound_invalid": sum(invalid.values()),
+        "inbound_invalid_by_header": invalid,
+        "sample_probability": probability,
+    }
+
 
 class Runtime:
-    """Config, sampler, propagator and pipeline, and the span factories built on them."""
+    """Config, sampler, propagator and pipeline, the span factories built on them, and the
+    ordered list of span processors every span goes through.
+
+    The list starts with :attr:`collector` (sampling and keep-on-error, then the pipeline);
+    features add theirs with :meth:`add_processor` as they install, ahead of the collector, so
+    that the collector, which hands the span out of the request thread, always comes last.
+    """
 
     def __init__(self, config: Config, pipeline: Pipeline, sampler: Sampler) -> None:
         self.config = config
@@ -64,8 +130,11 @@ class Runtime:
         self.query_keys = query_keys(config.redact_query_keys)
         self.header_names = header_names(config.redact_headers)
         self.record_headers = config.record_headers
-        # Server requests started, slot 0, counted for tracer.metrics' active-requests gauge.
-        self.metrics_started: list[int] | None = None
+        # What the spans of this runtime call (through their LocalTrace): set from the
+        # processor list whenever it changes, never per span.
+        self.chain = Chain()
+        self.processors: tuple[Any, ...] = ()
+        self._set_processors((self.collector,))
         # Outgoing URL -> what a client span takes from it (see client_span).
         self._targets: dict[str, tuple[str, str, str]] = {}
         # Scheme -> Host header -> cleaned "scheme://host" prefix (see server_span).
@@ -77,6 +146,38 @@ class Runtime:
 
     def _count_invalid(self, header: str) -> None:
         self._invalid[header] += 1
+
+    # -- processors ----------------------------------------------------------------------------
+
+    def add_processor(self, processor: SpanProcessor) -> None:
+        """Run ``processor`` (see :class:`tracer.span.SpanProcessor`) on every span started and
+        ended from now on, after those added before it and ahead of the collector (the last one
+        while it is in the list). Called while installing, not per request; adding one twice
+        changes nothing."""
+        if processor in self.processors:
+            return
+        processors = list(self.processors)
+        at = processors.index(self.collector) if self.collector in processors else len(processors)
+        processors.insert(at, processor)
+        self._set_processors(tuple(processors))
+
+    def remove_processor(self, processor: SpanProcessor) -> None:
+        """Stop running ``processor``; one that is not in the list is ignored."""
+        if processor in self.processors:
+            self._set_processors(tuple(p for p in self.processors if p is not processor))
+
+    def _set_processors(self, processors: tuple[Any, ...]) -> None:
+        self.processors = processors
+        chain = self.chain
+        chain.on_start = chained(processors, "on_start")
+        chain.on_end = chained(processors, "on_end") or _nothing
+
+    def close(self) -> None:
+        """Spans of this runtime that end from now on go nowhere (uninstall): a request still
+        running then finishes without reaching a stopped pipeline."""
+        self.processors = ()
+        self.chain.on_start = None
+        self.chain.on_end = _nothing
 
     # -- inbound -------------------------------------------------------------------------------
 
@@ -140,14 +241,14 @@ class Runtime:
             inbound = self.propagator.extract(hmap.get, query)
         if inbound is None:
             tid, sid = ids.new_ids()
-            local = LocalTrace(self.sampler.decide(tid))
+            local = LocalTrace(self.sampler.decide(tid), False, self.chain)
             span = Span(SERVER, f"{method} {path}", tid, tid, None, local, True, sid)
         else:
             tid = inbound.trace_id or ids.new_trace_id()
             sampled = inbound.sampled
             if sampled is None:
                 sampled = self.sampler.decide(tid)
-            local = LocalTrace(sampled)
+            local = LocalTrace(sampled, False, self.chain)
             if inbound.must_collect:
                 self.collector.force(local)
             span = Span(
@@ -187,9 +288,9 @@ class Runtime:
         if self.record_headers:
             items = header_map(headers.items()) if multidict else headers
             span.set_tag("http.request_headers", redact_headers(items.items(), self.header_names))
-        started = self.metrics_started
-        if started is not None:
-            started[0] += 1
+        on_start = self.chain.on_start
+        if on_start is not None:
+            on_start(span)
         return span
 
     def response_headers(
@@ -235,7 +336,7 @@ class Runtime:
         sampled = own.sampled
         if sampled is None:
             sampled = self.sampler.decide(tid)
-        local = LocalTrace(sampled)
+        local = LocalTrace(sampled, False, self.chain)
         root = local.root = Span(kind, name, tid, own.request_id or tid, own.parent_id, local, True)
         root.tracestate = own.tracestate
         return root
@@ -245,10 +346,17 @@ class Runtime:
 
         A root may take ``request_id`` (a valid id the caller already put on its request).
         """
+        span = self._child(kind, name, request_id)
+        on_start = self.chain.on_start
+        if on_start is not None:
+            on_start(span)
+        return span
+
+    def _child(self, kind: str, name: str, request_id: str | None = None) -> Span:
         parent = current.get()
         if parent is None:
             tid = ids.new_trace_id() if request_id is None else ids.trace_id_for(request_id)
-            local = LocalTrace(self.sampler.decide(tid))
+            local = LocalTrace(self.sampler.decide(tid), False, self.chain)
             root = local.root = Span(kind, name, tid, request_id or tid, None, local, True)
             return root
         span = Span(
@@ -281,12 +389,15 @@ class Runtime:
         if get is not None and current.get() is None:
             own = self.propagator.own(get)
         if own is None:
-            span = self.child_span(CLIENT, f"{method} {where}{path}")
+            span = self._child(CLIENT, f"{method} {where}{path}")
         else:
             span = self._continued(CLIENT, f"{method} {where}{path}", own)
         span.method = method
         span.url = redacted
         span.path = path
+        on_start = self.chain.on_start
+        if on_start is not None:
+            on_start(span)
         return span
 
     def _client_target(self, url: str) -> tuple[str, str, str]:
@@ -330,8 +441,9 @@ class Runtime:
         """
         out = self.pipeline.stats()
         out.update(self.collector.stats())
-        invalid = dict(self._invalid)
-        out["inbound_invalid"] = sum(invalid.values())
-        out["inbound_invalid_by_header"] = invalid
-        out["sample_probability"] = self.sampler.probability
+        out.update(_own_stats(dict(self._invalid), self.sampler.probability))
         return out
+
+
+def _nothing(span: Span) -> None:
+    pass

@@ -29,7 +29,7 @@ import weakref
 from collections.abc import Callable
 
 from tracer.ids import sample_point
-from tracer.span import LocalTrace, Span
+from tracer.span import LocalTrace, Span, SpanProcessor
 
 _rng = random.Random()
 os.register_at_fork(after_in_child=_rng.seed)
@@ -127,8 +127,11 @@ class TokenBucket:
             return False
 
 
-class Collector:
-    """Receives finished spans: forwards kept ones to ``submit``, holds unsampled ones."""
+class Collector(SpanProcessor):
+    """Receives finished spans: forwards kept ones to ``submit``, holds unsampled ones.
+
+    The runtime's last span processor (:meth:`on_end`), since it hands spans on to the pipeline.
+    """
 
     def __init__(
         self,
@@ -146,8 +149,6 @@ class Collector:
         self.unsampled_dropped = 0
         self.forced_kept = 0
         self.forced_rate_limited = 0
-        # Request metrics (tracer.metrics): called with every finished span, sampled or not.
-        self.record: Callable[[Span], None] | None = None
 
     def failed(self, span: Span) -> bool:
         """Does ``span`` make its trace worth keeping: an error, an error status, or too slow?"""
@@ -185,11 +186,8 @@ class Collector:
         self.forced_rate_limited += 1
         return False
 
-    def on_finish(self, span: Span) -> None:
+    def on_end(self, span: Span) -> None:
         """Called once per finished span, on the thread that finished it."""
-        record = self.record
-        if record is not None:
-            record(span)
         self.note_failure(span)
         local = span.local
         if local.sampled:
@@ -217,6 +215,9 @@ class Collector:
             self.unsampled_dropped += 1
         else:
             held.append(span)
+
+    #: The name this had before span processors; tests and tools still call it.
+    on_finish = on_end
 
     def stats(self) -> dict[str, int]:
         """Counters: spans of unsampled traces dropped, traces force-kept and rate-limited."""

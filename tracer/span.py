@@ -30,18 +30,62 @@ def now_us() -> int:
     return _time_ns() // 1000
 
 
+class SpanProcessor:
+    """What runs on every span of a runtime, on the thread that starts or ends it.
+
+    The contract (docs/design.md, "Span processors"): :meth:`on_start` is called once a span is
+    made, before the instrumentation returns it; :meth:`on_end` once it finished, with
+    ``duration_us`` final. Both run on the request path, so they do little, allocate little and
+    never block; an exception they raise is caught, counted and logged once, and the request goes
+    on. A subclass overrides what it needs: a method left as it is here is never called.
+    """
+
+    __slots__ = ()
+
+    def on_start(self, span: Span) -> None:
+        """Called with every span the runtime starts (not with ignored requests)."""
+
+    def on_end(self, span: Span) -> None:
+        """Called with every span that finishes, sampled or not."""
+
+
+def _nowhere(span: Span) -> None:
+    pass
+
+
+class Chain:
+    """The entry points of one runtime's processors, which its spans call.
+
+    The runtime sets :attr:`on_start` (None when no processor wants it) and :attr:`on_end` each
+    time its processor list changes, never per span, and points them at nothing when it stops;
+    a span reaches them through its :class:`LocalTrace` with two attribute reads.
+    """
+
+    __slots__ = ("on_end", "on_start")
+
+    def __init__(self) -> None:
+        self.on_start: Callable[[Span], None] | None = None
+        self.on_end: Callable[[Span], None] = _nowhere
+
+
+#: The chain of spans made outside any runtime (tests, benchmarks): they go nowhere.
+NO_CHAIN = Chain()
+
+
 class LocalTrace:
     """What the spans of one trace in this process share: the sampling decision and held spans.
 
     An unsampled trace keeps its finished spans in ``held`` until its local root ends, so that an
     error anywhere in it can still have the whole local trace collected (keep-on-error).
+    ``chain`` is the processors of the runtime that started the trace.
     """
 
-    __slots__ = ("closed", "held", "limited", "must_collect", "root", "sampled")
+    __slots__ = ("chain", "closed", "held", "limited", "must_collect", "root", "sampled")
 
-    def __init__(self, sampled: bool, must_collect: bool = False) -> None:
+    def __init__(self, sampled: bool, must_collect: bool = False, chain: Chain = NO_CHAIN) -> None:
         self.sampled = sampled
         self.must_collect = must_collect
+        self.chain = chain
         # Made on the first held span: a sampled trace never needs the list.
         self.held: list[Span] | None = None
         self.closed = False
@@ -49,21 +93,6 @@ class LocalTrace:
         self.root: Span | None = None
         # Set when a forced keep was refused by the rate limit, so it is not asked for again.
         self.limited = False
-
-
-def _no_sink(span: Span) -> None:
-    pass
-
-
-def set_sink(sink: Callable[[Span], None] | None) -> None:
-    """Make ``sink`` the function every finished span is handed to (None: spans go nowhere).
-
-    This is the one link from spans to the rest of tracer: the installer points it at the
-    collector (sampling, then the pipeline) and back at nothing on uninstall. It is a class
-    attribute, :attr:`Span.sink`, so that :meth:`Span.finish` reaches it with one attribute
-    lookup and no import of the sampler or the pipeline here.
-    """
-    Span.sink = _no_sink if sink is None else sink
 
 
 class Span:
@@ -92,9 +121,6 @@ class Span:
         "tracestate",
         "url",
     )
-
-    #: Where :meth:`finish` hands every finished span; set with :func:`set_sink`.
-    sink: Callable[[Span], None] = _no_sink
 
     def __init__(
         self,
@@ -181,7 +207,8 @@ class Span:
         }
 
     def finish(self) -> None:
-        """End the span (SS for a server span, CR for a client span) and hand it on."""
+        """End the span (SS for a server span, CR for a client span) and hand it to the
+        processors of its runtime."""
         if self._done:
             return
         self._done = True
@@ -194,7 +221,7 @@ class Span:
             end = self.sent_us
         # A wall clock set back during the span would make it negative.
         self.duration_us = end - self.start_us if end >= self.start_us else 0
-        Span.sink(self)
+        self.local.chain.on_end(self)
 
     # -- output --------------------------------------------------------------------------------
 

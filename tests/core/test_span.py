@@ -122,23 +122,26 @@ def test_a_span_reaches_the_reporter_as_it_was() -> None:
     assert (out["sampled"], out["must_collect"], out["error"]) == (True, False, None)
 
 
-def test_finished_spans_go_to_the_sink_set_and_nowhere_after_uninstall() -> None:
+def test_finished_spans_go_to_their_chain_and_nowhere_without_one() -> None:
     seen: list[Span] = []
-    span_module.set_sink(seen.append)
-    try:
-        span = Span(CLIENT, "c", "a" * 32, "r", None, LocalTrace(True), True)
-        span.finish()
-        assert seen == [span]
-    finally:
-        span_module.set_sink(None)
+    chain = span_module.Chain()
+    chain.on_end = seen.append
+    span = Span(CLIENT, "c", "a" * 32, "r", None, LocalTrace(True, False, chain), True)
+    span.finish()
+    span.finish()  # a second finish hands nothing on
+    assert seen == [span]
+    # A span of no runtime (made here, in tests and benchmarks) goes nowhere.
     Span(CLIENT, "c", "a" * 32, "r", None, LocalTrace(True), True).finish()
     assert seen == [span]
-    # install() links spans to its collector, uninstall() unlinks them.
-    tracer.install(app_name="sink", reporter=reporters.create("memory"))
+    # install() gives each span its runtime's chain; uninstall() points it at nothing.
+    tracer.install(app_name="chain", reporter=reporters.create("memory"))
     runtime = tracer.installer.runtime
-    assert runtime is not None and Span.sink == runtime.collector.on_finish
+    assert runtime is not None
+    with tracer.span("s") as s:
+        assert s is not None and s.local.chain is runtime.chain
+    assert runtime.chain.on_end is not span_module.NO_CHAIN.on_end
     tracer.uninstall()
-    assert Span.sink is span_module._no_sink
+    assert runtime.chain.on_start is None and runtime.processors == ()
 
 
 def test_a_wall_clock_set_back_gives_no_negative_duration() -> None:

@@ -15,7 +15,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -30,6 +30,9 @@ from tracer import safety
 from tracer.metrics import exposition, health, multiprocess, report
 from tracer.metrics.process import GC_NAME, GcPauses, gc_family, thread_families
 from tracer.metrics.recording import ACTIVE_NAME, LoopWatcher, Recorder, request_families
+
+if TYPE_CHECKING:
+    from tracer.runtime import Runtime
 
 __all__ = [
     "add_collector",
@@ -85,7 +88,7 @@ class _TracerCollector:
 class _State:
     """Everything :func:`install` started, so that :func:`uninstall` stops exactly that."""
 
-    def __init__(self, runtime: Any) -> None:
+    def __init__(self, runtime: Runtime) -> None:
         cfg = runtime.config
         self.runtime = runtime
         self.directory: str | None = cfg.metrics_dir
@@ -166,8 +169,7 @@ class _State:
                 )
         for collector in self.collectors:
             _registry.register(collector)
-        runtime.collector.record = self.recorder.record
-        runtime.metrics_started = self.recorder.started
+        runtime.add_processor(self.recorder)
         self.gc.install()
         self.loops.hook()
         self.start_thread(cfg.metrics_host, cfg.metrics_port)
@@ -204,9 +206,7 @@ class _State:
                 report.stop()
             except Exception as exc:
                 safety.internal_error("metrics.report.stop", exc)
-        if runtime.collector.record == self.recorder.record:
-            runtime.collector.record = None
-        runtime.metrics_started = None
+        runtime.remove_processor(self.recorder)
         self.gc.uninstall()
         self.loops.unhook()
         self.loops.stop()
@@ -236,8 +236,10 @@ class _State:
             report.after_fork_in_child()
 
 
-def install(runtime: Any) -> None:
-    """Start metrics for the installed ``runtime`` (called by ``tracer.install()``)."""
+def install(runtime: Runtime) -> None:
+    """Start metrics for the installed ``runtime`` (called by ``tracer.install()``, which hands
+    it over: nothing here reads the installer): its request recording is a span processor of
+    ``runtime``."""
     global _state
     if not runtime.config.metrics:
         return

@@ -27,7 +27,7 @@ from prometheus_client.utils import floatToGoString
 
 from tracer import safety
 from tracer.redaction import METHODS
-from tracer.span import CLIENT, SERVER, Span
+from tracer.span import CLIENT, SERVER, Span, SpanProcessor
 
 # OpenTelemetry's value for a method it does not know, used here for every label that would
 # otherwise take a value chosen by whoever sends requests.
@@ -271,8 +271,10 @@ class LoopWatcher:
         return family
 
 
-class Recorder:
-    """The request histograms and the active-requests count of this process."""
+class Recorder(SpanProcessor):
+    """The request histograms and the active-requests count of this process: a span processor
+    of the runtime (``on_start`` counts a server request started, ``on_end`` records a finished
+    server or client span)."""
 
     def __init__(self, buckets: tuple[float, ...], loops: LoopWatcher | None = None) -> None:
         self.buckets = tuple(float(b) for b in buckets)
@@ -281,7 +283,7 @@ class Recorder:
         self.loops = loops
         self.server: dict[tuple[Any, ...], Series] = {}
         self.client: dict[tuple[Any, ...], Series] = {}
-        # Server requests started (Runtime.server_span adds to slot 0); active = started - ended.
+        # Server requests started (on_start adds to slot 0); active = started - ended.
         self.started: Series = [0]
         self._targets: dict[str, tuple[str, str]] = {}
         # Taken only to make a series (never to count), so that the cap is exact however many
@@ -300,6 +302,17 @@ class Recorder:
         self.started[0] = 0
 
     # -- the request path --------------------------------------------------------------------
+
+    def on_start(self, span: Span) -> None:
+        """Count a server request started (the active-requests gauge)."""
+        if span.kind == SERVER:
+            self.started[0] += 1
+
+    @property
+    def on_end(self) -> Callable[[Span], None]:
+        """The recording function itself (read once, when the runtime builds its chain), so a
+        finished span costs one call, not a method that calls it."""
+        return self.record
 
     def _make_record(self) -> Callable[[Span], None]:
         # A closure over locals: the request path reads no attribute it can avoid.
