@@ -86,11 +86,6 @@ def _rss() -> dict[str, int | None]:
 def _service() -> str:
     if _config is not None:
         return str(_config.app_name)
-    from tracer import installer
-
-    rt = installer.runtime
-    if rt is not None:
-        return str(rt.service)
     from tracer import config
 
     return config.default_app_name()
@@ -211,11 +206,6 @@ def default_dir() -> str:
 def _folder() -> tuple[str, bool]:
     """The snapshot folder, and whether it is the default one."""
     configured = getattr(_config, "heap_snapshot_dir", None)
-    if configured is None:
-        from tracer import installer
-
-        rt = installer.runtime
-        configured = rt.config.heap_snapshot_dir if rt is not None else None
     if configured:
         return os.path.expanduser(str(configured)), False
     return os.path.join(tempfile.gettempdir(), "tracer-heap"), True
@@ -255,10 +245,7 @@ def _own_folder(folder: str, default: bool) -> None:
 def _max_files() -> int:
     if _config is not None:
         return int(_config.heap_snapshot_max_files)
-    from tracer import installer
-
-    rt = installer.runtime
-    return int(rt.config.heap_snapshot_max_files) if rt is not None else 5
+    return 5
 
 
 def _safe(service: str) -> str:
