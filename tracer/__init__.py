@@ -18,6 +18,7 @@ from tracer import installer
 from tracer.config import ConfigError
 from tracer.context import current
 from tracer.outgoing import client_call
+from tracer.runtime import idle_stats
 from tracer.span import INTERNAL, Span
 
 __version__ = "0.1.0"
@@ -105,24 +106,7 @@ def stats() -> dict[str, Any]:
     """
     rt = installer.runtime
     if rt is None:
-        return dict.fromkeys(
-            (
-                "created",
-                "delivered",
-                "spooled",
-                "dropped",
-                "pending",
-                "replayed",
-                "replay_dropped",
-                "partial_rejected",
-                "held_bytes",
-                "unsampled_dropped",
-                "forced_kept",
-                "forced_rate_limited",
-                "inbound_invalid",
-            ),
-            0,
-        ) | {"dropped_by_reason": {}, "inbound_invalid_by_header": {}, "sample_probability": 1.0}
+        return idle_stats()
     return rt.stats()
 
 

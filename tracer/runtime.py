@@ -18,6 +18,7 @@ from tracer import ids, propagation, safety
 from tracer.config import Config
 from tracer.context import current
 from tracer.delivery import Pipeline
+from tracer.delivery.ledger import Ledger
 from tracer.propagation import Getter, Inbound, Propagator, header_map, header_token
 from tracer.redaction import (
     MAX_PATH,
@@ -87,6 +88,17 @@ def chained(processors: tuple[Any, ...], name: str) -> Hook | None:
                 internal_error(wheres[calls.index(call)], exc)
 
     return each
+
+
+def idle_stats() -> dict[str, Any]:
+    """What :meth:`Runtime.stats` says with nothing counted: the same keys, built by the same
+    code (an empty ledger and collector), so ``tracer.stats()`` before ``install()`` has the
+    shape it has after."""
+    out = Ledger(lambda: 0).stats()
+    out["held_bytes"] = 0
+    out.update(Collector(lambda span: None).stats())
+    out.update(_own_stats({}, 1.0))
+    return out
 
 
 def _own_stats(invalid: dict[str, int], probability: float) -> dict[str, Any]:

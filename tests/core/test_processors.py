@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import logging
+from typing import Any
 
 import pytest
 
@@ -165,6 +166,23 @@ def test_a_span_that_ends_after_uninstall_goes_nowhere() -> None:
     late.__exit__(None, None, None)
     assert [what for _, what, _ in log] == ["start"]
     assert reporter.find(name="late") == []
+
+
+def test_stats_before_install_has_the_shape_of_stats_after() -> None:
+    before = tracer.stats()
+    tracer.install(app_name="stats", reporter=reporters.create("memory"))
+    after = tracer.stats()
+    tracer.uninstall()
+
+    def shape(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: shape(v) for k, v in value.items()}
+        return type(value)
+
+    assert shape(before) == shape(after)
+    assert "reports" in before
+    assert before["created"] == before["delivered"] == before["pending"] == 0
+    assert before["sample_probability"] == 1.0
 
 
 def test_the_collector_is_a_processor() -> None:
