@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import socket
 import ssl
-import subprocess
-import sys
 
 # Swallowed internal errors fail the test that caused them (see tracer.safety).
 os.environ.setdefault("TRACER_STRICT", "1")
 
 import http.server
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,7 +18,14 @@ import pytest
 import reporters
 import tracer
 from reporters.memory import MemoryReporter
-from tests.delivery.helpers import Certs, make_certs
+
+# ROOT, assert_child_prints_ok, refused_port and subprocess_env are imported from here by tests.
+from tests.support.children import ROOT as ROOT
+from tests.support.children import assert_child_prints_ok as assert_child_prints_ok
+from tests.support.children import subprocess_env as subprocess_env
+from tests.support.servers import HttpServer, QuietHandler
+from tests.support.servers import refused_port as refused_port
+from tests.support.tls import Certs, make_certs
 from tracer import safety
 
 for name in ("TRACE_CONFIG_PATH", "TRACE_APP_NAME", "TRACE_REPORTER_TYPE", "TRACE_REPORTER_CONFIG"):
@@ -52,14 +54,10 @@ def memory() -> Iterator[MemoryReporter]:
     tracer.uninstall()
 
 
-class EchoHandler(http.server.BaseHTTPRequestHandler):
+class EchoHandler(QuietHandler):
     """Answers with the headers it received and the transaction id it saw, as JSON."""
 
-    protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
 
     def do_GET(self) -> None:
         import json
@@ -101,27 +99,16 @@ class EchoHandler(http.server.BaseHTTPRequestHandler):
     do_POST = do_GET
 
 
-class Server:
-    """A ThreadingHTTPServer on an ephemeral 127.0.0.1 port, served from a thread."""
+class Server(HttpServer):
+    """A ThreadingHTTPServer (of :class:`EchoHandler` by default) on an ephemeral 127.0.0.1
+    port, served from a thread."""
 
     def __init__(
         self,
         handler: type[http.server.BaseHTTPRequestHandler] = EchoHandler,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self.httpd.daemon_threads = True
-        if ssl_context is not None:
-            self.httpd.socket = ssl_context.wrap_socket(self.httpd.socket, server_side=True)
-        self.port = self.httpd.server_address[1]
-        scheme = "http" if ssl_context is None else "https"
-        self.url = f"{scheme}://127.0.0.1:{self.port}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        super().__init__(handler, ssl_context)
 
 
 @pytest.fixture
@@ -131,48 +118,9 @@ def server() -> Iterator[Server]:
     srv.close()
 
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
 @pytest.fixture(scope="session")
 def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
-    """A throw-away CA and server certificates (see tests.delivery.helpers.make_certs)."""
+    """A throw-away CA and server certificates (see tests.support.tls.make_certs)."""
     if shutil.which("openssl") is None:
         pytest.skip("the openssl command is needed to make test certificates")
     return make_certs(tmp_path_factory.mktemp("certs"))
-
-
-@contextlib.contextmanager
-def refused_port() -> Iterator[int]:
-    """A 127.0.0.1 port that refuses connections for as long as the block runs.
-
-    The socket stays bound without listening: connecting gets ECONNREFUSED, and no other socket
-    can take the port in the meantime, as one could if it were only closed.
-    """
-    with socket.socket() as held:
-        held.bind(("127.0.0.1", 0))
-        yield int(held.getsockname()[1])
-
-
-def subprocess_env(**extra: str) -> dict[str, str]:
-    """The environment for a child Python that must import this checkout's tracer."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TRACE_")}
-    if "TRACE_SPOOL_DIR" in os.environ:
-        env["TRACE_SPOOL_DIR"] = os.environ["TRACE_SPOOL_DIR"]
-    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    env.update(extra)
-    return env
-
-
-def assert_child_prints_ok(code: str) -> None:
-    """Run ``code`` in a fresh interpreter (this checkout's tracer, nothing imported yet): it
-    must exit 0 and print ``ok``."""
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=subprocess_env(),
-    )
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "ok"

@@ -31,17 +31,15 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
+from tests.support.servers import QuietHandler, ReceiverBase, strict_loads
+
 #: (status, headers, body) of one planned answer.
 Answer = tuple[int, dict[str, str], bytes]
 
 
 def strict_json(data: bytes) -> Any:
     """json.loads that refuses NaN and Infinity, which are not JSON."""
-
-    def refuse(name: str) -> None:
-        raise ValueError(f"not JSON: {name}")
-
-    return json.loads(data, parse_constant=refuse)
+    return strict_loads(data)
 
 
 def any_value(value: AnyValue) -> Any:
@@ -146,7 +144,7 @@ def partial_success(rejected: int, message: str, content_type: str) -> bytes:
 
 
 @dataclass
-class OtlpReceiver:
+class OtlpReceiver(ReceiverBase):
     """An OTLP/HTTP receiver on 127.0.0.1 (see the module).
 
     ``plan`` holds answers given in turn (each an :data:`Answer`, or a callable making one from
@@ -161,34 +159,23 @@ class OtlpReceiver:
     errors: list[BaseException] = field(default_factory=list)
     outage_until: float = 0.0
     drop_connection: int = 0
-    server: http.server.ThreadingHTTPServer | None = None
-    thread: threading.Thread | None = None
     changed: threading.Condition = field(default_factory=threading.Condition)
-
-    @property
-    def port(self) -> int:
-        assert self.server is not None
-        return int(self.server.server_address[1])
 
     @property
     def endpoint(self) -> str:
         """The base URL, as OTEL_EXPORTER_OTLP_ENDPOINT takes it."""
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> OtlpReceiver:
+    def handler(self) -> type[http.server.BaseHTTPRequestHandler]:
         receiver = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", "0"))
                 raw = self.rfile.read(length)
                 if self.path.endswith("/v1/metrics"):
                     # Metrics batches (tests/export/test_otlp_metrics.py checks them): taken.
-                    self.send_response(200)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
+                    self.reply(200)
                     return
                 with receiver.changed:
                     if receiver.drop_connection > 0:
@@ -213,9 +200,7 @@ class OtlpReceiver:
                     # What a collector does with a body it cannot decode; the test fails on it.
                     with receiver.changed:
                         receiver.errors.append(exc)
-                    self.send_response(400)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
+                    self.reply(400)
                     return
                 request = OtlpRequest(
                     self.path,
@@ -244,29 +229,9 @@ class OtlpReceiver:
                         receiver.requests.append(request)
                     receiver.changed.notify_all()
                 status, headers, reply = answer
-                self.send_response(status)
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(reply)))
-                self.end_headers()
-                self.wfile.write(reply)
+                self.reply(status, headers, reply)
 
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        assert self.server is not None and self.thread is not None
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(5)
+        return Handler
 
     def spans(self) -> list[Seen]:
         """Every span of every accepted request, in arrival order."""
@@ -310,27 +275,22 @@ class ZipkinRequest:
 
 
 @dataclass
-class ZipkinReceiver:
+class ZipkinReceiver(ReceiverBase):
     """A Zipkin v2 endpoint on 127.0.0.1: answers 202 (as Zipkin does) unless ``plan`` says
     otherwise, and keeps each request's JSON list."""
 
     plan: list[Answer] = field(default_factory=list)
     requests: list[ZipkinRequest] = field(default_factory=list)
-    server: http.server.ThreadingHTTPServer | None = None
-    thread: threading.Thread | None = None
     changed: threading.Condition = field(default_factory=threading.Condition)
 
     @property
     def url(self) -> str:
-        assert self.server is not None
-        return f"http://127.0.0.1:{self.server.server_address[1]}/api/v2/spans"
+        return f"http://127.0.0.1:{self.port}/api/v2/spans"
 
-    def start(self) -> ZipkinReceiver:
+    def handler(self) -> type[http.server.BaseHTTPRequestHandler]:
         receiver = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
                 raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 body = (
@@ -345,29 +305,9 @@ class ZipkinReceiver:
                             ZipkinRequest(self.path, dict(self.headers.items()), strict_json(body))
                         )
                     receiver.changed.notify_all()
-                self.send_response(status)
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(reply)))
-                self.end_headers()
-                self.wfile.write(reply)
+                self.reply(status, headers, reply)
 
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        assert self.server is not None and self.thread is not None
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(5)
+        return Handler
 
     def spans(self) -> list[dict[str, Any]]:
         with self.changed:

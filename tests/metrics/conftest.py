@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT, subprocess_env
+from tests.metrics.helpers import AioService, HttpServer
+from tests.support.children import ROOT, subprocess_env
 from tracer import context
 
 NOT_INSTALLED = (
@@ -172,3 +173,25 @@ def service_factory() -> Iterator[Any]:
     yield make
     for service in made:
         service.close()
+
+
+@pytest.fixture
+def aio_service() -> Iterator[AioService]:
+    """:class:`tests.metrics.helpers.AioService`, for the test's length."""
+    srv = AioService()
+    yield srv
+    srv.close()
+
+
+@pytest.fixture
+def http_service() -> Iterator[HttpServer]:
+    """:class:`tests.metrics.helpers.HttpServer`, for the test's length."""
+    srv = HttpServer()
+    yield srv
+    srv.close()
+
+
+@pytest.fixture
+def service(http_service: HttpServer) -> str:
+    """The URL of :func:`http_service`."""
+    return http_service.url

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import http.server
-import threading
 import time
 import urllib.request
 from collections.abc import Callable
@@ -13,6 +11,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import tracer
 import tracer.metrics
+from tests.support import servers
+from tests.support.aio import AioServer
+from tests.support.waiting import wait_until
 from tracer import context
 
 
@@ -49,23 +50,8 @@ def total(text: str, name: str, **labels: str) -> float:
     )
 
 
-def wait_until(check: Callable[[], Any], timeout: float = 20.0, step: float = 0.1) -> Any:
-    """Poll ``check`` until it returns something true, at most ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value or time.monotonic() >= deadline:
-            return value
-        time.sleep(step)
-
-
-class Handler(http.server.BaseHTTPRequestHandler):
+class Handler(servers.QuietHandler):
     """``/metrics`` through tracer.metrics.serve_http; ``/status/N``; ``/sleep/MS``; else 200."""
-
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
 
     def do_GET(self) -> None:
         path = self.path.split("?")[0]
@@ -77,27 +63,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
             code = int(path.rsplit("/", 1)[1])
         if path.startswith("/sleep/"):
             time.sleep(int(path.rsplit("/", 1)[1]) / 1000)
-        body = b"ok"
-        self.send_response(code)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        self.reply(code, body=b"ok")
 
 
-class HttpServer:
+class HttpServer(servers.HttpServer):
     """A ThreadingHTTPServer of :class:`Handler` on 127.0.0.1."""
 
     def __init__(self) -> None:
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.port = int(self.httpd.server_address[1])
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        super().__init__(Handler)
 
 
 def get(url: str) -> int:
@@ -114,21 +87,14 @@ def get(url: str) -> int:
             return int(exc.code)
 
 
-class AioService:
+class AioService(AioServer):
     """An aiohttp application on 127.0.0.1 (``/users/{id}``, ``/status/{code}``,
     ``/sleep/{ms}``, ``/metrics``), served by a loop in its own thread."""
 
     def __init__(self) -> None:
-        import asyncio
+        super().__init__()
 
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.runner: Any = None
-        self.port = asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(10)
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    async def _start(self) -> int:
+    def app(self) -> Any:
         import asyncio
 
         from aiohttp import web
@@ -148,20 +114,7 @@ class AioService:
         app.router.add_get("/status/{code}", status)
         app.router.add_get("/sleep/{ms}", sleep)
         app.router.add_get("/metrics", tracer.metrics.aiohttp_handler())
-        self.runner = web.AppRunner(app)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        server: Any = site._server
-        return int(server.sockets[0].getsockname()[1])
-
-    def close(self) -> None:
-        import asyncio
-
-        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
-        self.loop.close()
+        return app
 
 
 def settled(name: str, expected: float, read: Callable[[], str] = local_text, **labels: str) -> str:

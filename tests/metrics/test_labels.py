@@ -5,7 +5,6 @@ in Prometheus. Scraped for real, and queried through a real Prometheus."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,13 +19,6 @@ from tests.metrics.helpers import AioService, get, samples, scrape, settled, wai
 
 SERVER = "http_server_request_duration_seconds_count"
 CLIENT = "http_client_request_duration_seconds_count"
-
-
-@pytest.fixture
-def aio_service() -> Iterator[AioService]:
-    srv = AioService()
-    yield srv
-    srv.close()
 
 
 def install() -> str:

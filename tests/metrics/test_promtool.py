@@ -5,9 +5,7 @@ from __future__ import annotations
 import glob
 import os
 import subprocess
-from collections.abc import Iterator
 
-import pytest
 import requests
 
 import reporters
@@ -17,13 +15,6 @@ from tests.metrics.conftest import need
 from tests.metrics.helpers import AioService, get, scrape, settled
 
 EXAMPLES = os.path.join(ROOT, "examples", "prometheus")
-
-
-@pytest.fixture
-def aio_service() -> Iterator[AioService]:
-    srv = AioService()
-    yield srv
-    srv.close()
 
 
 def promtool(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:

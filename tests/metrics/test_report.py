@@ -17,7 +17,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -26,6 +26,8 @@ import tracer
 from reporters import logstash
 from tests.conftest import subprocess_env
 from tests.delivery.helpers import LineServer, strict_loads
+from tests.metrics.helpers import Handler
+from tests.support.waiting import eventually as wait_for
 
 INTERVAL = 0.2
 
@@ -59,45 +61,12 @@ def by_class(batches: list[dict[str, Any]], part: str = "server") -> dict[str, i
     return {k: v for k, v in out.items() if v}
 
 
-def wait_for(check: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
-
-
 def ledger_balances() -> dict[str, Any]:
     counts: dict[str, Any] = tracer.stats()["reports"]["metrics"]
     assert counts["created"] == (
         counts["delivered"] + counts["dropped"] + counts["spooled"] + counts["pending"]
     ), counts
     return counts
-
-
-class Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def do_GET(self) -> None:
-        path = self.path.split("?")[0]
-        code = int(path.rsplit("/", 1)[1]) if path.startswith("/status/") else 200
-        self.send_response(code)
-        self.send_header("Content-Length", "2")
-        self.end_headers()
-        self.wfile.write(b"ok")
-
-
-@pytest.fixture
-def service() -> Iterator[str]:
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    httpd.daemon_threads = True
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
 
 
 def get(url: str) -> int:
