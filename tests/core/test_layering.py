@@ -21,7 +21,7 @@ DESIGN = ROOT / "docs" / "design.md"
 # layer may import each other; a module may import from its own layer and those below it only.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("tracer.safety", "tracer.ids", "tracer.redaction", "tracer.patching", "tracer.gchook",
-     "tracer.context", "tracer.encoding"),
+     "tracer.context", "tracer.encoding", "tracer.files"),
     ("tracer.span",),
     ("tracer.propagation", "tracer.sampling"),
     ("tracer.reporters",),
