@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tracer import safety
 from tracer.memory import snapshot as _snapshot_module
@@ -17,6 +17,9 @@ from tracer.memory.alloc import trace
 from tracer.memory.heapdiff import HeapDiff
 from tracer.memory.snapshot import snapshot
 from tracer.memory.watch import Listener, Watcher, idle_stats
+
+if TYPE_CHECKING:
+    from tracer.runtime import Runtime
 
 __all__ = ["EVENTS", "HeapDiff", "gc", "off", "on", "snapshot", "trace"]
 
@@ -28,7 +31,7 @@ _lock = threading.Lock()
 # Event -> listeners, replaced (never changed in place) so the watcher reads them without a lock.
 _listeners: dict[str, tuple[Listener, ...]] = {event: () for event in EVENTS}
 _watcher: Watcher | None = None
-_runtime: Any = None
+_runtime: Runtime | None = None
 _collector: Any = None
 
 
@@ -75,7 +78,7 @@ def _on_leak(leak: dict[str, Any]) -> None:
     _snapshot_module.on_leak(leak)
 
 
-def _start(runtime: Any) -> None:
+def _start(runtime: Runtime) -> None:
     global _watcher
     cfg = runtime.config
     pipeline = runtime.pipeline
@@ -98,8 +101,9 @@ def _stop() -> None:
         watcher.stop()
 
 
-def install(runtime: Any) -> None:
-    """Start the memory watcher for the installed ``runtime`` (called by ``tracer.install()``)."""
+def install(runtime: Runtime) -> None:
+    """Start the memory watcher for the installed ``runtime`` (called by ``tracer.install()``,
+    which hands it over: nothing here reads the installer)."""
     global _runtime
     with _lock:
         if _runtime is not None:
