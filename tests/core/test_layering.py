@@ -26,7 +26,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("tracer.propagation", "tracer.sampling"),
     ("tracer.reporters",),
     ("tracer.options", "tracer.config"),
-    ("tracer.delivery", "tracer.pipeline", "tracer.spool"),
+    ("tracer.delivery",),
     ("tracer.runtime",),
     ("tracer.instrumentation",),
     ("tracer.metrics",),

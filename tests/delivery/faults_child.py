@@ -23,7 +23,8 @@ from typing import Any
 
 import reporters
 import tracer
-from tracer.spool import Spool
+from tests.support.waiting import wait_until
+from tracer.delivery.spool import Spool
 
 # One marker per log record, so that the parent can count records (a record's traceback, if it
 # carries one, stays inside its own chunk).
@@ -33,15 +34,6 @@ LOG_FORMAT = LOG_MARKER + " %(levelname)s %(name)s %(message)s"
 
 def emit(**fields: Any) -> None:
     print(json.dumps(fields, default=str), flush=True)
-
-
-def wait_until(done: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while not done():
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 def quiet(timeout: float, extra: Callable[[dict[str, Any]], bool] | None = None) -> dict[str, Any]:

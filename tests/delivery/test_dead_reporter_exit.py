@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import refused_port, subprocess_env
-from tracer.spool import Spool
+from tracer.delivery.spool import Spool
 
 SPANS = 20
 
@@ -182,7 +182,7 @@ def test_nothing_said_at_exit_when_everything_was_delivered(tmp_path: Path) -> N
             self.end_headers()
 
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Sink)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:
         printed, stderr, spool = run_child(tmp_path, httpd.server_address[1], flush=10.0)

@@ -33,7 +33,7 @@ import pytest
 import tracer
 from reporters.memory import MemoryReporter
 from tests.conftest import refused_port, subprocess_env
-from tracer.spool import Spool
+from tracer.delivery.spool import Spool
 
 from .faults_child import LOG_MARKER
 from .helpers import LineServer, strict_loads

@@ -22,7 +22,7 @@ import reporters
 import tracer
 from tests.conftest import Server, refused_port, subprocess_env
 from tracer import safety
-from tracer.spool import Spool
+from tracer.delivery.spool import Spool
 
 from .helpers import HttpSink, LineServer
 

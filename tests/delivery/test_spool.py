@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tracer.spool import Spool, SpoolError, default_path
+from tracer.delivery.spool import Spool, SpoolError, default_path
 
 from .helpers import wait_child
 
@@ -152,7 +152,7 @@ def test_persists_across_processes(spool_path: Path) -> None:
     writer = run_python(
         """
         import sys
-        from tracer.spool import Spool
+        from tracer.delivery.spool import Spool
         with Spool(sys.argv[1]) as spool:
             for i in range(3):
                 spool.put(b"from child %d" % i, i + 1)
@@ -177,7 +177,7 @@ def test_concurrent_take_from_two_processes_never_shares_a_row(spool_path: Path)
     go = spool_path.parent / "go"
     code = """
         import json, os, sys, time
-        from tracer.spool import Spool
+        from tracer.delivery.spool import Spool
         path, go, ready = sys.argv[1:]
         seen = []
         with Spool(path) as spool:

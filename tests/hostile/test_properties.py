@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 import reporters
 from tracer import config, ids, redaction
-from tracer.pipeline import Pipeline
+from tracer.delivery import Pipeline
 from tracer.propagation import (
     Propagator,
     clean_token,
