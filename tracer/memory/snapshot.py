@@ -33,7 +33,7 @@ from datetime import datetime, timezone
 from types import FrameType
 from typing import Any
 
-from tracer import safety
+from tracer import files, safety
 
 log = logging.getLogger("tracer")
 
@@ -175,26 +175,7 @@ def write(doc: dict[str, Any], path: str) -> str:
     if path.endswith(".gz"):
         data = gzip.compress(data, compresslevel=6)
     # Named by pid and thread, not by tempfile: its random names would show in the next census.
-    tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
-    # A new file, never a link or a file that was there (O_EXCL refuses a planted link too).
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
-    try:
-        fd = os.open(tmp, flags, 0o600)
-    except FileExistsError:
-        # A leftover of a process with this pid, or something planted: removing the name never
-        # follows it; if it comes back, the error stands.
-        os.unlink(tmp)
-        fd = os.open(tmp, flags, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    files.write_atomic(path, data, 0o600, tmp=f"{path}.{os.getpid()}.{threading.get_ident()}.tmp")
     return path
 
 

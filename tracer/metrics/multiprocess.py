@@ -24,7 +24,6 @@ import logging
 import math
 import os
 import re
-import secrets
 import stat
 import threading
 from collections import Counter
@@ -32,6 +31,7 @@ from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, Metric
 
+from tracer import files
 from tracer.metrics.process import GC_BUCKETS, GC_NAME
 from tracer.metrics.recording import (
     ACTIVE_NAME,
@@ -307,28 +307,8 @@ class Files:
             self._write_failed(f"this process's state is larger than {MAX_FILE_BYTES} bytes")
             return
         path = path_for(self.directory, pid)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        tmp = ""
         try:
-            for _ in range(8):
-                tmp = f"{path}.{secrets.token_hex(8)}.tmp"
-                try:
-                    fd = os.open(tmp, flags, 0o644)
-                    break
-                except FileExistsError:
-                    continue
-            else:
-                raise FileExistsError(f"no new temporary file could be made for {path}")
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(data)
-                os.replace(tmp, path)
-            except BaseException:
-                try:
-                    os.unlink(tmp)
-                except OSError:
-                    pass
-                raise
+            files.write_atomic(path, data, 0o644)
         except OSError as exc:
             self._write_failed(str(exc))
             return
