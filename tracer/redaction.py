@@ -24,6 +24,9 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
+# clean_text lives with the encoder, which the reporters may import; it stays importable here.
+from tracer.encoding import clean_text
+
 MAX_PATH = 2048
 MAX_URL = 4096
 MAX_VALUE = 1024
@@ -52,7 +55,6 @@ SENSITIVE_QUERY_KEYS = frozenset(
         "X-Goog-Signature",
     )
 )
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
 _HOST = re.compile(r"[A-Za-z0-9.\-:\[\]_]{1,255}")
 _HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~\-]{1,64}")
@@ -60,21 +62,6 @@ _METHOD = re.compile(r"[A-Za-z]{1,20}")
 METHODS = frozenset(
     ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH")
 )
-
-
-def clean_text(value: str, limit: int) -> str:
-    """``value`` cut to ``limit`` characters, control characters escaped (no CR/LF/NUL) and lone
-    surrogates replaced, so it is safe in a log line and encodes as UTF-8."""
-    if len(value) > limit:
-        value = value[:limit]
-    if value.isascii() and value.isprintable():
-        # The usual case, settled in C: printable ASCII has no control character to escape.
-        return value
-    if _CONTROL.search(value):
-        value = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", value)
-    if not value.isascii() and _SURROGATE.search(value):
-        value = _SURROGATE.sub("\ufffd", value)
-    return value
 
 
 def clean_host(value: str | None) -> str | None:

@@ -10,9 +10,9 @@ import pytest
 
 from reporters import http as http_reporter
 from reporters import logstash
+from tracer import encoding
 from tracer.delivery.batches import Batch
-from tracer.reporters import encoding
-from tracer.reporters.encoding import encode_json
+from tracer.encoding import encode_json
 
 from .helpers import HttpSink, LineServer, Outcomes, strict_loads
 

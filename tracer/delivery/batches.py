@@ -15,7 +15,7 @@ import zlib
 from typing import Any
 
 from tracer.delivery.ledger import ReportSettled, Settled
-from tracer.reporters.encoding import encode_json
+from tracer.encoding import encode_json
 
 # What a record kept as a dict is counted as against max_queue_bytes (see benchmarks/README.md).
 LIVE_RECORD_BYTES = 2048

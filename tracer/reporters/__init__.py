@@ -6,7 +6,8 @@ package is the same modules under a shorter name, for config files (``import rep
 Each built-in module offers ``create(**options)``; ``reporters.create("logstash", host=...)`` is the
 same as ``reporters.logstash.create(host=...)``. Any object with ``send(data, callback)`` is a
 reporter too (see :mod:`tracer.reporters.base`). Nothing here imports tracer's other modules
-but :mod:`tracer.redaction` (for a peer's text in the log): only plain dicts cross.
+but :mod:`tracer.encoding` (the JSON encoder, and a peer's text made safe for the log), which
+imports none: only plain dicts cross.
 """
 
 from __future__ import annotations

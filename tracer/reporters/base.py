@@ -11,8 +11,8 @@ then spool. A second callback is ignored.
 
 Reporters may also offer ``flush(timeout: float) -> bool`` and ``close() -> None``; the pipeline
 calls them when present. The reporters import nothing of tracer's outside ``tracer.reporters``
-but :func:`tracer.redaction.clean_text`, which escapes a peer's text for the log: only plain dicts
-cross.
+but :mod:`tracer.encoding` (the JSON encoder, and ``clean_text``, which escapes a peer's text for
+the log), a foundation module that imports nothing of tracer's: only plain dicts cross.
 """
 
 from __future__ import annotations

@@ -40,9 +40,8 @@ import time
 import urllib.parse
 from collections.abc import Callable, Mapping
 
-from tracer.redaction import clean_text
+from tracer.encoding import clean_text, encode_json
 from tracer.reporters.base import Batch, Callback, ConnectionReporter, DeliveryError
-from tracer.reporters.encoding import encode_json
 
 __all__ = [
     "RETRYABLE_STATUSES",

@@ -70,8 +70,8 @@ import zlib
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
+from tracer.encoding import encode_json
 from tracer.reporters.base import Batch, Callback, ConnectionReporter, DeliveryError
-from tracer.reporters.encoding import encode_json
 
 if TYPE_CHECKING:
     from tracer.reporters.http import HttpReporter

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tracer.reporters.encoding import encode_json
+from tracer.encoding import encode_json
 
 
 def _bytes(n: Any) -> str:

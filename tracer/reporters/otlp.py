@@ -54,7 +54,7 @@ import zlib
 from collections.abc import Mapping
 from typing import Any
 
-from tracer.redaction import clean_text
+from tracer.encoding import clean_text
 from tracer.reporters import http as _http
 from tracer.reporters import otel_env, otlp_encode, otlp_metrics
 from tracer.reporters.base import Batch, Callback, DeliveryError

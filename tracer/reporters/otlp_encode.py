@@ -38,7 +38,7 @@ from collections.abc import Iterable, Mapping
 from importlib import metadata
 from typing import Any
 
-from tracer.reporters.encoding import encode_json
+from tracer.encoding import encode_json
 from tracer.reporters.mapping import method_of, outcome, route, span_name, split_url
 
 __all__ = [

@@ -31,8 +31,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from tracer.encoding import encode_json
 from tracer.reporters import otlp_encode
-from tracer.reporters.encoding import encode_json
 
 __all__ = [
     "ATTRIBUTES",

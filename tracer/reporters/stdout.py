@@ -18,9 +18,9 @@ import time
 from collections.abc import Iterable
 from typing import Any, TextIO
 
+from tracer.encoding import encode_json
 from tracer.reporters import memory_text, metrics_text
 from tracer.reporters.base import Batch, Callback
-from tracer.reporters.encoding import encode_json
 
 FORMATS = ("json", "pretty")
 # The report batches (in place of "spans") and how the pretty format prints each.

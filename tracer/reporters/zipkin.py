@@ -17,10 +17,10 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
+from tracer.encoding import encode_json
 from tracer.reporters import http as _http
 from tracer.reporters import otel_env, zipkin_encode
 from tracer.reporters.base import Batch
-from tracer.reporters.encoding import encode_json
 
 __all__ = ["DEFAULT_URL", "ZipkinReporter", "create"]
 

@@ -30,7 +30,7 @@ import ipaddress
 from collections.abc import Mapping
 from typing import Any
 
-from tracer.reporters.encoding import encode_json
+from tracer.encoding import encode_json
 from tracer.reporters.mapping import outcome, route, span_name, split_url
 
 __all__ = ["encode", "encode_spans", "span_json"]
