@@ -128,3 +128,63 @@ def test_reporter_that_raises_never_reaches_the_application(spool: bool) -> None
         assert stats["dropped_by_reason"] == {"reporter_error": 1}
     assert stats["created"] == stats["delivered"] + stats["dropped"] + stats["spooled"]
     assert stats["pending"] == 0
+
+
+def test_reporters_import_nothing_of_tracers_but_the_encoding_module() -> None:
+    # The reporter contract: only plain dicts cross, and the one neutral module of tracer's the
+    # reporters may use is tracer.encoding (which imports nothing of tracer's itself).
+    from tests.core.test_layering import MODULES, imports
+
+    allowed = ("tracer.reporters", "tracer.encoding")
+    found = [
+        f"{module}:{line} imports {target}"
+        for module, path in MODULES.items()
+        if module in allowed or module.startswith("tracer.reporters.")
+        for line, target in imports(module, path)
+        if not any(target == name or target.startswith(name + ".") for name in allowed)
+    ]
+    assert found == []
+    assert imports("tracer.encoding", MODULES["tracer.encoding"]) == []
+
+
+# Every way a config file or a program may name a reporter module, each in a fresh interpreter
+# (a module imported once is found in sys.modules whatever the way).
+ALIAS_FORMS = {
+    "attribute": "import reporters\nmodule = reporters.logstash\nname = 'logstash'",
+    "from": "from reporters import otlp as module\nname = 'otlp'",
+    "dotted": "import reporters.zipkin\nmodule = reporters.zipkin\nname = 'zipkin'",
+    "dotted-then-attribute": "import reporters.otlp\nimport reporters\nmodule = reporters.otlp\n"
+    "name = 'otlp'",
+    "from-submodule": "from reporters.http import HttpReporter\nimport reporters.http as module\n"
+    "import tracer.reporters.http\nassert HttpReporter is tracer.reporters.http.HttpReporter\n"
+    "name = 'http'",
+}
+
+
+@pytest.mark.parametrize("form", sorted(ALIAS_FORMS))
+def test_the_short_name_gives_tracers_own_module_objects(form: str) -> None:
+    import subprocess
+    import sys
+
+    check = (
+        ALIAS_FORMS[form] + "\nimport importlib, sys\n"
+        "own = importlib.import_module('tracer.reporters.' + name)\n"
+        "assert module is own, (module, own)\n"
+        "assert sys.modules['reporters.' + name] is own\n"
+        "assert getattr(sys.modules['reporters'], name) is own\n"
+        "print('same')\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", check], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert out.stdout.strip() == "same", out.stderr
+
+
+def test_every_short_name_has_its_file_and_an_unknown_one_is_refused() -> None:
+    from pathlib import Path
+
+    files = {p.stem for p in Path(reporters.__file__).parent.glob("*.py")} - {"__init__"}
+    assert set(reporters.SUBMODULES) == files
+    assert set(tracer.reporters.BUILTIN) <= files
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        _ = reporters.nope  # type: ignore[attr-defined]
