@@ -258,8 +258,8 @@ class Span:
         )
 
     def to_record(self, service: str, host: str, pid: int) -> dict[str, Any]:
-        """The span record reporters receive (README, "The span record"): a JSON-serialisable
-        dict."""
+        """The span record reporters receive (docs/reporters.md, "The span record"): a
+        JSON-serialisable dict."""
         return record(self.freeze(), service, host, pid)
 
     def __repr__(self) -> str:
@@ -320,7 +320,8 @@ _RECORD_TEMPLATE: dict[str, Any] = dict.fromkeys(
 
 
 def record(frozen: Frozen, service: str, host: str, pid: int) -> dict[str, Any]:
-    """The span record (README, "The span record") built from :meth:`Span.freeze`'s tuple."""
+    """The span record (docs/reporters.md, "The span record"), built from :meth:`Span.freeze`'s
+    tuple."""
     # Unpacked in one step, in the order of the index constants above (KIND ... ROUTE).
     (
         kind,

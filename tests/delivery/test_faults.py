@@ -656,6 +656,6 @@ def test_nan_and_banana_tags_survive_a_held_batch() -> None:
     assert stats["delivered"] == 2, stats
     (odd,) = [r for r in reporter.records if r["span_id"] == odd_id]
     assert odd["tags"]["b"] == "BaNaNa"
-    # The record builder turns a NaN tag into the string "nan" before any batch exists (README:
-    # "NaN and infinities become strings").
+    # The record builder turns a NaN tag into the string "nan" before any batch exists
+    # (docs/propagation.md: "NaN and infinities become strings").
     assert odd["tags"]["x"] == "nan"

@@ -371,7 +371,7 @@ class HeapDiff:
     ``allocation_sites``: the source lines whose allocations grew, largest first.
 
     Each sample pauses the process for about as long as a full collection plus the census: see
-    the heap snapshot figures in the README.
+    the heap census figures in benchmarks/README.md.
     """
 
     def __init__(self) -> None:

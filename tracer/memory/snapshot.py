@@ -266,7 +266,7 @@ def snapshot(path: str | None = None) -> str:
     system's temporary directory, created private to the user), named
     ``heap-<service>-<pid>-<UTC time>.json.gz``, and only the newest
     ``heap_snapshot_max_files`` of those files are kept there. A ``path`` ending in ``.gz`` is
-    compressed. The census pauses the process (see the README's heap snapshot section); an
+    compressed. The census pauses the process (see docs/memory-heap.md, "The pause"); an
     ``OSError`` is raised when the file cannot be written.
     """
     return _take("manual", None, path)
