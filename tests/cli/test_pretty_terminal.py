@@ -1,5 +1,5 @@
 """The pretty stdout reporter on a terminal (a pseudo-terminal here): a downstream service's
-trace appears within ``flush_interval`` of its local root ending, without waiting for the next
+trace appears once its local root ended (a flush_interval later), without waiting for the next
 trace, and the last one appears at exit."""
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ import threading
 import time
 from pathlib import Path
 
-from tests.conftest import subprocess_env
+from tests.support.children import subprocess_env
+from tests.support.waiting import DEADLINE, wait_until
 
 SERVER = """
 import http.server, sys
@@ -60,7 +61,7 @@ class TerminalChild:
         self._reader.start()
         assert self.proc.stderr is not None
         line = ""
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + DEADLINE
         while not line.startswith("PORT") and time.monotonic() < deadline:
             line = self.proc.stderr.readline()
             if not line and self.proc.poll() is not None:
@@ -107,19 +108,14 @@ class TerminalChild:
                 answer += chunk
         assert answer.startswith(b"HTTP/1.") and answer.endswith(b"ok"), answer
 
-    def wait_for(self, text: str, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if text in self.text:
-                return True
-            time.sleep(0.02)
-        return text in self.text
+    def wait_for(self, text: str, timeout: float = DEADLINE) -> bool:
+        return wait_until(lambda: text in self.text, timeout)
 
     def stop(self) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
         try:
-            status = self.proc.wait(30)
+            status = self.proc.wait(DEADLINE)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             status = self.proc.wait(10)
@@ -137,13 +133,13 @@ def test_each_trace_appears_within_flush_interval(tmp_path: Path) -> None:
     child = TerminalChild(tmp_path, config)
     try:
         child.get("/first", "4bf92f3577b34da6a3ce929d0e0e4736")
-        answered = time.monotonic()
-        # flush_interval, plus room for a loaded machine; no second trace is sent.
-        assert child.wait_for("GET /first", timeout=4.0), child.text
-        assert time.monotonic() - answered < 4.0
+        # No second trace is sent and the child keeps running: a trace held back until the next
+        # one, or until exit, never shows here. How soon it shows is not asserted: on a loaded
+        # machine any bound on it is a guess.
+        assert child.wait_for("GET /first"), child.text
         assert child.proc.poll() is None
         child.get("/second", "5bf92f3577b34da6a3ce929d0e0e4737")
-        assert child.wait_for("GET /second", timeout=4.0), child.text
+        assert child.wait_for("GET /second"), child.text
     finally:
         status = child.stop()
     assert status == 0

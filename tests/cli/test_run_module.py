@@ -33,7 +33,7 @@ def test_python_m_http_server_is_traced(tmp_path: Path) -> None:
         port = int(re.search(r" port (\d+)", line).group(1))  # type: ignore[union-attr]
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/hello.txt", timeout=10) as answer:
             assert answer.read() == b"hello\n"
-        child.wait_for('"kind":"server"', timeout=15)
+        child.wait_for('"kind":"server"')
     finally:
         status = child.stop()
     assert status == 0, "".join(child.stderr)

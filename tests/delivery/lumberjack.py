@@ -35,7 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .helpers import strict_loads
+from tests.support.servers import TcpListener, strict_loads
 
 # How long a connection may sit without a whole frame before the server gives up on it.
 _IDLE_LIMIT = 30.0
@@ -101,7 +101,7 @@ class _BytesReader:
         return self.size - self.stream.tell()
 
 
-class LumberjackServer:
+class LumberjackServer(TcpListener):
     """A Lumberjack v2 server: collects events in ``events``, windows in ``windows``."""
 
     def __init__(
@@ -112,9 +112,6 @@ class LumberjackServer:
         partial_delay: float = 0.3,
         ack_limit: int | None = None,
     ) -> None:
-        self.listener = socket.create_server(("127.0.0.1", port))
-        self.listener.settimeout(_POLL)
-        self.port: int = self.listener.getsockname()[1]
         self.ssl_context = ssl_context
         self.mode = mode
         self.partial_delay = partial_delay
@@ -124,28 +121,9 @@ class LumberjackServer:
         self.windows: list[Window] = []
         self.acks_sent: list[int] = []
         self.errors: queue.Queue[BaseException] = queue.Queue()
-        self.accepted = 0
-        self._conns: list[socket.socket] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._accept_loop, daemon=True)
-        self._thread.start()
+        super().__init__(port)
 
-    def _accept_loop(self) -> None:
-        # Bounded like every loop in the tests: no test keeps a server for this long.
-        for _ in range(int(600 / _POLL)):
-            if self._stop.is_set():
-                return
-            try:
-                conn, _ = self.listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            self.accepted += 1
-            self._conns.append(conn)
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
+    def serve(self, conn: socket.socket) -> None:
         conn.settimeout(5)
         stream = conn
         try:
@@ -250,31 +228,3 @@ class LumberjackServer:
 
     def get_events(self, n: int, timeout: float = 5.0) -> list[dict[str, Any]]:
         return [self.events.get(timeout=timeout) for _ in range(n)]
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self.listener.close()
-        for conn in self._conns:
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            conn.close()
-        self._conns = []
-
-    def pause(self) -> None:
-        """Go down, keeping the port bound and not listening until :meth:`resume`."""
-        self.close()
-        holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        holder.bind(("127.0.0.1", self.port))
-        self.listener = holder
-
-    def resume(self) -> None:
-        """Come back on the same port after :meth:`pause`."""
-        self.listener.listen()
-        self.listener.settimeout(_POLL)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._accept_loop, daemon=True)
-        self._thread.start()

@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from tests.conftest import subprocess_env
+from tests.support.waiting import eventually
 
 RECORDS: list[Record] = []
 PREVIOUS_CALLS = 0
@@ -153,15 +154,14 @@ class Service:
 
 def wait_for_file(folder: str, before: set[str], timeout: float = 60.0) -> str:
     """The path of the first snapshot file in ``folder`` not in ``before`` (bounded wait)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if os.path.isdir(folder):
-            new = sorted(n for n in os.listdir(folder) if SNAPSHOT_NAME.match(n))
-            fresh = [n for n in new if n not in before]
-            if fresh:
-                return os.path.join(folder, fresh[0])
-        time.sleep(0.02)
-    raise AssertionError(f"no new heap snapshot in {folder} within {timeout} s")
+
+    def fresh() -> list[str]:
+        if not os.path.isdir(folder):
+            return []
+        new = sorted(n for n in os.listdir(folder) if SNAPSHOT_NAME.match(n))
+        return [n for n in new if n not in before]
+
+    return os.path.join(folder, eventually(fresh, timeout, what=f"a new snapshot in {folder}")[0])
 
 
 @contextlib.contextmanager

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import ROOT, subprocess_env
+from tests.support.waiting import wait_until
 
 # Bounds of every load run: requests and seconds.
 MAX_REQUESTS = 200_000
@@ -100,12 +101,7 @@ class Service:
         return [e for e in self.events() if e["event"] == "leak"]
 
     def wait_for(self, predicate: Any, seconds: float) -> bool:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            if predicate():
-                return True
-            time.sleep(0.05)
-        return bool(predicate())
+        return bool(wait_until(predicate, seconds))
 
     def close(self) -> str:
         self.stop.set()

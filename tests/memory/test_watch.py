@@ -15,6 +15,7 @@ import pytest
 
 import tracer
 import tracer.memory
+from tests.support.waiting import wait_until
 from tracer import gchook, safety
 from tracer.memory import watch
 from tracer.memory.watch import Base
@@ -65,12 +66,7 @@ def hooks() -> list[Any]:
 
 
 def wait(predicate: Any, seconds: float = 10.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return bool(predicate())
+    return bool(wait_until(predicate, seconds, step=0.01))
 
 
 @pytest.fixture

@@ -46,7 +46,7 @@ def http_server() -> None:
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), RoutedHandler)
     httpd.daemon_threads = True
     print(f"port {httpd.server_address[1]}", flush=True)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True).start()
     wait_for_stdin_close()
 
 

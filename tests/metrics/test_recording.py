@@ -85,7 +85,7 @@ def test_http_server_route_set_by_the_application(traced: MemoryReporter) -> Non
             self.end_headers()
 
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Routed)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True).start()
     try:
         for i in range(3):
             get(f"http://127.0.0.1:{httpd.server_address[1]}/items/{i}")
@@ -144,7 +144,7 @@ def test_active_requests_while_a_request_is_served(traced: MemoryReporter) -> No
             self.end_headers()
 
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Blocking)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True).start()
     url = f"http://127.0.0.1:{httpd.server_address[1]}/"
     caller = threading.Thread(target=get, args=(url,))
     caller.start()
@@ -316,7 +316,7 @@ def test_wsgi_app_and_added_collectors(traced: MemoryReporter) -> None:
     mine = Mine()
     tracer.metrics.add_collector(mine)
     httpd = make_server("127.0.0.1", 0, tracer.metrics.wsgi_app(), handler_class=Quiet)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True).start()
     try:
         text = scrape(f"http://127.0.0.1:{httpd.server_address[1]}/metrics")
         assert total(text, "my_queue_depth") == 3

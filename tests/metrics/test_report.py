@@ -282,7 +282,7 @@ def test_the_last_partial_interval_is_sent_at_exit(tmp_path: Any) -> None:
                 self.send_response(200); self.send_header("Content-Length", "0"); self.end_headers()
             def log_message(self, *a): pass
         httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
-        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True).start()
         url = f"http://127.0.0.1:{httpd.server_address[1]}/x"
         for _ in range(3):
             urllib.request.urlopen(url).read()
@@ -359,7 +359,7 @@ def test_a_forked_child_counts_only_its_own_requests(service: str) -> None:
             reporter.batches.clear()
             # The parent's server thread did not come along: the child serves its own.
             httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-            threading.Thread(target=httpd.serve_forever, daemon=True).start()
+            threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True).start()
             for _ in range(2):
                 assert get(f"http://127.0.0.1:{httpd.server_address[1]}/status/404") == 404
             wait_for(lambda: bool(reporter.metrics()))
