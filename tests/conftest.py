@@ -32,6 +32,36 @@ for name in ("TRACE_CONFIG_PATH", "TRACE_APP_NAME", "TRACE_REPORTER_TYPE", "TRAC
     os.environ.pop(name, None)
 
 
+#: Tests that take seconds of real time: an outage lived through as it happens, an exit that waits
+#: for its deadline, a benchmark run. Named here, in one place, rather than in each module; CI
+#: runs them on one Python version and leaves them out (``-m "not slow"``) on the others.
+SLOW = frozenset(
+    (
+        "delivery/test_pipeline.py::test_logstash_outage_of_30_seconds_loses_nothing",
+        "delivery/test_faults.py::test_flush_rides_out_a_20s_outage",
+        "delivery/test_faults.py::test_flush_rides_out_a_5s_outage",
+        "delivery/test_faults.py::test_hung_reporter_leaks_no_threads_and_recovers",
+        "delivery/test_faults.py::test_exit_is_bounded_when_the_spool_is_locked",
+        "delivery/test_logstash_stall.py::"
+        "test_a_logstash_that_stops_reading_then_restarts_loses_no_span_counted_delivered",
+        "export/test_otlp_delivery.py::test_a_5s_503_outage_delivers_every_span_exactly_once",
+        "memory/test_leak_service.py::test_a_service_that_holds_at_most_three_bursts_raises_no_leak",
+        "memory/test_leak_service.py::test_the_same_service_without_the_leak_raises_none",
+        "test_benchmarks_smoke.py::test_instruction_count_command_runs_under_callgrind",
+        "test_benchmarks_smoke.py::test_quick_run_prints_every_row_and_exits_0",
+        "test_benchmarks_smoke.py::test_stage_rows_run_when_asked_for",
+    )
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        # The node id below tests/, without a parametrization.
+        name = item.nodeid.split("[", 1)[0].removeprefix("tests/")
+        if name in SLOW:
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(autouse=True)
 def _no_internal_errors(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> Iterator[None]:
     # No test may pick up a trace.config.py from the working directory by accident.
