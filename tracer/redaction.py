@@ -25,7 +25,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 # clean_text lives with the encoder, which the reporters may import; it stays importable here.
-from tracer.encoding import clean_text
+from tracer.encoding import clean_text as clean_text
 
 MAX_PATH = 2048
 MAX_URL = 4096

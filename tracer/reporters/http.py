@@ -1,5 +1,10 @@
 """HTTP reporter: POSTs each batch as one JSON document (gzip-compressed by default).
 
+This module is also the HTTP layer of the OTLP, Zipkin and Logstash-http reporters: an
+:class:`HttpTarget` (the checked URL, headers, TLS and timeout), a :class:`Connection` whose
+:meth:`~Connection.post` sends one body, and a :class:`StatusPolicy` that says what an answer
+means for the batch. Each of those reporters is then an encoder plus a policy.
+
 It uses the standard library's ``http.client`` on purpose: instrumentation patches clients such as
 ``requests``, and the reporter's own traffic must never show up in traces.
 
@@ -29,6 +34,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import email.message
 import email.utils
 import gzip as _gzip
 import http.client
@@ -39,14 +45,21 @@ import ssl
 import time
 import urllib.parse
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 from tracer.encoding import clean_text, encode_json
 from tracer.reporters.base import Batch, Callback, ConnectionReporter, DeliveryError
 
 __all__ = [
+    "DEFAULT_HEADERS",
+    "HTTP_POLICY",
     "RETRYABLE_STATUSES",
+    "Answer",
+    "Connection",
     "Encoder",
     "HttpReporter",
+    "HttpTarget",
+    "StatusPolicy",
     "check_header",
     "create",
     "parse_retry_after",
@@ -130,40 +143,300 @@ def check_header(name: object, value: object) -> str:
     return text
 
 
+#: The headers every request carries unless the reporter's own or the user's replace them.
+DEFAULT_HEADERS: Mapping[str, str] = {
+    "User-Agent": USER_AGENT,
+    "Content-Type": "application/json",
+    "Accept": "application/json, */*;q=0.5",
+}
+# These describe the body and the connection; the reporter sets them itself.
+_OWN_HEADERS = frozenset({"content-length", "content-encoding", "host"})
+
+
+@dataclass(frozen=True)
+class HttpTarget:
+    """Where and how a reporter POSTs: a checked URL, the headers of every request, the TLS
+    context and the timeout. Build one with :meth:`create`, which validates everything once.
+
+    ``url`` is the address as errors and ``repr`` show it (no credentials, no query);
+    ``path`` is the request target (path and query); ``timeout`` bounds connecting and each
+    socket read or write, in seconds; ``ssl_context`` is None for plain http.
+    """
+
+    url: str
+    scheme: str
+    host: str
+    port: int
+    path: str
+    headers: Mapping[str, str]
+    timeout: float
+    ssl_context: ssl.SSLContext | None = field(default=None, compare=False)
+
+    @classmethod
+    def create(
+        cls,
+        url: object,
+        *,
+        headers: Mapping[str, str] | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        ca_file: str | os.PathLike[str] | None = None,
+        verify: bool = True,
+        defaults: Mapping[str, str] = DEFAULT_HEADERS,
+        fixed: Mapping[str, str] | None = None,
+        name: str = "http reporter",
+    ) -> HttpTarget:
+        """A target for ``url`` (``http://`` or ``https://``); ``name`` starts every error.
+
+        ``defaults`` are the headers of every request unless ``headers`` name them too
+        (case-insensitively); ``fixed`` ones are sent whatever ``headers`` say. Credentials in
+        the URL become a Basic ``Authorization`` header unless one is given. For https the
+        certificate and host name are verified against the system's CAs or ``ca_file``;
+        ``verify=False`` turns that off. Raises ``ValueError`` for a URL that is not an absolute
+        http(s) URL with a host, a bad port, a header :func:`check_header` refuses, or a
+        non-positive timeout.
+        """
+        if not isinstance(url, str):
+            raise ValueError(f"{name}: url must be a string, not {type(url).__name__}")
+        parts = urllib.parse.urlsplit(url.strip())
+        scheme = parts.scheme.lower()
+        if scheme not in ("http", "https"):
+            raise ValueError(f"{name}: url must start with http:// or https://, got {url!r}")
+        try:
+            port = parts.port
+        except ValueError:
+            raise ValueError(f"{name}: bad port in url {url!r}") from None
+        host = parts.hostname
+        if not host:
+            raise ValueError(f"{name}: url has no host: {url!r}")
+        if any(c.isspace() for c in url.strip()):
+            raise ValueError(f"{name}: url must not contain whitespace: {url!r}")
+        if not timeout > 0:
+            raise ValueError(f"{name}: timeout must be positive, not {timeout}")
+        if port is None:
+            port = 443 if scheme == "https" else 80
+        path = parts.path or "/"
+        if parts.query:
+            path += "?" + parts.query
+
+        merged = dict(defaults)
+        for header, value in [*(headers or {}).items(), *(fixed or {}).items()]:
+            try:
+                text = check_header(header, value)
+            except ValueError as exc:
+                raise ValueError(f"{name}: {exc}") from None
+            if header.lower() in _OWN_HEADERS:
+                continue
+            for existing in [k for k in merged if k.lower() == header.lower()]:
+                del merged[existing]
+            merged[header] = text
+        if parts.username is not None and not any(k.lower() == "authorization" for k in merged):
+            user = urllib.parse.unquote(parts.username)
+            password = urllib.parse.unquote(parts.password or "")
+            token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+            merged["Authorization"] = f"Basic {token}"
+
+        context: ssl.SSLContext | None = None
+        if scheme == "https":
+            context = ssl.create_default_context(cafile=ca_file)
+            if not verify:
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+        # The URL shown in errors and repr carries no credentials.
+        netloc = host if ":" not in host else f"[{host}]"
+        if parts.port is not None:
+            netloc += f":{parts.port}"
+        safe_url = urllib.parse.urlunsplit((scheme, netloc, parts.path or "/", "", ""))
+        return cls(safe_url, scheme, host, port, path, merged, float(timeout), context)
+
+    def request(self, body: bytes, gzip: bool) -> tuple[bytes, dict[str, str]]:
+        """The body to send (gzip-compressed when asked) and the headers that go with it."""
+        headers = dict(self.headers)
+        if gzip:
+            body = _gzip.compress(body, compresslevel=_GZIP_LEVEL, mtime=0)
+            headers["Content-Encoding"] = "gzip"
+        headers["Content-Length"] = str(len(body))
+        return body, headers
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A receiver's answer: its status, reason phrase and headers, and of its body what was
+    read: for a 2xx at most the policy's ``max_answer`` bytes (None when it was longer or could
+    not be read), for any other status the first bytes, for the error message."""
+
+    status: int
+    reason: str
+    body: bytes | None
+    headers: email.message.Message
+
+    def header(self, name: str) -> str | None:
+        """The value of header ``name`` (repeated ones joined by ``, ``), as ``http.client``
+        gives it, or None."""
+        values = self.headers.get_all(name)
+        return None if not values else ", ".join(str(value) for value in values)
+
+
+def plain_text(snippet: bytes, answer: Answer) -> str:
+    """The reason an error answer's body gives, as its text (the caller escapes and caps it)."""
+    return snippet.decode("utf-8", errors="replace").strip()
+
+
+@dataclass(frozen=True)
+class StatusPolicy:
+    """What an answer means for the batch: ``retryable`` statuses may succeed later, a 2xx
+    is delivered, any other is final. ``max_answer`` is how much of a 2xx is read (past it the
+    connection is closed instead) and ``describe`` finds the reason in an error answer's body."""
+
+    retryable: frozenset[int] = RETRYABLE_STATUSES
+    max_answer: int = _MAX_DRAIN
+    describe: Callable[[bytes, Answer], str] = plain_text
+
+    def judge(self, answer: Answer, url: str) -> DeliveryError | None:
+        """None for a 2xx; else the error to call back with, its text escaped and capped."""
+        status = answer.status
+        if 200 <= status < 300:
+            return None
+        phrase = clean_text(answer.reason.strip(), _MAX_PEER_FIELD)
+        reason = f"HTTP {status} {phrase} from {url}"
+        text = self.describe(answer.body or b"", answer)
+        if text:
+            reason += f": {clean_text(text, _MAX_ERROR_BODY)}"
+        if status < 200:
+            # http.client reads past a 100 Continue only: any other 1xx comes back as if final.
+            return DeliveryError(f"{reason} (an interim answer, not a final one)", retryable=True)
+        if status in self.retryable:
+            return DeliveryError(
+                reason, retryable=True, retry_after=parse_retry_after(answer.header("Retry-After"))
+            )
+        if 300 <= status < 400:
+            location = clean_text(str(answer.header("Location")), _MAX_PEER_FIELD)
+            reason += f" (redirects are not followed; Location: {location})"
+        return DeliveryError(reason, retryable=False)
+
+
+#: The HTTP reporter's policy (Zipkin's and Logstash's too): 408, 429, 500, 502, 503, 504 retry.
+HTTP_POLICY = StatusPolicy()
+
+
+class Connection:
+    """One keep-alive connection to a target, and :meth:`post`; not thread-safe (the reporter
+    that owns it holds its lock around every call)."""
+
+    def __init__(self, target: HttpTarget) -> None:
+        self.target = target
+        self._conn: http.client.HTTPConnection | None = None
+
+    def post(
+        self, body: bytes, headers: Mapping[str, str], max_answer: int
+    ) -> Answer | DeliveryError:
+        """POST ``body``: the answer, or a retryable error when the connection failed or the
+        answer was not HTTP. A request on a kept-alive connection the server had closed while
+        idle is sent once more on a fresh one, since the server never saw it."""
+        reused = self._conn is not None
+        try:
+            return self._exchange(body, headers, max_answer)
+        except (
+            ConnectionResetError,
+            BrokenPipeError,
+            ssl.SSLEOFError,
+            ssl.SSLZeroReturnError,
+        ) as exc:
+            self.drop()
+            if not reused:
+                return self._network_error(exc)
+        except Exception as exc:
+            # OSError and HTTPException (an answer that is not HTTP), or anything else the
+            # answer made go wrong: the batch's fate is unknown, so it is sent again later.
+            self.drop()
+            return self._network_error(exc)
+        try:
+            return self._exchange(body, headers, max_answer)
+        except Exception as exc:
+            self.drop()
+            return self._network_error(exc)
+
+    def _exchange(self, body: bytes, headers: Mapping[str, str], max_answer: int) -> Answer:
+        if self._conn is None:
+            self._conn = self._new_connection()
+        self._conn.request("POST", self.target.path, body=body, headers=dict(headers))
+        response = self._conn.getresponse()
+        status = response.status
+        read: bytes | None
+        if 200 <= status < 300:
+            read = self._read_success(response, max_answer)
+        else:
+            try:
+                read = response.read(_MAX_ERROR_BODY)
+            except (OSError, http.client.HTTPException):
+                # The status is the answer; a body cut short only leaves the message shorter.
+                read = b""
+            # An error answer is not read to its end: this connection cannot carry another.
+            self.drop()
+        return Answer(status, str(response.reason or ""), read, response.msg)
+
+    def _read_success(self, response: http.client.HTTPResponse, limit: int) -> bytes | None:
+        """A 2xx answer's body up to ``limit`` bytes, or None when it is longer or cannot be
+        read. The batch is delivered either way: only the connection is dropped."""
+        try:
+            answer = response.read(limit + 1)
+        except (OSError, http.client.HTTPException):
+            self.drop()
+            return None
+        if len(answer) > limit or response.will_close:
+            self.drop()
+        return answer if len(answer) <= limit else None
+
+    def _new_connection(self) -> http.client.HTTPConnection:
+        target = self.target
+        if target.scheme == "https":
+            return http.client.HTTPSConnection(
+                target.host, target.port, timeout=target.timeout, context=target.ssl_context
+            )
+        return http.client.HTTPConnection(target.host, target.port, timeout=target.timeout)
+
+    def drop(self) -> None:
+        """Close the connection; the next :meth:`post` opens a fresh one."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except OSError:
+                pass
+
+    def _network_error(self, exc: BaseException) -> DeliveryError:
+        kind = "timed out" if isinstance(exc, (socket.timeout, TimeoutError)) else "failed"
+        # An HTTPException's text may quote the answer (BadStatusLine has the line itself).
+        text = clean_text(str(exc), _MAX_ERROR_BODY)
+        error = DeliveryError(
+            f"POST {self.target.url} {kind}: {type(exc).__name__}: {text}", retryable=True
+        )
+        error.__cause__ = exc
+        return error
+
+
 class HttpReporter(ConnectionReporter):
-    """POSTs batches to one URL; build one with :func:`create`.
+    """POSTs each batch, as ``encoder`` makes it, to one target; build one with :func:`create`.
 
     ``send`` is meant to be called from one thread at a time (the pipeline's worker); ``close``
-    may be called from any thread. ``timeout`` bounds connecting and each read or write on the
-    socket.
+    may be called from any thread. ``policy`` says what each answer means for the batch.
     """
 
     def __init__(
         self,
+        target: HttpTarget,
         *,
-        url: str,
-        scheme: str,
-        host: str,
-        port: int,
-        target: str,
-        headers: dict[str, str],
-        gzip: bool,
-        timeout: float,
-        ssl_context: ssl.SSLContext | None,
+        gzip: bool = True,
         encoder: Encoder | None = None,
+        policy: StatusPolicy = HTTP_POLICY,
     ) -> None:
-        self.url = url
+        self.target = target
+        self.url = target.url
+        self.timeout = target.timeout
         self.gzip = gzip
-        self.timeout = timeout
-        self._scheme = scheme
-        self._host = host
-        self._port = port
-        self._target = target
-        self._headers = headers
-        self._ssl_context = ssl_context
+        self.policy = policy
         self._encode: Encoder = encoder or encode_json
         super().__init__()
-        self._conn: http.client.HTTPConnection | None = None
+        self._connection = Connection(target)
 
     def __repr__(self) -> str:
         return f"<HttpReporter {self.url}>"
@@ -178,12 +451,7 @@ class HttpReporter(ConnectionReporter):
         error: BaseException | None
         try:
             body = self._encode(data)
-            headers = dict(self._headers)
-            if body is not None:
-                if self.gzip:
-                    body = _gzip.compress(body, compresslevel=_GZIP_LEVEL, mtime=0)
-                    headers["Content-Encoding"] = "gzip"
-                headers["Content-Length"] = str(len(body))
+            request = None if body is None else self.target.request(body, self.gzip)
         except Exception as exc:
             error = DeliveryError(
                 f"http reporter failed on this batch: {type(exc).__name__}: {exc}",
@@ -193,119 +461,18 @@ class HttpReporter(ConnectionReporter):
             with self._locked():
                 if self._closed:
                     error = DeliveryError("http reporter is closed", retryable=True)
-                elif body is None:
+                elif request is None:
                     error = None
                 else:
-                    error = self._post(body, headers)
+                    answer = self._connection.post(*request, self.policy.max_answer)
+                    if isinstance(answer, DeliveryError):
+                        error = answer
+                    else:
+                        error = self.policy.judge(answer, self.url)
         callback(error)
 
-    def _post(self, body: bytes, headers: dict[str, str]) -> DeliveryError | None:
-        reused = self._conn is not None
-        try:
-            return self._exchange(body, headers)
-        except (
-            ConnectionResetError,
-            BrokenPipeError,
-            ssl.SSLEOFError,
-            ssl.SSLZeroReturnError,
-        ) as exc:
-            self._drop_connection()
-            if not reused:
-                return self._network_error(exc)
-        except Exception as exc:
-            # OSError and HTTPException (an answer that is not HTTP), or anything else the
-            # answer made go wrong: the batch's fate is unknown, so it is sent again later.
-            self._drop_connection()
-            return self._network_error(exc)
-        # The server closed the idle keep-alive connection before reading this request, so it
-        # never saw it: one more try on a fresh connection.
-        try:
-            return self._exchange(body, headers)
-        except Exception as exc:
-            self._drop_connection()
-            return self._network_error(exc)
-
-    #: Statuses after which the same request may succeed later.
-    retryable_statuses: frozenset[int] = RETRYABLE_STATUSES
-    # How much of a 2xx answer is read; past that the connection is closed instead.
-    _max_answer = _MAX_DRAIN
-
-    def _exchange(self, body: bytes, headers: dict[str, str]) -> DeliveryError | None:
-        if self._conn is None:
-            self._conn = self._new_connection()
-        conn = self._conn
-        conn.request("POST", self._target, body=body, headers=headers)
-        response = conn.getresponse()
-        status = response.status
-        if 200 <= status < 300:
-            self._read_success(status, response)
-            return None
-        try:
-            snippet = response.read(_MAX_ERROR_BODY)
-        except (OSError, http.client.HTTPException):
-            # The status is the answer; a body cut short only leaves the message shorter.
-            snippet = b""
-        # An error answer is not read to its end, so this connection cannot carry another request.
-        self._drop_connection()
-        phrase = clean_text(str(response.reason or "").strip(), _MAX_PEER_FIELD)
-        reason = f"HTTP {status} {phrase} from {self.url}"
-        text = self._describe_error(snippet, response)
-        if text:
-            reason += f": {clean_text(text, _MAX_ERROR_BODY)}"
-        if status < 200:
-            # http.client reads past a 100 Continue only: any other 1xx comes back as if final.
-            return DeliveryError(f"{reason} (an interim answer, not a final one)", retryable=True)
-        if status in self.retryable_statuses:
-            return DeliveryError(
-                reason,
-                retryable=True,
-                retry_after=parse_retry_after(response.getheader("Retry-After")),
-            )
-        if 300 <= status < 400:
-            location = clean_text(str(response.getheader("Location")), _MAX_PEER_FIELD)
-            reason += f" (redirects are not followed; Location: {location})"
-        return DeliveryError(reason, retryable=False)
-
-    def _read_success(self, status: int, response: http.client.HTTPResponse) -> bytes | None:
-        """Read a 2xx answer's body (up to ``_max_answer`` bytes), or None when it is longer or
-        cannot be read. The batch is delivered either way: only the connection is dropped."""
-        try:
-            answer = response.read(self._max_answer + 1)
-        except (OSError, http.client.HTTPException):
-            self._drop_connection()
-            return None
-        if len(answer) > self._max_answer or response.will_close:
-            self._drop_connection()
-        return answer if len(answer) <= self._max_answer else None
-
-    def _describe_error(self, snippet: bytes, response: http.client.HTTPResponse) -> str:
-        """The reason an error answer's body gives (uncleaned; the caller escapes it)."""
-        return snippet.decode("utf-8", errors="replace").strip()
-
-    def _new_connection(self) -> http.client.HTTPConnection:
-        if self._scheme == "https":
-            return http.client.HTTPSConnection(
-                self._host, self._port, timeout=self.timeout, context=self._ssl_context
-            )
-        return http.client.HTTPConnection(self._host, self._port, timeout=self.timeout)
-
     def _drop_connection(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            try:
-                conn.close()
-            except OSError:
-                pass
-
-    def _network_error(self, exc: BaseException) -> DeliveryError:
-        kind = "timed out" if isinstance(exc, (socket.timeout, TimeoutError)) else "failed"
-        # An HTTPException's text may quote the answer (BadStatusLine has the line itself).
-        text = clean_text(str(exc), _MAX_ERROR_BODY)
-        error = DeliveryError(
-            f"POST {self.url} {kind}: {type(exc).__name__}: {text}", retryable=True
-        )
-        error.__cause__ = exc
-        return error
+        self._connection.drop()
 
 
 def create(
@@ -332,71 +499,7 @@ def create(
     a header that :func:`check_header` refuses (a control character in its value, say), or a
     non-positive timeout.
     """
-    if not isinstance(url, str):
-        raise ValueError(f"http reporter: url must be a string, not {type(url).__name__}")
-    parts = urllib.parse.urlsplit(url.strip())
-    scheme = parts.scheme.lower()
-    if scheme not in ("http", "https"):
-        raise ValueError(f"http reporter: url must start with http:// or https://, got {url!r}")
-    try:
-        port = parts.port
-    except ValueError:
-        raise ValueError(f"http reporter: bad port in url {url!r}") from None
-    host = parts.hostname
-    if not host:
-        raise ValueError(f"http reporter: url has no host: {url!r}")
-    if any(c.isspace() for c in url.strip()):
-        raise ValueError(f"http reporter: url must not contain whitespace: {url!r}")
-    if not timeout > 0:
-        raise ValueError(f"http reporter: timeout must be positive, not {timeout}")
-    if port is None:
-        port = 443 if scheme == "https" else 80
-    target = parts.path or "/"
-    if parts.query:
-        target += "?" + parts.query
-
-    merged: dict[str, str] = {
-        "User-Agent": USER_AGENT,
-        "Content-Type": "application/json",
-        "Accept": "application/json, */*;q=0.5",
-    }
-    for name, value in (headers or {}).items():
-        try:
-            text = check_header(name, value)
-        except ValueError as exc:
-            raise ValueError(f"http reporter: {exc}") from None
-        if name.lower() in ("content-length", "content-encoding", "host"):
-            # These describe the body and the connection; the reporter sets them itself.
-            continue
-        for existing in [k for k in merged if k.lower() == name.lower()]:
-            del merged[existing]
-        merged[name] = text
-    if parts.username is not None and not any(k.lower() == "authorization" for k in merged):
-        user = urllib.parse.unquote(parts.username)
-        password = urllib.parse.unquote(parts.password or "")
-        token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
-        merged["Authorization"] = f"Basic {token}"
-
-    context: ssl.SSLContext | None = None
-    if scheme == "https":
-        context = ssl.create_default_context(cafile=ca_file)
-        if not verify:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-    # The URL shown in errors and repr carries no credentials.
-    netloc = host if ":" not in host else f"[{host}]"
-    if parts.port is not None:
-        netloc += f":{parts.port}"
-    safe_url = urllib.parse.urlunsplit((scheme, netloc, parts.path or "/", "", ""))
-    return HttpReporter(
-        url=safe_url,
-        scheme=scheme,
-        host=host,
-        port=port,
-        target=target,
-        headers=merged,
-        gzip=gzip,
-        timeout=float(timeout),
-        ssl_context=context,
-        encoder=encoder,
+    target = HttpTarget.create(
+        url, headers=headers, timeout=timeout, ca_file=ca_file, verify=verify
     )
+    return HttpReporter(target, gzip=gzip, encoder=encoder)

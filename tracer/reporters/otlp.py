@@ -9,7 +9,8 @@ where): binary protobuf (``protocol="http/protobuf"``, the default, built with t
 ``opentelemetry-proto`` classes of the ``otlp`` extra) or OTLP's JSON mapping
 (``protocol="http/json"``, no dependency). gzip-compressed unless ``compression="none"``.
 
-The connection handling is :mod:`tracer.reporters.http`'s: one keep-alive connection through
+The HTTP layer is :mod:`tracer.reporters.http`'s (its target, ``post()`` and a status policy of
+OTLP's own): one keep-alive connection through
 ``http.client`` (never ``requests``, which is instrumented), sent once more on a fresh connection
 when the server had closed it while idle, TLS verified against the system's CAs or ``ca_file``.
 
@@ -42,8 +43,6 @@ OTLP receiver that takes gRPC takes OTLP/HTTP too (port 4318).
 
 from __future__ import annotations
 
-import gzip as _gzip
-import http.client
 import json
 import logging
 import os
@@ -57,7 +56,7 @@ from typing import Any
 from tracer.encoding import clean_text
 from tracer.reporters import http as _http
 from tracer.reporters import otel_env, otlp_encode, otlp_metrics
-from tracer.reporters.base import Batch, Callback, DeliveryError
+from tracer.reporters.base import Batch, Callback, ConnectionReporter, DeliveryError
 
 __all__ = [
     "DEFAULT_ENDPOINT",
@@ -78,7 +77,6 @@ DEFAULT_TIMEOUT = 10.0
 CONTENT_TYPES = {"http/protobuf": "application/x-protobuf", "http/json": "application/json"}
 # How much of a success answer is read for its partial_success; a longer one is not parsed.
 _MAX_RESPONSE = 64 * 1024
-_GZIP_LEVEL = 6
 _LOG_EVERY = 10.0
 # How much of a receiver's error_message goes into the log line.
 _MAX_MESSAGE = 512
@@ -86,7 +84,7 @@ _MAX_MESSAGE = 512
 _DECIMAL = re.compile(r"[0-9]{1,64}")
 
 
-class OtlpReporter(_http.HttpReporter):
+class OtlpReporter(ConnectionReporter):
     """POSTs batches as OTLP ``ExportTraceServiceRequest`` messages; build one with
     :func:`create`.
 
@@ -98,14 +96,20 @@ class OtlpReporter(_http.HttpReporter):
 
     def __init__(
         self,
+        target: _http.HttpTarget,
         *,
         protocol: str,
         resource_attributes: Mapping[str, Any],
         max_request_bytes: int,
+        gzip: bool = True,
         signal: str = "traces",
-        **options: Any,
     ) -> None:
-        super().__init__(**options)
+        super().__init__()
+        self.target = target
+        self.url = target.url
+        self.timeout = target.timeout
+        self.gzip = gzip
+        self._connection = _http.Connection(target)
         self.signal = signal
         self.metrics: OtlpReporter | None = None
         self._rejected_points = 0
@@ -183,14 +187,7 @@ class OtlpReporter(_http.HttpReporter):
         error: BaseException | None = None
         try:
             bodies, skipped = self._requests(data)
-            requests = []
-            for body, count in bodies:
-                headers = dict(self._headers)
-                if self.gzip:
-                    body = _gzip.compress(body, compresslevel=_GZIP_LEVEL, mtime=0)
-                    headers["Content-Encoding"] = "gzip"
-                headers["Content-Length"] = str(len(body))
-                requests.append((body, headers, count))
+            requests = [(*self.target.request(body, self.gzip), count) for body, count in bodies]
         except Exception as exc:
             error = DeliveryError(
                 f"otlp reporter failed on this batch: {type(exc).__name__}: {exc}",
@@ -210,29 +207,33 @@ class OtlpReporter(_http.HttpReporter):
                         self._note_rejected(skipped, "records without valid trace or span ids")
         callback(error)
 
-    retryable_statuses = RETRYABLE_STATUSES
-    _max_answer = _MAX_RESPONSE
-
-    def _read_success(self, status: int, response: http.client.HTTPResponse) -> bytes | None:
-        answer = super()._read_success(status, response)
-        if status != 200 or not answer:
+    def _post(self, body: bytes, headers: Mapping[str, str]) -> DeliveryError | None:
+        answer = self._connection.post(body, headers, POLICY.max_answer)
+        if isinstance(answer, DeliveryError):
             return answer
+        if answer.status == 200 and answer.body:
+            self._read_partial_success(answer, answer.body)
+        return POLICY.judge(answer, self.url)
+
+    def _read_partial_success(self, answer: _http.Answer, body: bytes) -> None:
         try:
-            if (response.getheader("Content-Encoding") or "").lower() == "gzip":
-                answer = _gunzip(answer, _MAX_RESPONSE)
+            if (answer.header("Content-Encoding") or "").lower() == "gzip":
+                body = _gunzip(body, _MAX_RESPONSE)
             rejected, message = _partial_success(
-                answer, _content_type(response, self.protocol), self.signal
+                body, _content_type(answer, self.protocol), self.signal
             )
         except Exception as exc:
             # Whatever the receiver's bytes make the decoders raise (not JSON, nested past the
             # recursion limit, not protobuf, a gzip bomb): still a 200, the batch was taken.
             self._warn_unreadable(exc)
-            return answer
+            return
         # The receiver cannot have rejected more than it was sent.
         rejected = min(rejected, self._sending)
         if rejected or message:
             self._note_rejected(rejected, message or "no reason given")
-        return answer
+
+    def _drop_connection(self) -> None:
+        self._connection.drop()
 
     def _warn_unreadable(self, exc: BaseException) -> None:
         if self._unreadable_warned:
@@ -252,9 +253,6 @@ class OtlpReporter(_http.HttpReporter):
             type(exc).__name__,
             clean_text(str(exc), 200),
         )
-
-    def _describe_error(self, snippet: bytes, response: http.client.HTTPResponse) -> str:
-        return _describe_error(snippet, response)
 
     def _note_rejected(self, rejected: int, message: str) -> None:
         # Called with the connection's lock held (inside send), so the counts need no other.
@@ -315,8 +313,8 @@ def _count(value: object) -> int:
     return 0
 
 
-def _content_type(response: http.client.HTTPResponse, protocol: str) -> str:
-    value = (response.getheader("Content-Type") or "").split(";")[0].strip().lower()
+def _content_type(answer: _http.Answer, protocol: str) -> str:
+    value = (answer.header("Content-Type") or "").split(";")[0].strip().lower()
     return value or CONTENT_TYPES[protocol]
 
 
@@ -395,11 +393,11 @@ def _status_message(data: bytes) -> str | None:
     return None
 
 
-def _describe_error(snippet: bytes, response: http.client.HTTPResponse) -> str:
+def _describe_error(snippet: bytes, answer: _http.Answer) -> str:
     """The reason an error answer gives: its Status message, else its text."""
     if not snippet:
         return ""
-    content_type = (response.getheader("Content-Type") or "").split(";")[0].strip().lower()
+    content_type = (answer.header("Content-Type") or "").split(";")[0].strip().lower()
     try:
         if content_type == "application/x-protobuf":
             message = _status_message(snippet)
@@ -412,6 +410,12 @@ def _describe_error(snippet: bytes, response: http.client.HTTPResponse) -> str:
     except (ValueError, RecursionError):
         pass
     return snippet.decode("utf-8", errors="replace").strip()
+
+
+#: OTLP/HTTP's statuses: only 429, 502, 503 and 504 retry; a 200 is read for partial_success.
+POLICY = _http.StatusPolicy(
+    retryable=RETRYABLE_STATUSES, max_answer=_MAX_RESPONSE, describe=_describe_error
+)
 
 
 def traces_url(endpoint: str) -> str:
@@ -591,46 +595,27 @@ def _build(
     if max_request_bytes < 1024:
         raise ValueError("otlp reporter: max_request_bytes must be at least 1024")
 
-    try:
-        base = _http.create(
-            url, headers=extra_headers, gzip=squeeze == "gzip", timeout=seconds,
-            ca_file=ca, verify=verify,
-        )  # fmt: skip
-    except ValueError as exc:
-        raise ValueError(str(exc).replace("http reporter", "otlp reporter", 1)) from None
-    context = base._ssl_context
+    # The body's type is the protocol's; Accept and User-Agent are ours unless given.
+    own = {
+        "User-Agent": f"tracer-otlp/{otlp_encode.sdk_version()}",
+        "Accept": CONTENT_TYPES[chosen],
+    }
+    target = _http.HttpTarget.create(
+        url, headers=extra_headers, timeout=seconds, ca_file=ca, verify=verify,
+        defaults=own, fixed={"Content-Type": CONTENT_TYPES[chosen]}, name="otlp reporter",
+    )  # fmt: skip
     if cert is not None:
-        if context is None:
+        if target.ssl_context is None:
             raise ValueError(f"otlp reporter: {cert_where} needs an https endpoint, not {url!r}")
         try:
-            context.load_cert_chain(cert, key)
+            target.ssl_context.load_cert_chain(cert, key)
         except (OSError, ValueError) as exc:
             raise ValueError(f"otlp reporter: {cert_where}: cannot load {cert!r}: {exc}") from None
-    # The body's type is the protocol's; Accept and User-Agent are ours unless given.
-    given = {name.lower() for name in (extra_headers or {})}
-    merged = {
-        name: value
-        for name, value in base._headers.items()
-        if name.lower() != "content-type"
-        and (name.lower() not in ("accept", "user-agent") or name.lower() in given)
-    }
-    merged["Content-Type"] = CONTENT_TYPES[chosen]
-    if "accept" not in given:
-        merged["Accept"] = CONTENT_TYPES[chosen]
-    if "user-agent" not in given:
-        merged["User-Agent"] = f"tracer-otlp/{otlp_encode.sdk_version()}"
     return OtlpReporter(
+        target,
         signal=signal,
         protocol=chosen,
         resource_attributes=resource_attributes,
         max_request_bytes=max_request_bytes,
-        url=base.url,
-        scheme=base._scheme,
-        host=base._host,
-        port=base._port,
-        target=base._target,
-        headers=merged,
-        gzip=base.gzip,
-        timeout=base.timeout,
-        ssl_context=context,
+        gzip=squeeze == "gzip",
     )

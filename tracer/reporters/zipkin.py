@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Mapping
-from typing import Any
 
 from tracer.encoding import encode_json
 from tracer.reporters import http as _http
@@ -35,8 +34,8 @@ class ZipkinReporter(_http.HttpReporter):
     left out of batches that are then counted as delivered.
     """
 
-    def __init__(self, **options: Any) -> None:
-        super().__init__(encoder=self._encode_batch, **options)
+    def __init__(self, target: _http.HttpTarget, *, gzip: bool = True) -> None:
+        super().__init__(target, gzip=gzip, encoder=self._encode_batch)
         self.rejected_spans = 0
         self._count_lock = threading.Lock()
 
@@ -78,20 +77,8 @@ def create(
         url = found["url"][0] if "url" in found else DEFAULT_URL
     if timeout is None:
         timeout = found["timeout"][0] if "timeout" in found else DEFAULT_TIMEOUT
-    try:
-        base = _http.create(
-            url, headers=headers, gzip=gzip, timeout=timeout, ca_file=ca_file, verify=verify
-        )
-    except ValueError as exc:
-        raise ValueError(str(exc).replace("http reporter", "zipkin reporter", 1)) from None
-    return ZipkinReporter(
-        url=base.url,
-        scheme=base._scheme,
-        host=base._host,
-        port=base._port,
-        target=base._target,
-        headers=base._headers,
-        gzip=base.gzip,
-        timeout=base.timeout,
-        ssl_context=base._ssl_context,
-    )
+    target = _http.HttpTarget.create(
+        url, headers=headers, timeout=timeout, ca_file=ca_file, verify=verify,
+        name="zipkin reporter",
+    )  # fmt: skip
+    return ZipkinReporter(target, gzip=gzip)
