@@ -98,56 +98,33 @@ def answer(status: str, *headers: str, body: bytes = b"") -> bytes:
     return "\r\n".join(head).encode("latin-1") + b"\r\n\r\n" + body
 
 
-@dataclass
-class RawReceiver:
+class RawReceiver(TcpListener):
     """Reads each request (headers, then ``Content-Length`` bytes of body, gunzipped when the
     request says so), keeps it, and writes the next planned answer as it is; once the plan is
     used up it answers ``200 OK`` with an empty body. A planned answer says whether the request
     counts as accepted and whether the connection is closed after it."""
 
-    plan: list[Planned] = field(default_factory=list)
-    requests: list[Request] = field(default_factory=list)
-    changed: threading.Condition = field(default_factory=threading.Condition)
-    listener: socket.socket | None = None
-    threads: list[threading.Thread] = field(default_factory=list)
-    stopped: bool = False
+    def __init__(self) -> None:
+        self.plan: list[Planned] = []
+        self.requests: list[Request] = []
+        self.changed = threading.Condition()
+        self.stopped = False
+        super().__init__()
 
     @property
     def url(self) -> str:
-        assert self.listener is not None
-        return f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> RawReceiver:
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.listener.settimeout(0.05)
-        thread = threading.Thread(target=self._accept, daemon=True)
-        thread.start()
-        self.threads.append(thread)
         return self
 
     def stop(self) -> None:
         self.stopped = True
-        for thread in self.threads:
-            thread.join(5)
-        if self.listener is not None:
-            self.listener.close()
+        self.close()
 
     def accepted(self, path_suffix: str = "") -> list[Request]:
         with self.changed:
             return [r for r in self.requests if r.accepted and r.path.endswith(path_suffix)]
-
-    def _accept(self) -> None:
-        assert self.listener is not None
-        while not self.stopped:
-            try:
-                conn, _ = self.listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            thread = threading.Thread(target=self._serve, args=(conn,), daemon=True)
-            thread.start()
-            self.threads.append(thread)
 
     def _recv(self, conn: socket.socket) -> bytes | None:
         """The next bytes from ``conn``: ``b""`` when none came yet, None when it is over."""
@@ -159,7 +136,7 @@ class RawReceiver:
             return None
         return chunk or None
 
-    def _serve(self, conn: socket.socket) -> None:
+    def serve(self, conn: socket.socket) -> None:
         conn.settimeout(0.05)
         buffer = b""
         with conn:

@@ -108,7 +108,7 @@ class TcpListener:
         self.listener.bind(("127.0.0.1", port))
         self.backlog = backlog
         self.port: int = self.listener.getsockname()[1]
-        self.accepted = 0
+        self._accepted = 0
         self._conns: list[socket.socket] = []
         self._listen()
 
@@ -130,14 +130,14 @@ class TcpListener:
                 continue
             except OSError:
                 return
-            self.accepted += 1
+            self._accepted += 1
             self._conns.append(conn)
-            if self.admit(conn):
-                threading.Thread(target=self.serve, args=(conn,), daemon=True).start()
+            threading.Thread(target=self.serve, args=(conn,), daemon=True).start()
 
-    def admit(self, conn: socket.socket) -> bool:
-        """Whether ``conn`` gets a thread running :meth:`serve` (else it is only held)."""
-        return True
+    @property
+    def accepted(self) -> int:
+        """How many connections it accepted."""
+        return self._accepted
 
     def serve(self, conn: socket.socket) -> None:
         raise NotImplementedError
