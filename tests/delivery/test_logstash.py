@@ -274,6 +274,38 @@ def test_defaults_without_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.parametrize(
+    ("options", "cls", "shown"),
+    [
+        ({"type": "tcp"}, "LogstashTcpReporter", "<LogstashReporter tcp://localhost:12201>"),
+        (
+            {"type": "TCP", "tls": True, "port": 6000},
+            "LogstashTcpReporter",
+            "<LogstashReporter tcp+tls://localhost:6000>",
+        ),
+        ({"type": "udp"}, "LogstashUdpReporter", "<LogstashReporter udp://localhost:12201>"),
+        ({"type": "beats"}, "LogstashBeatsReporter", "<LogstashReporter beats://localhost:5044>"),
+        (
+            {"type": "http"},
+            "LogstashHttpReporter",
+            "<LogstashReporter http http://localhost:8080/>",
+        ),
+        ({"url": "http://h:1/x"}, "LogstashHttpReporter", "<LogstashReporter http http://h:1/x>"),
+    ],
+)
+def test_each_transport_is_a_class_of_its_own_and_a_logstash_reporter(
+    monkeypatch: pytest.MonkeyPatch, options: dict[str, Any], cls: str, shown: str
+) -> None:
+    for name in ("LOGSTASH_HOST", "LOGSTASH_PORT", "LOGSTASH_TYPE"):
+        monkeypatch.delenv(name, raising=False)
+    reporter = logstash.create(**options)
+    assert type(reporter) is getattr(logstash, cls)
+    assert isinstance(reporter, logstash.LogstashReporter)
+    assert reporter.type == cls[len("Logstash") : -len("Reporter")].lower()
+    assert repr(reporter) == shown
+    reporter.close()
+
+
+@pytest.mark.parametrize(
     ("options", "message"),
     [
         ({"type": "gelf"}, "type must be"),
