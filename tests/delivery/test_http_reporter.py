@@ -265,3 +265,80 @@ def test_forked_child_uses_its_own_connection(http_sink: HttpSink) -> None:
     assert len(ports) == 3
     assert ports[0] == ports[2] != ports[1]
     reporter.close()
+
+
+# -- The shared HTTP layer: HttpTarget, Connection.post() and StatusPolicy ----------------------
+
+
+def _create(kind: str, url: object, **options: Any) -> Any:
+    from reporters import logstash, otlp, zipkin
+
+    if kind == "otlp":
+        return otlp.create(endpoint=url, protocol="http/json", env={}, **options)
+    if kind == "zipkin":
+        return zipkin.create(url, env={}, **options)
+    if kind == "logstash":
+        return logstash.create(type="http", url=url, **options)
+    return http_reporter.create(url, **options)
+
+
+@pytest.mark.parametrize("kind", ["http", "otlp", "zipkin", "logstash"])
+@pytest.mark.parametrize(
+    ("url", "options", "message"),
+    [
+        ("ftp://h/", {}, "url must start with http:// or https://"),
+        ("http://h:99999/", {}, "bad port in url"),
+        ("http:///x", {}, "url has no host"),
+        ("http://h/", {"timeout": -1}, "must be"),
+    ],
+)
+def test_every_http_reporter_names_itself_once_in_what_its_target_refuses(
+    kind: str, url: str, options: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ValueError) as refused:
+        _create(kind, url, **options)
+    text = str(refused.value)
+    prefix = "logstash:" if kind == "logstash" else f"{kind} reporter:"
+    assert text.startswith(prefix) and message in text
+    assert text.count("reporter") <= 1 and "http reporter" not in text.replace(prefix, "", 1)
+
+
+def test_the_target_merges_defaults_given_and_fixed_headers_once() -> None:
+    target = http_reporter.HttpTarget.create(
+        "https://u:p%40ss@collector:8443/v1/traces?x=1",
+        headers={"accept": "text/plain", "Content-Type": "text/csv", "X-Key": "k"},
+        defaults={"User-Agent": "ua", "Accept": "a/b"},
+        fixed={"content-type": "application/x-protobuf"},
+        timeout=2,
+        name="otlp reporter",
+    )
+    assert target.url == "https://collector:8443/v1/traces"
+    assert (target.host, target.port, target.path) == ("collector", 8443, "/v1/traces?x=1")
+    assert target.ssl_context is not None and target.timeout == 2.0
+    assert {k.lower(): v for k, v in target.headers.items()} == {
+        "user-agent": "ua",
+        "accept": "text/plain",
+        "content-type": "application/x-protobuf",
+        "x-key": "k",
+        "authorization": "Basic dTpwQHNz",
+    }
+    body, headers = target.request(b"{}" * 100, gzip=True)
+    assert gzip.decompress(body) == b"{}" * 100
+    assert headers["Content-Encoding"] == "gzip" and headers["Content-Length"] == str(len(body))
+
+
+def test_post_gives_the_answer_and_the_policy_judges_it(http_sink: HttpSink) -> None:
+    target = http_reporter.HttpTarget.create(f"http://127.0.0.1:{http_sink.port}/in")
+    connection = http_reporter.Connection(target)
+    http_sink.plan = [(503, {"Retry-After": "7"}, b"busy")]
+    try:
+        answer = connection.post(*target.request(b"[]", gzip=False), 1024)
+        assert isinstance(answer, http_reporter.Answer) and answer.status == 503
+        error = http_reporter.HTTP_POLICY.judge(answer, target.url)
+        assert error is not None and error.retryable and error.retry_after == 7.0
+        assert str(error) == f"HTTP 503 Service Unavailable from {target.url}: busy"
+        strict = http_reporter.StatusPolicy(retryable=frozenset())
+        final = strict.judge(answer, target.url)
+        assert final is not None and not final.retryable
+    finally:
+        connection.drop()
