@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.metrics.helpers import get, scrape, settled, total
+from tests.support.children import assert_child_prints_ok
 
 COUNT = "http_server_request_duration_seconds_count"
 
@@ -54,3 +55,43 @@ def test_one_scrape_totals_every_worker(
     # Each worker's file holds its own requests only; with the parent's they make the total.
     by_worker = [served(directory / f"tracer-metrics-{pid}.json") for pid in workers]
     assert sum(by_worker) == sent - 5, by_worker
+
+
+# Installs tracer with a metrics port and metrics_dir, then forks while another thread holds the
+# locks a scrape of the parent takes (the port's table of open connections, the directory's
+# reader): the forked child must start, and collect, without waiting for either.
+FORK_WHILE_LOCKED = """
+import os, tempfile, threading
+from prometheus_client import generate_latest
+import reporters, tracer, tracer.metrics
+from tests.support.children import wait_child
+
+tracer.install(
+    app_name="fork-locked",
+    reporter=reporters.create("memory"),
+    metrics_port=0,
+    metrics_dir=tempfile.mkdtemp(),
+    memory_watch=False,
+    metrics_interval=None,
+)
+state = tracer.metrics._state
+held, release = threading.Event(), threading.Event()
+
+def hold():
+    with state.thread.server._open_lock, state.files._lock:
+        held.set()
+        release.wait(60)
+
+threading.Thread(target=hold, daemon=True).start()
+assert held.wait(30)
+pid = os.fork()
+if pid == 0:
+    generate_latest(tracer.metrics._registry)
+    os._exit(0)
+release.set()
+print("ok" if wait_child(pid) == 0 else "the forked child failed")
+"""
+
+
+def test_a_fork_while_a_scrape_holds_its_locks_starts_the_child() -> None:
+    assert_child_prints_ok(FORK_WHILE_LOCKED)

@@ -227,6 +227,8 @@ class _State:
         self.recorder.reset()
         self.gc.reset()
         self.loops.reset()
+        if self.files is not None:
+            self.files.after_fork_in_child()
         if self.thread is not None:
             self.thread.forget()
             self.thread = None

@@ -140,10 +140,12 @@ class Server(WSGIServer):
     def forget_connections(self) -> None:
         """In a forked child: close its copies of the parent's connections, without shutting
         them down (which would end them for the parent too), so they end when the parent's do."""
-        with self._open_lock:
-            for sock in self._open:
-                sock.close()
-            self._open.clear()
+        # Not taken: a thread of the parent (a scrape ending, the deadline check) may have held
+        # it at the fork, and that thread does not exist here to release it.
+        self._open_lock = threading.Lock()
+        for sock in self._open:
+            sock.close()
+        self._open.clear()
 
     def service_actions(self) -> None:
         self._end(expired_only=True)

@@ -291,6 +291,10 @@ class Files:
         self._warned: set[str] = set()
         self._write_failing = False
 
+    def after_fork_in_child(self) -> None:
+        """A forked child: a fresh lock (a scrape of the parent may have held it at the fork)."""
+        self._lock = threading.Lock()
+
     # -- writing -----------------------------------------------------------------------------
 
     def write(self, state: State) -> None:
