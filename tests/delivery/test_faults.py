@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import gzip
-import http.server
 import json
 import math
 import os
@@ -33,6 +32,7 @@ import pytest
 import tracer
 from reporters.memory import MemoryReporter
 from tests.conftest import refused_port, subprocess_env
+from tests.support.servers import HttpServer, QuietHandler
 from tracer.delivery.spool import Spool
 
 from .faults_child import LOG_MARKER
@@ -183,9 +183,7 @@ class OutageSink:
         self._lock = threading.Lock()
         sink = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
                 raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 now = time.monotonic()
@@ -201,26 +199,13 @@ class OutageSink:
                         body = strict_loads(raw)
                         sink.accepted.extend(s["span_id"] for s in body["spans"])
                 status, reply = (503, b"down for maintenance") if down else (200, b'{"ok":true}')
-                self.send_response(status)
-                self.send_header("Content-Length", str(len(reply)))
-                self.end_headers()
-                self.wfile.write(reply)
+                self.reply(status, body=reply)
 
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/ingest"
-        self.thread = threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self.thread.start()
+        self.http = HttpServer(Handler)
+        self.url = f"{self.http.url}/ingest"
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(5)
+        self.http.close()
 
 
 # -- 1. flush rides out an outage -----------------------------------------------------------------

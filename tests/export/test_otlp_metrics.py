@@ -35,6 +35,7 @@ from reporters import otlp, zipkin
 from tests.conftest import refused_port
 from tests.delivery.helpers import Outcomes
 from tests.export.receiver import OtlpReceiver, ZipkinReceiver, attributes
+from tests.support.servers import QuietHandler, ReceiverBase
 from tracer import installer
 from tracer.metrics import report
 
@@ -51,26 +52,22 @@ class Posted:
 
 
 @dataclass
-class MetricsReceiver:
+class MetricsReceiver(ReceiverBase):
     """``POST /v1/metrics`` (any path) on 127.0.0.1, decoded strictly; ``plan`` answers first."""
 
     plan: list[Answer] = field(default_factory=list)
     posted: list[Posted] = field(default_factory=list)
     errors: list[BaseException] = field(default_factory=list)
     changed: threading.Condition = field(default_factory=threading.Condition)
-    server: http.server.ThreadingHTTPServer | None = None
 
     @property
     def endpoint(self) -> str:
-        assert self.server is not None
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
+        return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> MetricsReceiver:
+    def handler(self) -> type[http.server.BaseHTTPRequestHandler]:
         receiver = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
                 raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 body = (
@@ -102,27 +99,9 @@ class MetricsReceiver:
                             )
                         receiver.changed.notify_all()
                 status, headers, reply = answer
-                self.send_response(status)
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(reply)))
-                self.end_headers()
-                self.wfile.write(reply)
+                self.reply(status, headers, reply)
 
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        ).start()
-        return self
-
-    def stop(self) -> None:
-        assert self.server is not None
-        self.server.shutdown()
-        self.server.server_close()
+        return Handler
 
     def wait(self, count: int, timeout: float = 15.0) -> list[Posted]:
         deadline = time.monotonic() + timeout
