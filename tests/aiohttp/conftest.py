@@ -8,11 +8,22 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 
 import tracer
 from tests.delivery.helpers import Certs
+from tracer.instrumentation import aiohttp_client, aiohttp_server
+from tracer.instrumentation.base import fast_path
+
+#: Whether this aiohttp takes tracer's private fast paths (else its public hooks: an aiohttp
+#: outside the verified range, or TRACER_PUBLIC_HOOKS=1).
+FAST = fast_path("aiohttp.server", aiohttp.__version__, *aiohttp_server.VERIFIED)
+assert FAST == fast_path("aiohttp.client", aiohttp.__version__, *aiohttp_client.VERIFIED)
+#: For what only the fast paths do: trace an application already serving, or a session made,
+#: before install(), and the low-level web.Server.
+fast_path_only = pytest.mark.skipif(not FAST, reason="aiohttp's public hooks do not cover it")
 
 Serve = Callable[[web.Application], Awaitable[str]]
 

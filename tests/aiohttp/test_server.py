@@ -12,7 +12,7 @@ from aiohttp import web, web_protocol, web_response
 import reporters
 import tracer
 from reporters.memory import MemoryReporter
-from tests.aiohttp.conftest import Serve, echo, echo_app
+from tests.aiohttp.conftest import FAST, Serve, echo, echo_app, fast_path_only
 from tests.conftest import assert_child_prints_ok
 from tracer import context
 from tracer.span import now_us
@@ -169,6 +169,8 @@ async def test_handler_exception_recorded_and_behaviour_unchanged(serve: Serve) 
     untraced_timeout = await get(f"{url}/timeout")
     reporter = reporters.create("memory")
     tracer.install(app_name="test-service", reporter=reporter, flush_interval=0.02)
+    # The same application, set up after install(): the public hooks trace only those.
+    url = await serve(echo_app())
     traced = await get(f"{url}/raise")
     traced_timeout = await get(f"{url}/timeout")
     assert untraced[0] == traced[0] == 500
@@ -188,6 +190,7 @@ async def test_handler_exception_recorded_and_behaviour_unchanged(serve: Serve) 
     assert spans["/timeout"]["error"]["type"] == "TimeoutError"
 
 
+@fast_path_only
 async def test_app_set_up_before_install_is_traced(serve: Serve) -> None:
     # The app, its runner and its server exist before tracer does.
     url = await serve(echo_app())
@@ -289,6 +292,7 @@ async def test_keep_alive_isolation(memory: MemoryReporter, serve: Serve) -> Non
     assert len(memory.find(kind="server")) == 30
 
 
+@fast_path_only
 async def test_low_level_server_is_traced(memory: MemoryReporter) -> None:
     async def handler(request: web.BaseRequest) -> web.Response:
         return web.Response(text=str(tracer.get_transaction_id()))
@@ -309,6 +313,7 @@ async def test_low_level_server_is_traced(memory: MemoryReporter) -> None:
     assert span["name"] == "GET /low" and span["http"]["status_code"] == 200
 
 
+@fast_path_only
 def test_uninstall_restores_the_original_objects() -> None:
     application = web.Application
     handle_request = web_protocol.RequestHandler.__dict__["_handle_request"]
@@ -323,6 +328,16 @@ def test_uninstall_restores_the_original_objects() -> None:
     assert web_response.StreamResponse.__dict__["_prepare_headers"] is prepare_headers
     assert web_protocol.RequestHandler.__dict__["handle_error"] is handle_error
     assert web.Application is application
+
+
+@pytest.mark.skipif(FAST, reason="the public hooks' objects")
+def test_uninstall_restores_the_public_hooks_objects() -> None:
+    pre_freeze = web.Application.__dict__["pre_freeze"]
+    tracer.install(app_name="s", reporter=reporters.create("memory"))
+    assert web.Application.__dict__["pre_freeze"] is not pre_freeze
+    tracer.uninstall()
+    assert web.Application.__dict__["pre_freeze"] is pre_freeze
+    assert not web.Application().middlewares
 
 
 def test_aiohttp_imported_after_install_is_traced() -> None:

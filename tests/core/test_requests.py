@@ -13,6 +13,14 @@ import reporters
 import tracer
 from reporters.memory import MemoryReporter
 from tests.conftest import Server, assert_child_prints_ok, refused_port
+from tracer.instrumentation import requests as requests_instrumentation
+from tracer.instrumentation.base import fast_path
+
+#: Whether this requests takes tracer's fast path (else its public hooks: a requests outside the
+#: verified range, or TRACER_PUBLIC_HOOKS=1).
+FAST = fast_path("requests", requests.__version__, *requests_instrumentation.VERIFIED)
+#: For the header block, which only the fast path writes.
+fast_path_only = pytest.mark.skipif(not FAST, reason="requests' public hooks do not write it")
 
 
 def test_headers_on_the_wire_and_client_span(memory: MemoryReporter, server: Server) -> None:
@@ -333,18 +341,19 @@ def test_no_propagation_formats_send_no_headers(server: Server) -> None:
     assert len(reporter.wait_for(2)) == 2
 
 
+@fast_path_only
 @pytest.mark.parametrize("http2", [False, True])
 def test_propagation_headers_bypass_http_clients_putheader(
     memory: MemoryReporter, server: Server, monkeypatch: pytest.MonkeyPatch, http2: bool
 ) -> None:
     import http.client
 
-    import urllib3.http2
-
     if http2:
+        # urllib3 2 and later: 1.26 has no HTTP/2 connections to inject.
+        urllib3_http2 = pytest.importorskip("urllib3.http2")
         # What urllib3.http2.inject_into_urllib3() leaves behind (it needs the h2 package):
         # its connections write headers their own way, so they must get them one by one.
-        monkeypatch.setattr(urllib3.http2, "orig_HTTPSConnection", object(), raising=False)
+        monkeypatch.setattr(urllib3_http2, "orig_HTTPSConnection", object(), raising=False)
     # What requests would put through putheader one by one goes into the header block at once.
     names: list[str] = []
     putheader = http.client.HTTPConnection.putheader
@@ -365,6 +374,7 @@ def test_propagation_headers_bypass_http_clients_putheader(
         assert not set(TRACE_HEADERS) & set(names)
 
 
+@fast_path_only
 def test_a_connection_writing_its_own_headers_makes_tracer_use_request_headers(
     memory: MemoryReporter,
     server: Server,

@@ -20,20 +20,50 @@ stays the very same class.
 * The response headers (``x-parent``, ..., see ``Runtime.response_headers``) are added in
   ``StreamResponse._prepare_headers``, the step every response (plain, streamed, file,
   WebSocket, error page) takes before its headers are written.
+
+Those three methods, ``request._message`` and ``_transport_sslcontext`` are aiohttp's internals,
+so they are patched only on the versions verified with them (:data:`VERIFIED`). On any other
+version, or with ``TRACER_PUBLIC_HOOKS=1``, the same span comes from public hooks: a middleware
+(SR, the span current while the handler runs, handler errors) and an ``on_response_prepare``
+handler (status, response headers, SS) that ``Application.pre_freeze`` adds to every application
+before it starts serving. Applications already serving at ``install()`` and the low-level
+``web.Server`` are not traced then.
 """
 
 from __future__ import annotations
 
+import contextvars
 import sys
 import time
 import types
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tracer import safety
 from tracer.context import current
-from tracer.instrumentation.base import Instrumentation
+from tracer.instrumentation.base import Instrumentation, fast_path
+from tracer.propagation import header_map
 from tracer.span import SERVER, Span
+
+if TYPE_CHECKING:
+    from tracer.runtime import Runtime
+
+#: The aiohttp versions the fast path was verified with: lowest, and the first one not verified.
+VERIFIED = ((3, 8, 2), (3, 15))
+
+# Public hooks: the span the middleware left to on_response_prepare to finish (its response was
+# returned unprepared, or the handler raised and aiohttp sends an error page).
+_awaiting: contextvars.ContextVar[Span | None] = contextvars.ContextVar(
+    "tracer_aiohttp_awaiting", default=None
+)
+
+
+def _case_insensitive_keys() -> bool:
+    """Whether ``CIMultiDict.keys() & names`` ignores case (multidict 6 and later): only then
+    can one set check on the raw headers tell that no trace header came."""
+    from multidict import CIMultiDict
+
+    return bool(CIMultiDict([("Request-Id", "")]).keys() & {"request-id"})
 
 
 def _server_span() -> Span | None:
@@ -47,7 +77,7 @@ def _server_span() -> Span | None:
 
 def _route_name(span: Span, request: Any, names: dict[Any, str]) -> None:
     """Name the span after the matched route's canonical form (``GET /users/{id}``)."""
-    match_info = getattr(request, "_match_info", None)
+    match_info = getattr(request, "_match_info", None) or getattr(request, "match_info", None)
     route = getattr(match_info, "route", None)
     if route is None:
         return
@@ -71,12 +101,34 @@ class AiohttpServerInstrumentation(Instrumentation):
     name = "aiohttp.server"
     # The server half of aiohttp: a client-only application never imports it, and is not made to.
     module = "aiohttp.web_protocol"
+    #: Whether the private fast path is used (decided at install).
+    fast = True
+
+    def install(self, runtime: Runtime) -> None:
+        """Decide between the fast path and the public hooks, then install as usual."""
+        from importlib import metadata
+
+        try:
+            version = metadata.version("aiohttp")
+        except metadata.PackageNotFoundError:
+            version = ""
+        self.fast = fast_path(self.name, version, *VERIFIED)
+        # The public hooks wait for aiohttp.web_app: aiohttp.web_protocol is imported half-way
+        # through it, before its Application exists.
+        self.module = "aiohttp.web_protocol" if self.fast else "aiohttp.web_app"
+        super().install(runtime)
 
     def _install(self, module: types.ModuleType) -> None:
         from aiohttp import web_protocol, web_response
 
         runtime = self.runtime
         assert runtime is not None
+        ci_keys = _case_insensitive_keys()
+        if not fast_path(
+            self.name, str(getattr(sys.modules["aiohttp"], "__version__", "")), *VERIFIED
+        ):
+            self._install_public(runtime, ci_keys)
+            return
         plain_response = web_response.Response
         start_span = runtime.server_span
         response_headers = runtime.response_headers
@@ -99,7 +151,10 @@ class AiohttpServerInstrumentation(Instrumentation):
                     except AttributeError:
                         method, target = request.method, request.raw_path
                         headers, scheme = request.headers, request.scheme
-                    span = start_span(method, target, headers, scheme, True)
+                    if ci_keys:
+                        span = start_span(method, target, headers, scheme, True)
+                    else:
+                        span = start_span(method, target, header_map(headers.items()), scheme)
                 except Exception as exc:
                     span = None
                     safety.internal_error("aiohttp.server.start", exc)
@@ -176,3 +231,100 @@ class AiohttpServerInstrumentation(Instrumentation):
         self.replace(web_protocol.RequestHandler, "_handle_request", make_handle_request)
         self.replace(web_protocol.RequestHandler, "handle_error", make_handle_error)
         self.replace(web_response.StreamResponse, "_prepare_headers", make_prepare_headers)
+
+    def _install_public(self, runtime: Runtime, ci_keys: bool) -> None:
+        """The same spans through a middleware and ``on_response_prepare`` (see the module
+        docstring)."""
+        from aiohttp import web_exceptions
+
+        route_names: dict[Any, str] = {}
+        http_exception = web_exceptions.HTTPException
+
+        async def middleware(request: Any, handler: Callable[..., Any]) -> Any:
+            outer = _server_span()
+            if outer is not None and not outer.finished:
+                # A sub-application's copy of the middleware: the root's span serves.
+                return await handler(request)
+            try:
+                headers = request.headers
+                if not ci_keys:
+                    headers = header_map(headers.items())
+                span = runtime.server_span(
+                    request.method, request.raw_path, headers, request.scheme, ci_keys
+                )
+            except Exception as exc:
+                span = None
+                safety.internal_error("aiohttp.server.start", exc)
+            if span is None:
+                return await handler(request)
+            # Left set after the handler: on_response_prepare, later in this request's task,
+            # finds the span through it.
+            current.set(span)
+            try:
+                response = await handler(request)
+            except http_exception:
+                _awaiting.set(span)
+                raise
+            except Exception as exc:
+                # aiohttp answers with an error page (500, or 504 for a timeout) after this.
+                try:
+                    span.record_exception(exc)
+                except Exception as inner:
+                    safety.internal_error("aiohttp.server.error", inner)
+                _awaiting.set(span)
+                raise
+            except BaseException as exc:
+                # The client went away: nothing more will be sent.
+                try:
+                    if span.error is None:
+                        span.record_exception(exc)
+                    _route_name(span, request, route_names)
+                    span.finish()
+                except Exception as inner:
+                    safety.internal_error("aiohttp.server.finish", inner)
+                raise
+            try:
+                _route_name(span, request, route_names)
+                if getattr(response, "prepared", False):
+                    # Streamed by the handler (a WebSocket too), whose writing is done.
+                    if span.status_code is None:
+                        span.status_code = int(response.status)
+                    span.finish()
+                else:
+                    _awaiting.set(span)
+            except Exception as exc:
+                safety.internal_error("aiohttp.server.finish", exc)
+            return response
+
+        middleware.__middleware_version__ = 1  # type: ignore[attr-defined]
+
+        async def on_prepare(request: Any, response: Any) -> None:
+            span = _server_span()
+            if span is None or span.finished:
+                return
+            try:
+                span.status_code = int(response.status)
+                runtime.response_headers(span, response.headers)
+                if _awaiting.get() is span:
+                    # Returned or raised by the handler, prepared now: its whole body goes out
+                    # with these headers, so this is SS and the span's end.
+                    span.sent_us = time.time_ns() // 1000
+                    _route_name(span, request, route_names)
+                    span.finish()
+            except Exception as exc:
+                safety.internal_error("aiohttp.server.headers", exc)
+
+        def pre_freeze(
+            wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kw: dict[str, Any]
+        ) -> Any:
+            try:
+                if not instance.pre_frozen and middleware not in instance.middlewares:
+                    instance.middlewares.insert(0, middleware)
+                    instance.on_response_prepare.append(on_prepare)
+            except Exception as exc:
+                safety.internal_error("aiohttp.server.install", exc)
+            return wrapped(*args, **kw)
+
+        from aiohttp import web_app
+
+        self.wrap(web_app.Application, "pre_freeze", pre_freeze)

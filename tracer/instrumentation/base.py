@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import pkgutil
 import sys
 import types
@@ -39,6 +40,43 @@ if TYPE_CHECKING:
     from tracer.runtime import Runtime
 
 log = logging.getLogger("tracer")
+
+#: Whether an instrumentation may take its private fast path (a library's internals, on the
+#: versions it was verified with); read at each install. Off, or with ``TRACER_PUBLIC_HOOKS=1``
+#: in the environment, every instrumentation uses the library's public hooks only, as it does on
+#: versions outside the verified range: a troubleshooting switch.
+fast_paths = True
+
+
+def version_tuple(text: str) -> tuple[int, ...]:
+    """``"3.8.2"`` -> ``(3, 8, 2)``; a part that is not a number (``"0rc1"``) ends it."""
+    out: list[int] = []
+    for part in text.split(".")[:3]:
+        digits = ""
+        for char in part:
+            if not char.isdigit():
+                break
+            digits += char
+        if not digits:
+            break
+        out.append(int(digits))
+        if len(digits) != len(part):
+            break
+    return tuple(out)
+
+
+def fast_path(name: str, version: str, lowest: tuple[int, ...], below: tuple[int, ...]) -> bool:
+    """Whether ``name``'s private fast path may be used with the library at ``version``: the
+    switch :data:`fast_paths` is on and ``lowest <= version < below``, the range it was verified
+    with. Outside it the public hooks are used (logged at debug level)."""
+    public = os.environ.get("TRACER_PUBLIC_HOOKS", "").strip().lower()
+    if not fast_paths or public not in ("", "0", "false", "no", "off"):
+        log.debug("tracer: %s uses public hooks (TRACER_PUBLIC_HOOKS)", name)
+        return False
+    if lowest <= version_tuple(version) < below:
+        return True
+    log.debug("tracer: %s %s is outside the verified range; it uses public hooks", name, version)
+    return False
 
 
 class Instrumentation:

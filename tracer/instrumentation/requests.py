@@ -14,6 +14,11 @@ What is recorded, per call (each redirect hop is a call of its own):
   re-raised unchanged.
 
 A caller's own ``request-id`` header on a call made outside any trace starts the trace with it.
+
+``Session.send`` and ``request.headers`` are requests' public surface; reading ``headers._store``
+and the header block of :mod:`~tracer.instrumentation.requests_headers` are not, so they are used
+only on the versions they were verified with (:data:`VERIFIED`). On any other version, or with
+``TRACER_PUBLIC_HOOKS=1``, the headers go in ``request.headers`` and are read with ``.get``.
 """
 
 from __future__ import annotations
@@ -25,8 +30,12 @@ from typing import Any
 from tracer import safety
 from tracer.context import suppress
 from tracer.instrumentation import requests_headers
-from tracer.instrumentation.base import Instrumentation
+from tracer.instrumentation.base import Instrumentation, fast_path
 from tracer.propagation import Getter
+from tracer.span import Span
+
+#: The requests versions the fast path was verified with: lowest, and the first one not verified.
+VERIFIED = ((2, 25, 0), (2, 35))
 
 
 def _getter(headers: Any, store: dict[str, Any] | None) -> Getter:
@@ -47,6 +56,11 @@ def _getter(headers: Any, store: dict[str, Any] | None) -> Getter:
     return lookup
 
 
+def _no_store(headers: Any, case_insensitive: type) -> None:
+    """The public path's :func:`requests_headers.store`: headers are read with ``.get``."""
+    return None
+
+
 class RequestsInstrumentation(Instrumentation):
     name = "requests"
     module = "requests"
@@ -59,8 +73,26 @@ class RequestsInstrumentation(Instrumentation):
             module.exceptions.Timeout,
         )
         case_insensitive = module.structures.CaseInsensitiveDict
-        store_of = requests_headers.store
-        send_with_headers = requests_headers.install(self, module, runtime)
+        if fast_path(self.name, str(getattr(module, "__version__", "")), *VERIFIED):
+            store_of = requests_headers.store
+            send_with_headers = requests_headers.install(self, module, runtime)
+        else:
+            store_of = _no_store
+
+            def send_with_headers(
+                span: Span,
+                session: Any,
+                request: Any,
+                store: dict[str, Any] | None,
+                wrapped: Callable[..., Any],
+                args: tuple[Any, ...],
+                kw: dict[str, Any],
+            ) -> Any:
+                try:
+                    runtime.inject(span, request.headers)
+                except Exception as exc:
+                    safety.internal_error("requests.start", exc)
+                return wrapped(*args, **kw)
 
         def send(
             wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kw: dict[str, Any]
