@@ -12,7 +12,9 @@ from __future__ import annotations
 import atexit
 import json
 import logging
+import os
 import random
+import signal
 import sqlite3
 import string
 import sys
@@ -253,13 +255,38 @@ def oversize(a: dict[str, Any]) -> None:
     emit(stats=stats, spool=spool_pending(a["spool_path"]))
 
 
+def exit_flush_waiting() -> bool:
+    """Whether the main thread is waiting inside tracer's exit (``Pipeline.stop``): the flush
+    that exit makes waits on a condition, and nothing else in stop() waits that way."""
+    main = threading.main_thread().ident
+    frame = sys._current_frames().get(main) if main is not None else None
+    innermost = frame
+    in_stop = False
+    while frame is not None:
+        code = frame.f_code
+        if code.co_name == "stop" and code.co_filename.endswith(
+            os.path.join("delivery", "pipeline.py")
+        ):
+            in_stop = True
+        frame = frame.f_back
+    return (
+        in_stop
+        and innermost is not None
+        and innermost.f_code.co_name == "wait"
+        and innermost.f_code.co_filename == threading.__file__
+    )
+
+
 def double_sigint(a: dict[str, Any]) -> None:
     """Spans to a Logstash that never answers; the parent interrupts twice, the second time in
-    the middle of the exit flush."""
+    the middle of the exit flush (``flushing`` says when that is)."""
+    # As in a terminal: a parent started with SIGINT ignored (a background job of a
+    # non-interactive shell, some CI runners) would hand that on, and Ctrl-C would do nothing.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     tracer.install(
         app_name="faults",
         reporter=logstash(a["port"], timeout=0.5),
-        exit_timeout=10.0,
+        exit_timeout=a.get("exit_timeout", 10.0),
         batch_size=100,
         spool_path=a["spool_path"],
     )
@@ -267,11 +294,17 @@ def double_sigint(a: dict[str, Any]) -> None:
     def exiting() -> None:
         emit(event="exiting")
 
+        def watch() -> None:
+            if wait_until(exit_flush_waiting, 120, step=0.01):
+                emit(event="flushing")
+
+        threading.Thread(target=watch, name="flush-watch", daemon=True).start()
+
     # Registered after tracer's own handler, so it runs before it (atexit runs last-in first).
     atexit.register(exiting)
     ids = make_spans(a["n"])
     emit(event="ready", stats=tracer.stats(), ids=ids)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         time.sleep(0.05)
 

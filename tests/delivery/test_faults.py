@@ -33,6 +33,7 @@ import tracer
 from reporters.memory import MemoryReporter
 from tests.conftest import refused_port, subprocess_env
 from tests.support.servers import HttpServer, QuietHandler
+from tests.support.waiting import DEADLINE
 from tracer.delivery.spool import Spool
 
 from .faults_child import LOG_MARKER
@@ -400,18 +401,19 @@ def unanswered_port() -> Iterator[int]:
 
 def test_second_sigint_during_exit_flush_loses_nothing(tmp_path: Path) -> None:
     """SIGINT ends the main thread and the exit flush starts (Logstash never answers: each
-    attempt takes the reporter's 0.5 s timeout); a second SIGINT a second into that flush. Every
+    attempt takes the reporter's 0.5 s timeout); a second SIGINT while that flush waits. Every
     span still ends up in the spool."""
     spool_path = tmp_path / "sigint.sqlite"
     with unanswered_port() as port:
         with Child("double_sigint", port=port, spool_path=str(spool_path), n=2000) as child:
-            ready = child.read(timeout=30)
+            ready = child.read(timeout=DEADLINE)
             assert ready["event"] == "ready"
             child.proc.send_signal(signal.SIGINT)
-            assert child.read(timeout=15)["event"] == "exiting"
-            time.sleep(1.0)
+            assert child.read(timeout=DEADLINE)["event"] == "exiting"
+            # The child says when its main thread waits in the exit flush: no guess at when.
+            assert child.read(timeout=DEADLINE)["event"] == "flushing"
             child.proc.send_signal(signal.SIGINT)
-            code = child.wait(30)
+            code = child.wait(DEADLINE)
         assert code is not None, f"the child hung at exit; stderr:\n{child.stderr[-4000:]}"
     created = ready["stats"]["created"]
     assert created == 2000
