@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from tracer import ids, propagation, safety
+from tracer import freethreading, ids, propagation, safety
 from tracer.config import Config
 from tracer.context import current
 from tracer.delivery import Pipeline
@@ -151,10 +151,10 @@ class Runtime:
         self._targets: dict[str, tuple[str, str, str]] = {}
         # Scheme -> Host header -> cleaned "scheme://host" prefix (see server_span).
         self._prefixes: dict[str, dict[str | None, str]] = {"http": {}, "https": {}}
-        # Counted without a lock (a lost increment under contention is acceptable), so that
+        # Counted without a lock where the GIL keeps it exact (see freethreading), so that
         # nothing here can be held across fork().
         self._invalid: Counter[str] = Counter()
-        propagation.set_invalid_counter(self._count_invalid)
+        propagation.set_invalid_counter(freethreading.serialized(self._count_invalid))
 
     def _count_invalid(self, header: str) -> None:
         self._invalid[header] += 1
@@ -181,8 +181,15 @@ class Runtime:
     def _set_processors(self, processors: tuple[Any, ...]) -> None:
         self.processors = processors
         chain = self.chain
-        chain.on_start = chained(processors, "on_start")
-        chain.on_end = chained(processors, "on_end") or _nothing
+        on_start = chained(processors, "on_start")
+        on_end = chained(processors, "on_end") or _nothing
+        if freethreading.locks_needed():
+            # Without the GIL, one lock keeps the processors' counters exact (see freethreading).
+            lock = freethreading.make_lock()
+            on_start = None if on_start is None else freethreading.serialized(on_start, lock)
+            on_end = freethreading.serialized(on_end, lock)
+        chain.on_start = on_start
+        chain.on_end = on_end
 
     def close(self) -> None:
         """Spans of this runtime that end from now on go nowhere (uninstall): a request still

@@ -28,6 +28,7 @@ import time
 import weakref
 from collections.abc import Callable
 
+from tracer import freethreading
 from tracer.ids import sample_point
 from tracer.span import LocalTrace, Span, SpanProcessor
 
@@ -68,6 +69,9 @@ class Sampler:
         self.clock = clock
         self._count = 0
         self._lock = threading.Lock()
+        if freethreading.locks_needed():
+            # _count is exact only with the GIL (see freethreading).
+            self.decide = freethreading.serialized(self.decide)  # type: ignore[method-assign]
         self._start = clock()
         self._next = self._start + collect_interval
         _with_locks.add(self)
@@ -149,6 +153,10 @@ class Collector(SpanProcessor):
         self.unsampled_dropped = 0
         self.forced_kept = 0
         self.forced_rate_limited = 0
+        if freethreading.locks_needed():
+            # Also called outside the processor chain (response headers); its counters are
+            # exact only with the GIL (see freethreading).
+            self.force = freethreading.serialized(self.force)  # type: ignore[method-assign]
 
     def failed(self, span: Span) -> bool:
         """Does ``span`` make its trace worth keeping: an error, an error status, or too slow?"""
