@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 import threading
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -19,7 +19,7 @@ from tracer import freethreading, installer
 class CountingLock:
     """A lock that counts how often it was taken."""
 
-    made: list[CountingLock] = []
+    made: ClassVar[list[CountingLock]] = []
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
