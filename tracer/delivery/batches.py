@@ -1,10 +1,11 @@
-"""A batch of span records, live or held compressed (as JSON, by the reporters' encoder).
+"""A batch of records of one kind, live or held compressed (as JSON, by the reporters' encoder).
 
-A report batch (metrics, memory) is a batch too, so it takes the same retry, spool and replay
-as spans: its records are one dict, ``{"metrics": {...}}``, whose keys go into the data the
-reporter receives in place of ``"spans"``. It counts no spans (``count`` 0); the ledger counts it
-as a report through its :class:`ReportSettled` flag. Held or spooled, a span batch is a JSON
-array and a report a JSON object, so a batch read back from the spool knows what it is.
+``Batch.kind`` says what a batch carries: ``"spans"`` (a list of span records) or a report
+(``"metrics"``, ``"memory"``), whose one record is ``{kind: {...}}`` and goes into the data the
+reporter receives in place of ``"spans"``. The kind is set where the batch is made and travels
+with it, into the spool and back (:mod:`~tracer.delivery.spooler`); nothing is told from the
+shape of its JSON. Every kind takes the same retry, spool and replay, and the ledger counts a
+span batch by its spans and a report batch as one (:attr:`Batch.units`).
 """
 
 from __future__ import annotations
@@ -14,8 +15,16 @@ import time
 import zlib
 from typing import Any
 
-from tracer.delivery.ledger import ReportSettled, Settled
+from tracer.delivery.ledger import SPANS, Settled
+
+__all__ = ["KINDS", "LIVE_RECORD_BYTES", "MEMORY", "METRICS", "PROFILE", "SPANS", "Batch"]
 from tracer.encoding import encode_json
+
+METRICS = "metrics"
+MEMORY = "memory"
+PROFILE = "profile"
+# Every kind a batch may have; a kind read from the spool that is not one of them is corrupt.
+KINDS = frozenset((SPANS, METRICS, MEMORY, PROFILE))
 
 # What a record kept as a dict is counted as against max_queue_bytes (see benchmarks/README.md).
 LIVE_RECORD_BYTES = 2048
@@ -25,7 +34,8 @@ class Batch:
     """Records waiting for delivery: live dicts, or held as compressed JSON.
 
     ``spool_id`` is set for a batch taken from the spool, ``ours`` tells whether this process
-    made it. ``settled`` is set once, when the ledger counted where the batch went.
+    made it. ``settled`` is set once, when the ledger counted where the batch went. ``count`` is
+    the spans it holds (0 for a report).
     """
 
     __slots__ = (
@@ -34,25 +44,30 @@ class Batch:
         "born",
         "count",
         "counted",
+        "kind",
         "ours",
         "records",
         "settled",
         "spool_id",
+        "storing",
     )
 
     @classmethod
     def report(cls, kind: str, body: dict[str, Any]) -> Batch:
         """A report batch: ``body`` (``{kind: {...}}``) goes into the reporter's data as is."""
-        batch = cls([body], None, 0)
-        batch.settled = ReportSettled(kind)
-        return batch
+        return cls([body], None, 0, kind)
 
     def __init__(
-        self, records: list[dict[str, Any]] | None, blob: bytes | None, count: int
+        self,
+        records: list[dict[str, Any]] | None,
+        blob: bytes | None,
+        count: int,
+        kind: str = SPANS,
     ) -> None:
         self.records = records
         self.blob = blob
         self.count = count
+        self.kind = kind
         self.spool_id: int | None = None
         self.ours = True
         self.born = time.monotonic()
@@ -60,6 +75,8 @@ class Batch:
         self.counted = 0
         self.attempts = 0
         self.settled = Settled()
+        # Set while (and once) the spooler writes it: see Spooler.store.
+        self.storing = False
 
     @property
     def size(self) -> int:
@@ -67,17 +84,22 @@ class Batch:
             return len(self.blob)
         return LIVE_RECORD_BYTES * self.count
 
+    @property
+    def is_report(self) -> bool:
+        return self.kind != SPANS
+
+    @property
+    def units(self) -> int:
+        """What the ledger counts for this batch: its spans, or one report."""
+        return self.count if self.kind == SPANS else 1
+
     def hold(self) -> None:
         """Serialise and compress the records (they are waiting, so memory matters more)."""
         records = self.records
         if records is not None:
-            value = records[0] if self.is_report else records
+            value = records if self.kind == SPANS else records[0]
             self.blob = zlib.compress(encode_json(value), 1)
             self.records = None
-
-    @property
-    def is_report(self) -> bool:
-        return isinstance(self.settled, ReportSettled)
 
     def spans(self) -> list[dict[str, Any]]:
         """The records: span dicts, or a report's one body dict (see the module)."""
@@ -86,13 +108,8 @@ class Batch:
             return records
         assert self.blob is not None
         loaded = json.loads(zlib.decompress(self.blob))
-        if isinstance(loaded, dict):
-            # A report read back from the spool: it is counted as one, of its kind.
-            if not self.is_report:
-                flag = ReportSettled(next(iter(loaded), "report"))
-                flag.done = self.settled.done
-                self.settled = flag
+        if self.kind == SPANS and isinstance(loaded, list):
+            return loaded
+        if self.kind != SPANS and isinstance(loaded, dict):
             return [loaded]
-        if not isinstance(loaded, list):
-            raise ValueError(f"a held batch is {type(loaded).__name__}, not a list of spans")
-        return loaded
+        raise ValueError(f"a held {self.kind} batch is {type(loaded).__name__}")

@@ -21,7 +21,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 log = logging.getLogger("tracer")
 
@@ -38,145 +38,133 @@ class Settled:
         self.done = False
 
 
-class ReportSettled(Settled):
-    """The flag of a report batch (metrics, memory): the ledger counts it as one report of its
-    kind, apart from the spans."""
+class Settles(Protocol):
+    """What the ledger reads of a batch it settles (see :class:`~tracer.delivery.batches.Batch`)."""
 
-    __slots__ = ("kind",)
+    @property
+    def settled(self) -> Settled: ...
 
-    def __init__(self, kind: str) -> None:
-        super().__init__()
-        self.kind = kind
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def units(self) -> int: ...
 
 
-# What is counted per kind of report.
-REPORT_COUNTS = ("created", "delivered", "dropped", "spooled", "replayed", "replay_dropped")
+# The kind of a span batch; every other kind (metrics, memory) is a report.
+SPANS = "spans"
 
 
 class Ledger:
-    """The pipeline's counters, changed only through these methods, under one lock."""
+    """The pipeline's counters, changed only through these methods, under one lock.
+
+    Every kind of batch (``spans``, ``metrics``, ``memory``) is counted by the same code, in a
+    counter of its own: ``taken``, ``in_flight``, ``delivered``, ``spooled``, ``replayed``,
+    ``replay_dropped`` and ``dropped:<reason>``. A span batch counts its spans, a report batch
+    counts one. stats() shows the spans' counts at the top and the others under ``reports``.
+    """
 
     def __init__(self, queued: Callable[[], int]) -> None:
         # The queue's length, read without a lock: request threads append to it lock-free.
         self._queued = queued
         self.lock = threading.Lock()
-        self.taken = 0
-        self.delivered = 0
-        self.spooled = 0
-        self.replayed = 0
-        self.replay_dropped = 0
-        self.dropped: Counter[str] = Counter()
+        self.kinds: dict[str, Counter[str]] = {SPANS: Counter()}
         self.partial_rejected = 0
-        # Spans taken from the queue and not yet delivered, dropped or spooled.
-        self.in_flight = 0
-        # Report batches (metrics, memory) by kind: REPORT_COUNTS, and the drops by reason.
-        self.reports: dict[str, Counter[str]] = {}
         self._last_log = 0.0
+
+    def _counts(self, kind: str) -> Counter[str]:
+        counts = self.kinds.get(kind)
+        if counts is None:
+            counts = self.kinds[kind] = Counter()
+        return counts
 
     # -- the door ----------------------------------------------------------------------------
 
     def refuse(self, reason: str, count: int) -> None:
         """Spans that never entered the queue (full, or the span could not be frozen)."""
         with self.lock:
-            self.dropped[reason] += count
+            self.kinds[SPANS]["dropped:" + reason] += count
 
     def take(self, count: int) -> None:
         """Spans taken from the queue; they are in flight until settled."""
         with self.lock:
-            self.taken += count
-            self.in_flight += count
+            counts = self.kinds[SPANS]
+            counts["taken"] += count
+            counts["in_flight"] += count
 
     def drop_taken(self, reason: str, count: int) -> None:
         """Taken spans that never made it into a batch (their record could not be built)."""
         with self.lock:
-            self.in_flight -= count
-            self.dropped[reason] += count
+            counts = self.kinds[SPANS]
+            counts["in_flight"] -= count
+            counts["dropped:" + reason] += count
 
     def report_created(self, kind: str) -> None:
         """A report batch (``metrics``, ``memory``) entered the pipeline."""
         with self.lock:
-            self._report(kind)["created"] += 1
+            counts = self._counts(kind)
+            counts["taken"] += 1
+            counts["in_flight"] += 1
 
-    def _report(self, kind: str) -> Counter[str]:
-        counts = self.reports.get(kind)
-        if counts is None:
-            counts = self.reports[kind] = Counter()
-        return counts
+    # -- one batch of this process's live records ----------------------------------------------
 
-    def _settle_report(
-        self, flag: ReportSettled, outcome: str, reason: str, spooled: bool, ours: bool = True
-    ) -> None:
-        counts = self._report(flag.kind)
-        if spooled:
-            if not ours:
-                counts["replayed" if outcome == "delivered" else "replay_dropped"] += 1
-                return
-            counts["spooled"] -= 1
-        counts[outcome if outcome in ("delivered", "spooled") else "dropped"] += 1
-        if outcome not in ("delivered", "spooled"):
-            counts[f"dropped:{reason}"] += 1
-
-    # -- one batch of this process's live spans ------------------------------------------------
-
-    def settle_live(self, flag: Settled, outcome: str, count: int, reason: str = "") -> bool:
+    def settle_live(self, batch: Settles, outcome: str, reason: str = "") -> bool:
         """A live batch left the pipeline: ``delivered``, ``dropped`` (with ``reason``) or
         ``spooled``. False (and nothing counted) when the batch was settled before."""
         with self.lock:
+            flag = batch.settled
             if flag.done:
                 return False
             flag.done = True
-            if isinstance(flag, ReportSettled):
-                self._settle_report(flag, outcome, reason, False)
-                return True
-            self.in_flight -= count
-            if outcome == "delivered":
-                self.delivered += count
-            elif outcome == "spooled":
-                self.spooled += count
+            counts = self._counts(batch.kind)
+            units = batch.units
+            counts["in_flight"] -= units
+            if outcome in ("delivered", "spooled"):
+                counts[outcome] += units
             else:
-                self.dropped[reason] += count
+                counts["dropped:" + reason] += units
             return True
 
     # -- batches that were in the spool --------------------------------------------------------
 
-    def settle_spooled(
-        self, flag: Settled, outcome: str, count: int, ours: bool, reason: str = ""
-    ) -> bool:
+    def settle_spooled(self, batch: Settles, outcome: str, ours: bool, reason: str = "") -> bool:
         """A batch taken from the spool was ``delivered`` or ``dropped`` for good."""
         with self.lock:
+            flag = batch.settled
             if flag.done:
                 return False
             flag.done = True
-            if isinstance(flag, ReportSettled):
-                self._settle_report(flag, outcome, reason, True, ours)
-                return True
+            counts = self._counts(batch.kind)
+            units = batch.units
             if ours:
-                self.spooled -= count
+                counts["spooled"] -= units
                 if outcome == "delivered":
-                    self.delivered += count
+                    counts["delivered"] += units
                 else:
-                    self.dropped[reason] += count
+                    counts["dropped:" + reason] += units
             elif outcome == "delivered":
-                self.replayed += count
+                counts["replayed"] += units
             else:
-                self.replay_dropped += count
+                counts["replay_dropped"] += units
             return True
 
     def lost_from_spool(self, owned: int, other: int, reason: str) -> None:
         """Spooled spans deleted without delivery (evicted for room, a damaged file)."""
         with self.lock:
-            owned = min(owned, self.spooled)
-            self.spooled -= owned
+            counts = self.kinds[SPANS]
+            owned = min(owned, counts["spooled"])
+            counts["spooled"] -= owned
             if owned:
-                self.dropped[reason] += owned
-            self.replay_dropped += other
+                counts["dropped:" + reason] += owned
+            counts["replay_dropped"] += other
 
     def forget_spooled(self, reason: str) -> int:
         """Every span of ours in the spool is gone (the file was damaged): dropped, counted."""
         with self.lock:
-            lost, self.spooled = self.spooled, 0
+            counts = self.kinds[SPANS]
+            lost, counts["spooled"] = counts["spooled"], 0
             if lost:
-                self.dropped[reason] += lost
+                counts["dropped:" + reason] += lost
             return lost
 
     def partial(self, rejected: int) -> None:
@@ -188,46 +176,42 @@ class Ledger:
 
     def pending(self) -> int:
         with self.lock:
-            return self._queued() + self.in_flight
+            return self._queued() + self.kinds[SPANS]["in_flight"]
 
     def settled_total(self) -> tuple[int, int, int]:
         """``(created, delivered + dropped, spooled)``, read together: spans and reports."""
         with self.lock:
-            created = self._created_locked()
-            settled = self.delivered + sum(self.dropped.values())
-            spooled = self.spooled
-            for counts in self.reports.values():
-                created += counts["created"]
-                settled += counts["delivered"] + counts["dropped"]
+            created = self._queued()
+            settled = spooled = 0
+            for counts in self.kinds.values():
+                # Spans refused at the door were never taken: they are created and dropped.
+                created += counts["taken"] + counts["dropped:queue_full"]
+                created += counts["dropped:serialise_error"]
+                settled += counts["delivered"] + sum(_dropped(counts).values())
                 spooled += counts["spooled"]
             return created, settled, spooled
-
-    def _created_locked(self) -> int:
-        return (
-            self.taken
-            + self._queued()
-            + self.dropped.get("queue_full", 0)
-            + self.dropped.get("serialise_error", 0)
-        )
 
     def stats(self) -> dict[str, Any]:
         with self.lock:
             queued = self._queued()
-            dropped = dict(self.dropped)
+            counts = self.kinds[SPANS]
+            dropped = _dropped(counts)
             return {
-                "created": self.taken
+                "created": counts["taken"]
                 + queued
                 + dropped.get("queue_full", 0)
                 + dropped.get("serialise_error", 0),
-                "delivered": self.delivered,
-                "spooled": self.spooled,
+                "delivered": counts["delivered"],
+                "spooled": counts["spooled"],
                 "dropped": sum(dropped.values()),
                 "dropped_by_reason": dropped,
-                "pending": queued + self.in_flight,
-                "replayed": self.replayed,
-                "replay_dropped": self.replay_dropped,
+                "pending": queued + counts["in_flight"],
+                "replayed": counts["replayed"],
+                "replay_dropped": counts["replay_dropped"],
                 "partial_rejected": self.partial_rejected,
-                "reports": {kind: _report_stats(c) for kind, c in self.reports.items()},
+                "reports": {
+                    kind: _report_stats(c) for kind, c in self.kinds.items() if kind != SPANS
+                },
             }
 
     # -- trouble -------------------------------------------------------------------------------
@@ -250,12 +234,23 @@ class Ledger:
         )
 
 
+def _dropped(counts: Counter[str]) -> dict[str, int]:
+    """One kind's drops by reason (a Counter's missing key reads 0 and is not added)."""
+    return {key[8:]: n for key, n in counts.items() if key.startswith("dropped:")}
+
+
 def _report_stats(counts: Counter[str]) -> dict[str, Any]:
     """One kind's report counts; ``created == delivered + dropped + spooled + pending``."""
-    out: dict[str, Any] = {name: counts[name] for name in REPORT_COUNTS}
-    out["pending"] = out["created"] - out["delivered"] - out["dropped"] - out["spooled"]
-    out["dropped_by_reason"] = {
-        key.partition(":")[2]: n for key, n in counts.items() if key.startswith("dropped:")
+    dropped = _dropped(counts)
+    out: dict[str, Any] = {
+        "created": counts["taken"],
+        "delivered": counts["delivered"],
+        "dropped": sum(dropped.values()),
+        "spooled": counts["spooled"],
+        "replayed": counts["replayed"],
+        "replay_dropped": counts["replay_dropped"],
+        "pending": counts["in_flight"],
+        "dropped_by_reason": dropped,
     }
     return out
 

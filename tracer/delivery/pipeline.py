@@ -27,8 +27,9 @@ from typing import Any
 from tracer import context, safety
 from tracer.delivery.batcher import Batcher
 from tracer.delivery.batches import Batch
+from tracer.delivery.clock import REAL, Clock
 from tracer.delivery.ledger import Ledger
-from tracer.delivery.sender import Sender
+from tracer.delivery.sender import FlushRequest, Sender
 from tracer.delivery.spooler import Spooler
 from tracer.span import Frozen, Span
 
@@ -81,6 +82,7 @@ class Pipeline:
         exit_timeout: float = 5.0,
         spool_path: str | os.PathLike[str] | None = None,
         spool_max_bytes: int = 256 * 1024 * 1024,
+        clock: Clock = REAL,
     ) -> None:
         self.reporter = reporter
         self.service = service
@@ -95,6 +97,8 @@ class Pipeline:
         self.exit_timeout = exit_timeout
         self.spool_path = spool_path
         self.spool_max_bytes = spool_max_bytes
+        # What the sender and flush() read time from and wait with (a test may simulate it).
+        self.clock = clock
         self._reset_state()
 
     def _reset_state(self) -> None:
@@ -104,42 +108,40 @@ class Pipeline:
         self._token = secrets.token_bytes(8)
         self._queue: deque[Frozen] = deque()
         self._wake = threading.Event()
-        self._send_wake = threading.Event()
-        self._idle = threading.Condition()
         self._started = False
         self._stopped = False
         self.ledger = Ledger(self._queue.__len__)
         self.spooler = Spooler(self.spool_path, self.spool_max_bytes, self.ledger, self._token)
+        self.sender = Sender(
+            self.reporter,
+            self.ledger,
+            self.spooler,
+            batch_fields=self._batch_fields,
+            drain=self._drain,
+            send_timeout=self.send_timeout,
+            max_retries=self.max_retries,
+            max_backoff=self.max_backoff,
+            flush_interval=self.flush_interval,
+            max_queue_bytes=self.max_queue_bytes,
+            clock=self.clock,
+        )
         self.batcher = Batcher(
             self._queue,
             self._wake,
             self.ledger,
-            self.spooler,
+            self.sender,
             service=self.service,
             host=self.host,
             pid=self.pid,
             batch_size=self.batch_size,
             flush_interval=self.flush_interval,
-            max_queue_bytes=self.max_queue_bytes,
-            failing=lambda: self.sender.failing,
-            idle=self._idle,
-            sender_wake=self._send_wake,
-        )
-        self.sender = Sender(
-            self.reporter,
-            self.ledger,
-            self.batcher,
-            self.spooler,
-            batch_fields=self._batch_fields,
-            send_timeout=self.send_timeout,
-            max_retries=self.max_retries,
-            max_backoff=self.max_backoff,
-            flush_interval=self.flush_interval,
-            idle=self._idle,
-            wake=self._send_wake,
         )
         self._worker: threading.Thread | None = None
         self._sender: threading.Thread | None = None
+
+    def _drain(self) -> list[Batch]:
+        # At exit, on the sender's thread: the spans still queued, as batches.
+        return self.batcher.drain()
 
     def _batch_fields(self) -> dict[str, Any]:
         return {
@@ -173,11 +175,7 @@ class Pipeline:
         tracer's own threads, never the request path; never raises."""
         try:
             self.ledger.report_created(kind)
-            batch = Batch.report(kind, {kind: body})
-            if self.sender.failing:
-                batch.hold()
-            self.batcher.add(batch)
-            self._send_wake.set()
+            self.sender.submit(Batch.report(kind, {kind: body}))
         except Exception as exc:
             safety.internal_error("pipeline.report", exc)
 
@@ -217,71 +215,49 @@ class Pipeline:
         the spool before it returns, so ``stats()`` says ``spooled`` at once; while the reporter
         delivers (or its first send is still under way), it stays ``pending``.
         """
-        seconds = check_timeout(timeout, "flush")
-        return self._flush(time.monotonic() + seconds, exiting=False)
+        return self._flush(check_timeout(timeout, "flush"), exiting=False)
 
-    def _flush(self, deadline: float, exiting: bool) -> bool:
-        """Wait for the spans and reports of now until ``deadline`` (monotonic).
+    def _flush(self, seconds: float, exiting: bool) -> bool:
+        """Wait up to ``seconds`` (on the pipeline's clock) for the spans and reports of now.
 
-        At exit, spans already in the spool are waited for only while the reporter delivers:
-        they are safe there, and a failing reporter would only make exit wait its whole timeout
-        for a replay that cannot happen.
+        A :class:`FlushRequest` is handed to the sender, which answers it; the worker is asked
+        to cut what is queued into batches. Past the deadline the request is expired: while the
+        reporter fails, the sender moves what it waited for to the spool and then answers, and
+        that answer is waited for (briefly), so that what flush() answers and what stats()
+        shows agree when it returns.
         """
+        clock, sender = self.clock, self.sender
+        deadline = clock.monotonic() + seconds
         created, _, _ = self.ledger.settled_total()
-        sender = self.sender
-
-        def done() -> bool:
-            _, settled, spooled = self.ledger.settled_total()
-            if exiting:
-                return settled + spooled >= created and (spooled == 0 or sender.failing)
-            return settled >= created and spooled == 0
-
+        request = FlushRequest(created, exiting)
         if not self._running():
-            return done()
-        timed_out = False
-        self.batcher.flushing += 1
-        sender.flushes += 1
+            return sender.flush_done(request)
+        sender.flush(request)
+        self.batcher.cut()
+        answered = request.answered
         try:
-            with self._idle:
-                while not done():
-                    if not self._running():
-                        return False
-                    # Wakes the worker to cut a batch of what is queued; the sender is left to
-                    # its schedule (waking it would cut a backoff pause short).
-                    self._wake.set()
-                    left = deadline - time.monotonic()
+            while not answered.is_set():
+                if not self._running():
+                    return False
+                left = deadline - clock.monotonic()
+                if left <= 0:
+                    break
+                clock.wait(answered, min(left, 0.05))
+            if not answered.is_set() and sender.expire(request):
+                until = time.monotonic() + FLUSH_SPOOL_WAIT
+                while not answered.is_set() and self._running():
+                    left = until - time.monotonic()
                     if left <= 0:
-                        timed_out = True
                         break
-                    self._idle.wait(min(left, 0.05))
+                    answered.wait(min(left, 0.05))
         finally:
-            self.batcher.flushing -= 1
-            sender.flushes -= 1
-            # A batch kept in retries for this flush goes to the spool now, if it is still due.
-            self._send_wake.set()
-        if timed_out:
-            if not exiting:
-                self._spool_now()
+            # Whatever ended the wait (an answer, the deadline, a KeyboardInterrupt at exit).
+            sender.withdraw(request)
+        if not (answered.is_set() and request.result):
             return False
-        left = deadline - time.monotonic()
+        left = deadline - clock.monotonic()
         self._call_optional("flush", max(0.0, min(left, self.send_timeout)))
         return True
-
-    def _spool_now(self) -> None:
-        """After a flush timed out while the reporter fails: have the sender move the batches
-        waiting for it to the spool, and wait (briefly) until it did, so that what flush()
-        answers and what stats() shows agree when it returns."""
-        sender = self.sender
-        if not (sender.failing and self.spooler.enabled):
-            return
-        until = time.monotonic() + FLUSH_SPOOL_WAIT
-        with self._idle:
-            asked = sender.ask_spool()
-            while sender.spool_served < asked and self._running():
-                left = until - time.monotonic()
-                if left <= 0:
-                    return
-                self._idle.wait(min(left, 0.05))
 
     def stop(self, timeout: float | None = None) -> bool:
         """Exit: flush for up to ``timeout`` seconds (default ``exit_timeout``) less a reserve,
@@ -303,11 +279,10 @@ class Pipeline:
         spooled_before = self.ledger.stats()["spooled"]
         reserve = min(EXIT_RESERVE, seconds / 2)
         try:
-            self._flush(start + seconds - reserve, exiting=True)
+            self._flush(seconds - reserve, exiting=True)
         except KeyboardInterrupt:
             log.warning("tracer: interrupted while flushing at exit; spooling what is left")
-        self.batcher.stopping = True
-        self._wake.set()
+        self.batcher.stop()
         now = time.monotonic()
         end = start + seconds if math.isfinite(seconds) else now + reserve
         end = max(end, now + min(reserve, EXIT_MIN_WRITE), start + EXIT_MIN_WRITE)
@@ -411,7 +386,7 @@ class Pipeline:
 
     def stats(self) -> dict[str, Any]:
         out = self.ledger.stats()
-        out["held_bytes"] = self.batcher.held_bytes
+        out["held_bytes"] = self.sender.held_bytes
         return out
 
     @property

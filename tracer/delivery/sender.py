@@ -36,12 +36,12 @@ from collections.abc import Callable
 from typing import Any
 
 from tracer import context, safety
-from tracer.delivery.batcher import Batcher
-from tracer.delivery.batches import Batch
+from tracer.delivery.batches import SPANS, Batch
 from tracer.delivery.caller import Callers, Delivery, HungReporter
+from tracer.delivery.clock import REAL, Clock
 from tracer.delivery.ledger import Ledger, describe
 from tracer.delivery.spooler import Spooler
-from tracer.redaction import clean_text
+from tracer.encoding import clean_text
 
 log = logging.getLogger("tracer")
 
@@ -51,6 +51,14 @@ FIRST_BACKOFF = 0.05
 MAX_REPORT_RETRIES = 16
 # How much of an error's description goes into a log line.
 MAX_ERROR_TEXT = 600
+# A batch that finds this many batches already waiting is held compressed (records as dicts take
+# far more memory than compressed JSON); so is any batch that has waited a whole flush interval.
+# Not the batch that merely follows the one being sent: under load the sender is often only
+# waiting a moment for the GIL, and compressing (then decoding) every batch for such a wait
+# costs CPU for no memory worth saving.
+HOLD_AFTER = 2
+# While a flush waits, how often the sender looks at the ledger for its answer.
+FLUSH_POLL = 0.05
 
 OK = "ok"
 RETRY = "retry"
@@ -89,37 +97,67 @@ def outcome(error: object) -> tuple[str, float | None, str]:
     return RETRY, (seconds if math.isfinite(seconds) and seconds > 0 else None), text
 
 
+class FlushRequest:
+    """A flush waiting for the sender's answer: every span and report created before
+    ``created`` settled. The sender sets ``answered`` (with ``result``) once it is so; the
+    caller waits for that, and past its deadline calls :meth:`Sender.expire`.
+
+    At exit (``exiting``), records already in the spool are waited for only while the reporter
+    delivers: they are safe there, and a failing reporter would only make exit wait its whole
+    timeout for a replay that cannot happen.
+    """
+
+    __slots__ = ("answered", "created", "exiting", "result", "spool")
+
+    def __init__(self, created: int, exiting: bool) -> None:
+        self.created = created
+        self.exiting = exiting
+        self.answered = threading.Event()
+        self.result = False
+        # Set by expire() while the reporter fails: what the flush waited for goes to the spool
+        # before the (False) answer, so that stats() says "spooled" when the flush returns.
+        self.spool = False
+
+
 class Sender:
-    """Runs on the ``tracer-sender`` thread; see the module docstring."""
+    """Runs on the ``tracer-sender`` thread; owns the batches waiting to be sent (see the
+    module docstring). Other threads hand it batches (:meth:`submit`) and flush requests
+    (:meth:`flush`); nothing else of it is changed from outside."""
 
     def __init__(
         self,
         reporter: Any,
         ledger: Ledger,
-        batcher: Batcher,
         spooler: Spooler,
         *,
         batch_fields: Callable[[], dict[str, Any]],
+        drain: Callable[[], list[Batch]],
         send_timeout: float,
         max_retries: int,
         max_backoff: float,
         flush_interval: float,
-        idle: threading.Condition,
-        wake: threading.Event,
+        max_queue_bytes: int,
+        clock: Clock = REAL,
     ) -> None:
         self.reporter = reporter
         self.ledger = ledger
-        self.batcher = batcher
         self.spooler = spooler
         self.batch_fields = batch_fields
+        self.drain = drain
         self.send_timeout = send_timeout
         self.max_retries = max_retries
         self.max_backoff = max_backoff
         self.flush_interval = flush_interval
-        self.idle = idle
-        self.wake = wake
+        self.max_queue_bytes = max_queue_bytes
+        self.clock = clock
+        self.wake = threading.Event()
         self.callers = Callers(reporter)
-        self.flushes = 0
+        # The batches waiting to be sent, their held bytes and the flushes waiting for an
+        # answer: changed only under this lock.
+        self._lock = threading.Lock()
+        self._batches: deque[Batch] = deque()
+        self.held_bytes = 0
+        self._flushes: list[FlushRequest] = []
         self.exiting = False
         # Set when exit begins (before its last flush): no send is made on this thread then.
         self.stopping = False
@@ -137,14 +175,118 @@ class Sender:
         # report's trouble, not the reporter's.
         self.spans_ok = False
         self._report_warned = False
-        # Flushes that timed out while the reporter fails ask for what they waited for to go to
-        # the spool at once (see ask_spool); counted, so that each waits for its own turn.
-        self.spool_asked = 0
-        self.spool_served = 0
 
     @property
     def failing(self) -> bool:
         return self.failures > 0
+
+    # -- from other threads --------------------------------------------------------------------
+
+    def submit(self, batch: Batch) -> None:
+        """Queue a batch for sending (from the worker, or a report's thread); never blocks on a
+        send. It waits held compressed when others wait before it or the reporter fails."""
+        if self.failures or len(self._batches) >= HOLD_AFTER:
+            batch.hold()
+        self._add(batch)
+        self.wake.set()
+
+    def flush(self, request: FlushRequest) -> None:
+        """Have ``request`` answered once what it waits for settled."""
+        with self._lock:
+            self._flushes.append(request)
+        self.wake.set()
+
+    def withdraw(self, request: FlushRequest) -> None:
+        """The flush's caller stopped waiting: no answer is wanted any more."""
+        with self._lock:
+            if request in self._flushes:
+                self._flushes.remove(request)
+
+    def expire(self, request: FlushRequest) -> bool:
+        """From a flush whose deadline passed unanswered. While the reporter fails (and there is
+        a spool), the batches it waited for are moved to the spool before it is answered, a
+        send under way given up on, as at exit: True, the caller waits for that answer.
+        Otherwise it is withdrawn: False."""
+        with self._lock:
+            if request.answered.is_set():
+                return False
+            if request.exiting or not (self.failing and self.spooler.enabled):
+                if request in self._flushes:
+                    self._flushes.remove(request)
+                return False
+            request.spool = True
+            delivery = self.delivery
+        if delivery is not None:
+            delivery.cut_short(TimeoutError("flush timed out while the reporter fails"))
+        self.wake.set()
+        return True
+
+    def flush_done(self, request: FlushRequest) -> bool:
+        """Whether everything ``request`` waits for has settled (see :class:`FlushRequest`)."""
+        _, settled, spooled = self.ledger.settled_total()
+        if request.exiting:
+            return settled + spooled >= request.created and (spooled == 0 or self.failing)
+        return settled >= request.created and spooled == 0
+
+    def hold_stale(self) -> None:
+        """Compress the live batches that have waited a whole flush interval (on the worker's
+        thread, so that the sender's sends are not held back by it)."""
+        limit = time.monotonic() - self.flush_interval
+        with self._lock:
+            stale = [b for b in self._batches if b.records is not None and b.born < limit]
+        for batch in stale:
+            # The sender may take the batch meanwhile: it reads ``records`` or, once they are
+            # gone, the blob that hold() set first, so either way it sends the same records.
+            batch.hold()
+            with self._lock:
+                if batch in self._batches:
+                    self.held_bytes += batch.size - batch.counted
+                    batch.counted = batch.size
+
+    # -- the queue -----------------------------------------------------------------------------
+
+    def _add(self, batch: Batch) -> None:
+        """Append a batch; past the byte cap the oldest go to the spool."""
+        overflow: list[Batch] = []
+        with self._lock:
+            self._batches.append(batch)
+            batch.counted = batch.size
+            self.held_bytes += batch.counted
+            while self.held_bytes > self.max_queue_bytes and len(self._batches) > 1:
+                old = self._batches.popleft()
+                self.held_bytes -= old.counted
+                overflow.append(old)
+        if overflow:
+            self._overflow(overflow)
+
+    def _overflow(self, batches: list[Batch]) -> None:
+        """Batches past the memory cap: to the spool, or dropped (counted) when it cannot take
+        them now."""
+        if self.spooler.enabled:
+            batches = self.spooler.store(batches, "memory_cap")
+        for batch in batches:
+            self.ledger.settle_live(batch, "dropped", "memory_cap")
+        if batches:
+            self.ledger.trouble("dropping spans (memory_cap)")
+
+    def _next_live(self) -> Batch | None:
+        with self._lock:
+            if not self._batches:
+                return None
+            batch = self._batches.popleft()
+            self.held_bytes -= batch.counted
+            batch.counted = 0
+            return batch
+
+    def _take_waiting(self) -> list[Batch]:
+        """Every batch waiting here, oldest first."""
+        with self._lock:
+            out = list(self._batches)
+            self._batches.clear()
+            self.held_bytes = 0
+            for batch in out:
+                batch.counted = 0
+        return out
 
     # -- the thread ----------------------------------------------------------------------------
 
@@ -160,25 +302,23 @@ class Sender:
                 self.step()
             except BaseException as exc:
                 safety.internal_error("pipeline.sender", exc)
-            with self.idle:
-                self.idle.notify_all()
+            try:
+                self._answer_flushes()
+            except BaseException as exc:
+                safety.internal_error("pipeline.sender", exc)
         try:
             self.finish()
         except BaseException as exc:
             safety.internal_error("pipeline.exit", exc)
         finally:
             self.done.set()
-            with self.idle:
-                self.idle.notify_all()
 
     def step(self) -> None:
         """One attempt, or one wait: for the pause to end, or for something to send."""
         if self.exiting:
             return
-        if self.spool_served < self.spool_asked:
-            self._spool_now()
-            return
-        now = time.monotonic()
+        self._answer_flushes()
+        now = self.clock.monotonic()
         batch = self.current
         if now < self.next_attempt:
             if batch is not None and self._give_up(batch):
@@ -195,20 +335,56 @@ class Sender:
 
     def _next(self) -> Batch | None:
         retries = self.report_retries
-        if retries and time.monotonic() >= retries[0][0]:
+        if retries and self.clock.monotonic() >= retries[0][0]:
             return retries.popleft()[1]
         # Live batches and spooled ones take turns, so a replay never starves fresh spans and
         # steady traffic never starves the replay.
         if self._spool_turn:
-            batch = self.spooler.take() or self.batcher.next_batch()
+            batch = self.spooler.take() or self._next_live()
         else:
-            batch = self.batcher.next_batch() or self.spooler.take()
+            batch = self._next_live() or self.spooler.take()
         self._spool_turn = not self._spool_turn
         return batch
 
     def _wait(self, seconds: float) -> None:
-        self.wake.wait(seconds)
+        if self._flushes:
+            # A flush is answered once the ledger says so, and the worker changes it too.
+            seconds = min(seconds, FLUSH_POLL)
+        self.clock.wait(self.wake, seconds)
         self.wake.clear()
+
+    # -- flushes -------------------------------------------------------------------------------
+
+    def _answer_flushes(self) -> None:
+        with self._lock:
+            requests = list(self._flushes)
+        for request in requests:
+            if request.spool:
+                self._spool_now()
+                self._answer(request, False)
+            elif self.flush_done(request):
+                self._answer(request, True)
+
+    def _answer(self, request: FlushRequest, result: bool) -> None:
+        with self._lock:
+            if request not in self._flushes:
+                return
+            self._flushes.remove(request)
+            request.result = result
+            request.answered.set()
+
+    def _spool_asked(self) -> bool:
+        return any(request.spool for request in self._flushes)
+
+    def _spool_now(self) -> None:
+        """Every batch waiting here to the spool, on a flush's behalf: the current one and the
+        queued ones. Those the spool cannot take now stay in memory, pending."""
+        if self.failing and self.spooler.enabled:
+            if self.current is not None:
+                self._park(self.current)
+            for batch in self.spooler.store(self._take_waiting(), "flush_timeout"):
+                batch.hold()
+                self._add(batch)
 
     # -- one attempt ---------------------------------------------------------------------------
 
@@ -220,10 +396,10 @@ class Sender:
             self._settle(batch, "dropped", "corrupt")
             return
         data = self.batch_fields()
-        if batch.is_report:
-            data.update(records[0])
-        else:
+        if batch.kind == SPANS:
             data["spans"] = records
+        else:
+            data.update(records[0])
         del records
         hung = self.callers.hung()
         error: object
@@ -237,7 +413,7 @@ class Sender:
                 if self.exiting:
                     # begin_exit() may have looked for a delivery to close just before this one.
                     delivery(TimeoutError("exiting"))
-                elif self.spool_served < self.spool_asked and self.failing:
+                elif self.failing and self._spool_asked():
                     # A flush gave up just before this attempt: its batches go to the spool.
                     delivery(TimeoutError("flush timed out"))
                 else:
@@ -280,7 +456,7 @@ class Sender:
             delay = max(delay, min(retry_after, self.max_backoff))
         if hung:
             delay = self.max_backoff
-        self.next_attempt = time.monotonic() + delay
+        self.next_attempt = self.clock.monotonic() + delay
         self.ledger.trouble(f"reporter failing ({text})")
         if hung or self._give_up(batch):
             self._park(batch)
@@ -313,7 +489,7 @@ class Sender:
             self._settle_aside(oldest, "dropped", "reporter_error")
         batch.hold()
         delay = min(self.max_backoff, FIRST_BACKOFF * 2 ** min(batch.attempts, 30))
-        due = time.monotonic() + delay
+        due = self.clock.monotonic() + delay
         # Kept in order of their due times, which are never earlier than the last one's.
         if self.report_retries:
             due = max(due, self.report_retries[-1][0])
@@ -335,7 +511,8 @@ class Sender:
         """Whether a failing batch goes to the spool now rather than being tried again."""
         if self.exiting or batch.spool_id is not None:
             return True
-        if self.flushes:
+        if self._flushes:
+            # While a flush waits, a batch is retried on its schedule until the flush's timeout.
             return False
         return batch.attempts > self.max_retries or self.failures > self.max_retries + 1
 
@@ -352,50 +529,22 @@ class Sender:
             return
         if self.spooler.store([batch], "reporter_error"):
             if self.exiting:
-                self.ledger.settle_live(batch.settled, "dropped", batch.count, "spool_unavailable")
+                self.ledger.settle_live(batch, "dropped", "spool_unavailable")
             else:
                 batch.hold()
-                self.batcher.add(batch)
+                self._add(batch)
 
     def _settle_aside(self, batch: Batch, where: str, reason: str = "") -> None:
         """Settle a batch that is not the current one."""
         if batch.spool_id is None:
-            self.ledger.settle_live(batch.settled, where, batch.count, reason)
+            self.ledger.settle_live(batch, where, reason)
             return
-        self.ledger.settle_spooled(batch.settled, where, batch.count, batch.ours, reason)
+        self.ledger.settle_spooled(batch, where, batch.ours, reason)
         self.spooler.ack(batch)
 
     def _settle(self, batch: Batch, where: str, reason: str = "") -> None:
         self.current = None
         self._settle_aside(batch, where, reason)
-
-    # -- a flush that timed out ----------------------------------------------------------------
-
-    def ask_spool(self) -> int:
-        """From a flush that timed out while the reporter fails (called under ``idle``): have
-        the batches it waited for moved to the spool now; returns the number to wait for in
-        ``spool_served``. A send under way is given up on, as at exit."""
-        self.spool_asked += 1
-        asked = self.spool_asked
-        delivery = self.delivery
-        if delivery is not None:
-            delivery.cut_short(TimeoutError("flush timed out while the reporter fails"))
-        self.wake.set()
-        return asked
-
-    def _spool_now(self) -> None:
-        """Every batch waiting here to the spool, on the flush's behalf: the current one and
-        those the worker made. Those the spool cannot take now stay in memory, pending."""
-        asked = self.spool_asked
-        try:
-            if self.failing and self.spooler.enabled:
-                if self.current is not None:
-                    self._park(self.current)
-                for batch in self.spooler.store(self.batcher.take_waiting(), "flush_timeout"):
-                    batch.hold()
-                    self.batcher.add(batch)
-        finally:
-            self.spool_served = asked
 
     # -- exit ----------------------------------------------------------------------------------
 
@@ -416,7 +565,8 @@ class Sender:
             self.current = None
         while self.report_retries:
             batches.append(self.report_retries.popleft()[1])
-        batches.extend(self.batcher.drain())
+        batches.extend(self._take_waiting())
+        batches.extend(self.drain())
         live = []
         for batch in batches:
             if batch.spool_id is not None:
@@ -429,6 +579,6 @@ class Sender:
         else:
             reason = "exit"
         for batch in live:
-            self.ledger.settle_live(batch.settled, "dropped", batch.count, reason)
+            self.ledger.settle_live(batch, "dropped", reason)
         self.callers.close()
         self.spooler.close()

@@ -19,10 +19,11 @@ import logging
 import os
 import threading
 import time
+import zlib
 from typing import TYPE_CHECKING
 
 from tracer import safety
-from tracer.delivery.batches import Batch
+from tracer.delivery.batches import KINDS, SPANS, Batch
 from tracer.delivery.ledger import Ledger
 from tracer.delivery.spool import (
     BUSY_TIMEOUT_SECONDS,
@@ -42,6 +43,42 @@ RETRY_FIRST = 1.0
 RETRY_MAX = 30.0
 # How often the spool is looked at for rows that other processes stored meanwhile.
 RECHECK = 10.0
+# A row's payload is the process token, then TAG, the batch's kind, TAG, then the compressed
+# records. A zlib stream never starts with a zero byte, so a row without the tag (written
+# before rows carried their kind) is told apart from one with it.
+TAG = b"\x00"
+
+
+def payload(token: bytes, batch: Batch) -> bytes:
+    """The spool row of a held batch: who stored it, its kind, its records."""
+    assert batch.blob is not None
+    return token + TAG + batch.kind.encode("ascii") + TAG + batch.blob
+
+
+def unpack(payload: bytes, token_size: int) -> tuple[str, bytes]:
+    """``(kind, blob)`` of a spool row's payload (after the token); a row without a kind,
+    from a version of tracer that did not store it, gets the kind its first key says."""
+    rest = payload[token_size:]
+    if rest[:1] == TAG:
+        kind, sep, blob = rest[1:].partition(TAG)
+        name = kind.decode("ascii", "replace")
+        if not sep or name not in KINDS:
+            raise ValueError(f"a spool row of unknown kind {name[:20]!r}")
+        return name, blob
+    return _untagged_kind(rest), rest
+
+
+def _untagged_kind(blob: bytes) -> str:
+    # Such a row held a JSON array of spans, or a report's object {"<kind>": {...}}.
+    try:
+        head = zlib.decompressobj().decompress(blob, 32)
+    except zlib.error:
+        return SPANS
+    if head[:2] == b'{"':
+        name = head[2:].partition(b'"')[0].decode("ascii", "replace")
+        if name in KINDS and name != SPANS:
+            return name
+    return SPANS
 
 
 class Spooler:
@@ -56,6 +93,7 @@ class Spooler:
         self.token = token
         self.spool: Spool | None = None
         self._lock = threading.Lock()
+        self._claims = threading.Lock()
         self._unavailable_until = 0.0
         self._pause = RETRY_FIRST
         self._warned: set[str] = set()
@@ -79,27 +117,27 @@ class Spooler:
         """Put live batches in the spool and count them; returns those that could not be
         stored now (spool unavailable). A batch the spool refuses (larger than the room it can
         make) is dropped, counted as ``spool_full``."""
+        batches = self._claim(batches)
         if not batches:
             return []
         spool = self._ready()
         if spool is None:
-            return batches
+            return self._unclaim(batches)
         payloads: list[tuple[bytes, int]] = []
         for batch in batches:
             batch.hold()
-            assert batch.blob is not None
-            payloads.append((self.token + batch.blob, batch.count))
+            payloads.append((payload(self.token, batch), batch.count))
         try:
             results = spool.put_many(payloads, self.token)
         except SpoolError as exc:
             self._failed(exc, "store")
-            return batches
+            return self._unclaim(batches)
         ledger = self.ledger
         for batch, result in zip(batches, results, strict=True):
             if result.stored:
-                ledger.settle_live(batch.settled, "spooled", batch.count)
+                ledger.settle_live(batch, "spooled")
             else:
-                ledger.settle_live(batch.settled, "dropped", batch.count, "spool_full")
+                ledger.settle_live(batch, "dropped", "spool_full")
             if result.evicted:
                 ledger.lost_from_spool(
                     result.evicted_owned, result.evicted - result.evicted_owned, "spool_full"
@@ -109,6 +147,21 @@ class Spooler:
             # At exit one line says what was spooled, and where (Pipeline.stop).
             ledger.trouble(f"spooling undelivered spans ({reason})")
         return []
+
+    def _claim(self, batches: list[Batch]) -> list[Batch]:
+        """The batches no other store() has taken or counted: a batch is written to the spool
+        once at most, whichever threads (sender, worker, exit) hand it here."""
+        with self._claims:
+            fresh = [b for b in batches if not b.storing and not b.settled.done]
+            for batch in fresh:
+                batch.storing = True
+        return fresh
+
+    def _unclaim(self, batches: list[Batch]) -> list[Batch]:
+        with self._claims:
+            for batch in batches:
+                batch.storing = False
+        return batches
 
     # -- replay --------------------------------------------------------------------------------
 
@@ -135,10 +188,15 @@ class Spooler:
             self._maybe_rows = False
             return None
         self._maybe_rows = True
-        row_id, payload, count = rows[0]
-        batch = Batch(None, payload[len(self.token) :], count)
+        row_id, data, count = rows[0]
+        try:
+            kind, blob = unpack(data, len(self.token))
+        except ValueError:
+            # Sent as it is, it fails to decode and is dropped as corrupt, counted.
+            kind, blob = SPANS, b""
+        batch = Batch(None, blob, count, kind)
         batch.spool_id = row_id
-        batch.ours = payload[: len(self.token)] == self.token
+        batch.ours = data[: len(self.token)] == self.token
         return batch
 
     def ack(self, batch: Batch) -> None:
