@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from tracer.runtime import Runtime
 
 #: The aiohttp versions the fast path was verified with: lowest, and the first one not verified.
-VERIFIED = ((3, 8, 2), (3, 15))
+VERIFIED = ((3, 8, 3), (3, 15))
 
 
 class AiohttpClientInstrumentation(Instrumentation):

@@ -49,7 +49,7 @@ if TYPE_CHECKING:
     from tracer.runtime import Runtime
 
 #: The aiohttp versions the fast path was verified with: lowest, and the first one not verified.
-VERIFIED = ((3, 8, 2), (3, 15))
+VERIFIED = ((3, 8, 3), (3, 15))
 
 # Public hooks: the span the middleware left to on_response_prepare to finish (its response was
 # returned unprepared, or the handler raised and aiohttp sends an error page).
@@ -75,9 +75,8 @@ def _server_span() -> Span | None:
     return root if root is not None and root.kind == SERVER and not root.finished else None
 
 
-def _route_name(span: Span, request: Any, names: dict[Any, str]) -> None:
+def _route_name(span: Span, match_info: Any, names: dict[Any, str]) -> None:
     """Name the span after the matched route's canonical form (``GET /users/{id}``)."""
-    match_info = getattr(request, "_match_info", None) or getattr(request, "match_info", None)
     route = getattr(match_info, "route", None)
     if route is None:
         return
@@ -170,7 +169,7 @@ class AiohttpServerInstrumentation(Instrumentation):
                         # E.g. the client went away, or the error page could not be sent.
                         if span.error is None:
                             span.record_exception(exc)
-                        _route_name(span, request, route_names)
+                        _route_name(span, getattr(request, "_match_info", None), route_names)
                         span.finish()
                     except Exception as inner:
                         safety.internal_error("aiohttp.server.finish", inner)
@@ -178,7 +177,7 @@ class AiohttpServerInstrumentation(Instrumentation):
                 finally:
                     current.reset(token)
                 try:
-                    _route_name(span, request, route_names)
+                    _route_name(span, getattr(request, "_match_info", None), route_names)
                     if span.status_code is None:
                         response = result[0] if isinstance(result, tuple) else result
                         span.status_code = int(response.status)
@@ -278,13 +277,13 @@ class AiohttpServerInstrumentation(Instrumentation):
                 try:
                     if span.error is None:
                         span.record_exception(exc)
-                    _route_name(span, request, route_names)
+                    _route_name(span, request.match_info, route_names)
                     span.finish()
                 except Exception as inner:
                     safety.internal_error("aiohttp.server.finish", inner)
                 raise
             try:
-                _route_name(span, request, route_names)
+                _route_name(span, request.match_info, route_names)
                 if getattr(response, "prepared", False):
                     # Streamed by the handler (a WebSocket too), whose writing is done.
                     if span.status_code is None:
@@ -309,7 +308,7 @@ class AiohttpServerInstrumentation(Instrumentation):
                     # Returned or raised by the handler, prepared now: its whole body goes out
                     # with these headers, so this is SS and the span's end.
                     span.sent_us = time.time_ns() // 1000
-                    _route_name(span, request, route_names)
+                    _route_name(span, request.match_info, route_names)
                     span.finish()
             except Exception as exc:
                 safety.internal_error("aiohttp.server.headers", exc)
