@@ -13,7 +13,8 @@ and stops it; a second process gets the warm-up only. The difference of the two 
 totals, divided by ``--requests``, is the cost of one request with start-up, warm-up, exit and
 the final flush of spans left out, and the pipeline's per-span work (records, delivery) left in.
 
-The two clients (``requests``, ``aiohttp-client``; variants untraced, tracer, otel) are counted
+The two clients (``requests``, ``aiohttp-client``; variants untraced, tracer, otel, and
+tracer-inject and tracer-public, described at CLIENT_VARIANTS) are counted
 the same way: the client process runs under callgrind and makes its calls, one at a time, to the
 client rows' upstream server in a process of its own, then flushes its spans to the discarding
 sink, so each tracer's export work is counted too.
@@ -46,7 +47,10 @@ from benchmarks.run import FULL, Context, Sizes, child_env, parse_result, servic
 from benchmarks.worker import CLIENT_CALLS
 
 VARIANTS = ("untraced", "patched", "spans", "tracer", "metrics", "memory")
-CLIENT_VARIANTS = ("untraced", "tracer", "otel")
+# tracer-inject: tracer with the requests propagation headers put in request.headers (the
+# header block of tracer.instrumentation.requests_headers switched off); tracer-public: tracer
+# with TRACER_PUBLIC_HOOKS=1, the public hooks every instrumentation falls back to.
+CLIENT_VARIANTS = ("untraced", "tracer", "otel", "tracer-inject", "tracer-public")
 _TOTAL = re.compile(r"^(?:summary|totals):\s+(\d+)", re.MULTILINE)
 _BODY = b"Hello, world"
 
@@ -182,7 +186,13 @@ def count_client(kind: str, variant: str, calls: int, url: str, workdir: str) ->
 
 def client_calls(kind: str, variant: str, url: str, calls: int) -> dict[str, int]:
     """In the process under callgrind: the calls, then a flush; what succeeded and was exported."""
-    setup = make_setup(variant, [kind])
+    if variant == "tracer-public":
+        os.environ["TRACER_PUBLIC_HOOKS"] = "1"
+    setup = make_setup(variant if variant in ("untraced", "otel") else "tracer", [kind])
+    if variant == "tracer-inject":
+        from tracer.instrumentation import requests_headers
+
+        requests_headers.direct = False
     with CLIENT_CALLS[kind](url) as call:
         ok = call(calls, True)
     setup.flush()
