@@ -162,6 +162,9 @@ class Sender:
         # Set when exit begins (before its last flush): no send is made on this thread then.
         self.stopping = False
         self.done = threading.Event()
+        # finish() runs once, whichever thread calls it first.
+        self._finish_lock = threading.Lock()
+        self._finished = False
         self.failures = 0
         self.next_attempt = 0.0
         self.current: Batch | None = None
@@ -374,7 +377,8 @@ class Sender:
             request.answered.set()
 
     def _spool_asked(self) -> bool:
-        return any(request.spool for request in self._flushes)
+        with self._lock:
+            return any(request.spool for request in self._flushes)
 
     def _spool_now(self) -> None:
         """Every batch waiting here to the spool, on a flush's behalf: the current one and the
@@ -558,7 +562,13 @@ class Sender:
 
     def finish(self) -> None:
         """On the way out: every batch still here, and the queue's spans, to the spool (or
-        counted dropped when there is none, or it cannot take them in time)."""
+        counted dropped when there is none, or it cannot take them in time). Once only: a
+        second call (the exit's thread, while the sender's still runs it) does nothing, so no
+        batch is stored twice."""
+        with self._finish_lock:
+            if self._finished:
+                return
+            self._finished = True
         batches: list[Batch] = []
         if self.current is not None:
             batches.append(self.current)
