@@ -28,7 +28,9 @@ class AioServer:
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
         self.runner: web.AppRunner | None = None
-        self.port = asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(30)
+        self.port = asyncio.run_coroutine_threadsafe(
+            self._start(self.middlewares, handler), self.loop
+        ).result(30)
         self.url = f"http://127.0.0.1:{self.port}"
 
     def app(self) -> web.Application:
@@ -36,7 +38,9 @@ class AioServer:
         app.router.add_route("*", "/{tail:.*}", self.handler)
         return app
 
-    async def _start(self) -> int:
+    async def _start(self, middlewares: list[Any], handler: Handler) -> int:
+        # A subclass may serve an application of its own by overriding this (with these
+        # arguments) or, more simply, app().
         self.runner = web.AppRunner(self.app())
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", 0)
