@@ -16,7 +16,6 @@ import dataclasses
 import difflib
 import importlib
 import inspect
-import itertools
 import json
 import logging
 import os
@@ -25,60 +24,80 @@ import stat
 import sys
 import traceback
 import types
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from tracer import options as options_module
+from tracer.options import (
+    _GENERATED,
+    BY_NAME,
+    FALSE_WORDS,
+    TABLE,
+    TRUE_WORDS,
+    ConfigError,
+    check_instrument,
+    env_bool,
+    variables,
+)
+
+__all__ = [
+    "FALSE_WORDS",
+    "FILE_NAME",
+    "OPTIONS",
+    "TRUE_WORDS",
+    "Config",
+    "ConfigError",
+    "EntryPoint",
+    "load",
+    "template",
+]
 
 FILE_NAME = "trace.config.py"
 
 log = logging.getLogger("tracer")
 
 
-class ConfigError(ValueError):
-    """The configuration is wrong; the message names where (file or variable) and the key."""
-
-
 @dataclass(frozen=True)
 class Config:
-    """Every option, with its default. See trace.config.example.py for what each one does."""
+    """Every option, with its default: the fields come from the table of
+    :mod:`tracer.options`, which says what each one does (so does trace.config.example.py)."""
 
+    # BEGIN options (written by `python -m tracer.options --write` from its table)
     app_name: str = ""
     reporter: Any = None
     ignore_headers: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-    ignore_hosts: tuple[str, ...] = ()
     ignore_paths: tuple[str, ...] = ()
+    ignore_hosts: tuple[str, ...] = ()
     log_correlation: bool = False
     propagation: tuple[str, ...] = ("trace", "tracecontext", "b3")
-    sample_rate: float | None = None
-    sample_size: int = 60
-    collect_interval: float = 120.0
-    slow_threshold_ms: float | None = None
-    error_status: int = 500
-    max_forced_per_second: float = 100.0
     redact_headers: tuple[str, ...] = ()
     redact_query_keys: tuple[str, ...] = ()
     record_headers: bool = False
     instrument: tuple[str, ...] | None = None
+    sample_rate: float | None = None
+    sample_size: int = 60
+    collect_interval: float = 120.0
+    error_status: int = 500
+    slow_threshold_ms: float | None = None
+    max_forced_per_second: float = 100.0
     batch_size: int = 1000
     flush_interval: float = 1.0
     max_queue: int = 100_000
     send_timeout: float = 10.0
     exit_timeout: float = 5.0
-    max_queue_bytes: int = 64 * 1024 * 1024
-    max_backoff: float = 5.0
+    max_queue_bytes: int = 67_108_864
     max_retries: int = 5
+    max_backoff: float = 5.0
     spool: bool = True
     spool_path: str | None = None
-    spool_max_bytes: int = 256 * 1024 * 1024
+    spool_max_bytes: int = 268_435_456
     handle_sigterm: bool = True
-    # Metrics (tracer.metrics): request, runtime and tracer-health metrics.
     metrics: bool = True
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
     metrics_interval: float | None = 60.0
-    # A directory shared by the processes of a pre-forking server (None: this process alone).
-    metrics_dir: str | None = None
     metrics_buckets: tuple[float, ...] = (
         0.005,
         0.01,
@@ -95,7 +114,7 @@ class Config:
         7.5,
         10.0,
     )
-    # Memory (tracer.memory): memwatch-style events and heap snapshots.
+    metrics_dir: str | None = None
     memory_watch: bool = True
     memory_interval: float = 60.0
     leak_observations: int = 5
@@ -107,28 +126,37 @@ class Config:
     heap_snapshot_max_files: int = 5
     heap_snapshot_dir: str | None = None
     disabled: bool = False
+    # END options
     source: str = "defaults"
 
 
-OPTIONS = frozenset(f.name for f in dataclasses.fields(Config) if f.name != "source")
+def _stale_fields() -> str | None:
+    """What differs between the fields above and the option table, if anything. They are
+    written by ``python -m tracer.options --write``; an option added to the table without
+    regenerating them makes :func:`load` fail at once (not at import: the generator imports
+    this module)."""
+    names = [f.name for f in dataclasses.fields(Config) if f.name != "source"]
+    if names != [option.name for option in TABLE]:
+        return f"tracer.config.Config's fields are not the option table's; run {_GENERATED}"
+    for option in TABLE:
+        if getattr(Config, option.name, {}) != option.default:
+            return f"Config.{option.name}'s default is not the option table's; run {_GENERATED}"
+    return None
 
 
-# The spellings a boolean variable takes (any case); anything else is refused, so that a typo
-# such as TRACE_DISABLED=ture cannot silently mean "no".
-TRUE_WORDS = ("1", "true", "yes", "on")
-FALSE_WORDS = ("0", "false", "no", "off")
+_STALE = _stale_fields()
 
+OPTIONS = frozenset(BY_NAME)
+# The options read from ``TRACE_<OPTION>`` (every one but the reporter, whose variables are
+# TRACE_REPORTER_TYPE and TRACE_REPORTER_CONFIG).
+ENV_OPTIONS = tuple(
+    option.name for option in TABLE if option.env == (f"TRACE_{option.name.upper()}",)
+)
 
-def _env_bool(variable: str, raw: str) -> bool:
-    lowered = raw.strip().lower()
-    if lowered in TRUE_WORDS:
-        return True
-    if lowered in FALSE_WORDS:
-        return False
-    raise ConfigError(
-        f"{variable}: must be one of {', '.join(TRUE_WORDS)} (true) or {', '.join(FALSE_WORDS)}"
-        f" (false), in any case; got {raw!r}"
-    )
+# The old private spellings of what tracer.options now holds.
+_env_bool = env_bool
+_str_tuple = options_module._str_tuple
+_number = options_module._number
 
 
 def _unknown(where: str, key: str) -> ConfigError:
@@ -185,105 +213,64 @@ def _line_in(where: str, exc: BaseException) -> int | None:
     return line
 
 
-def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
-    options: dict[str, Any] = {}
-    if env.get("TRACE_APP_NAME"):
-        options["app_name"] = _validate("TRACE_APP_NAME", "app_name", env["TRACE_APP_NAME"])
-    if env.get("TRACE_DISABLED", "").strip():
-        options["disabled"] = _env_bool("TRACE_DISABLED", env["TRACE_DISABLED"])
-    rate = env.get("TRACE_SAMPLE_RATE", "").strip()
-    if rate:
-        try:
-            value = float(rate)
-        except ValueError:
-            raise ConfigError(
-                f"TRACE_SAMPLE_RATE: must be a number from 0 to 1, got {rate!r}"
-            ) from None
-        options["sample_rate"] = _validate("TRACE_SAMPLE_RATE", "sample_rate", value)
-    for key in ENV_OPTIONS:
-        variable = f"TRACE_{key.upper()}"
-        raw = env.get(variable, "").strip()
-        if raw:
-            options[key] = _validate(variable, key, _env_value(variable, key, raw))
+def _from_env(env: Mapping[str, str]) -> dict[str, tuple[str, Any]]:
+    """The options the environment sets: key -> (the variable, the checked value)."""
+    found: dict[str, tuple[str, Any]] = {}
+    for option in TABLE:
+        if option.name == "reporter":
+            continue
+        variable = option.variable
+        raw = env.get(variable, "")
+        if not raw.strip():
+            # Blank is unset, except where blanks are a value to refuse (TRACE_APP_NAME="  ").
+            if not (raw and option.blank_is_value):
+                continue
+        else:
+            raw = raw.strip()
+        found[option.name] = (variable, option.validate(variable, option.from_text(variable, raw)))
+    reporter = _reporter_from_env(env)
+    if reporter is not None:
+        found["reporter"] = ("TRACE_REPORTER_TYPE", reporter)
+    return found
+
+
+def _reporter_from_env(env: Mapping[str, str]) -> Any:
+    """The reporter TRACE_REPORTER_TYPE and TRACE_REPORTER_CONFIG make, or None."""
     rtype = env.get("TRACE_REPORTER_TYPE", "").strip()
     rconf = env.get("TRACE_REPORTER_CONFIG", "").strip()
     if rconf and not rtype:
         raise ConfigError("TRACE_REPORTER_CONFIG is set but TRACE_REPORTER_TYPE is not")
-    if rtype:
-        reporter_options: Any = {}
-        if rconf:
-            try:
-                reporter_options = json.loads(rconf)
-            except json.JSONDecodeError as exc:
-                raise ConfigError(
-                    f"TRACE_REPORTER_CONFIG: invalid JSON at line {exc.lineno} column {exc.colno}:"
-                    f" {exc.msg}"
-                ) from exc
-            except RecursionError:
-                raise ConfigError(
-                    "TRACE_REPORTER_CONFIG: the JSON is nested too deeply; it must be a JSON"
-                    " object of reporter options"
-                ) from None
-            except ValueError as exc:
-                # Valid JSON Python cannot hold, such as an integer of thousands of digits.
-                raise ConfigError(f"TRACE_REPORTER_CONFIG: unusable JSON: {exc}") from None
-            if not isinstance(reporter_options, dict):
-                raise ConfigError("TRACE_REPORTER_CONFIG: must be a JSON object of options")
-        options["reporter"] = _create_reporter(rtype, reporter_options, env)
-    return options
+    if not rtype:
+        return None
+    reporter_options: Any = {}
+    if rconf:
+        try:
+            reporter_options = json.loads(rconf)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(
+                f"TRACE_REPORTER_CONFIG: invalid JSON at line {exc.lineno} column {exc.colno}:"
+                f" {exc.msg}"
+            ) from exc
+        except RecursionError:
+            raise ConfigError(
+                "TRACE_REPORTER_CONFIG: the JSON is nested too deeply; it must be a JSON"
+                " object of reporter options"
+            ) from None
+        except ValueError as exc:
+            # Valid JSON Python cannot hold, such as an integer of thousands of digits.
+            raise ConfigError(f"TRACE_REPORTER_CONFIG: unusable JSON: {exc}") from None
+        if not isinstance(reporter_options, dict):
+            raise ConfigError("TRACE_REPORTER_CONFIG: must be a JSON object of options")
+    return _create_reporter(rtype, reporter_options, env)
 
 
-# Options that are read from ``TRACE_<OPTION>`` (``TRACE_METRICS_PORT=9464``) as well.
-ENV_OPTIONS = (
-    "metrics",
-    "metrics_port",
-    "metrics_host",
-    "metrics_interval",
-    "metrics_buckets",
-    "metrics_dir",
-    "memory_watch",
-    "memory_interval",
-    "leak_observations",
-    "leak_window",
-    "heap_snapshot_signal",
-    "heap_snapshot_signal_interval",
-    "heap_snapshot_on_leak",
-    "heap_snapshot_min_interval",
-    "heap_snapshot_max_files",
-    "heap_snapshot_dir",
-)
-# Options a variable may set to None with "none" (or "off").
-_NULLABLE = frozenset(
-    (
-        "metrics_port",
-        "metrics_interval",
-        "metrics_dir",
-        "heap_snapshot_signal",
-        "heap_snapshot_dir",
-    )
-)
-
-
-# The TRACE_* variables read outside the options above (TRACE_SPOOL_DIR by the spool). A variable
-# read anywhere in tracer must be known here, or setting it draws the "not a tracer variable"
-# warning; tests/core/test_config.py checks every "TRACE_..." string in the code.
-_OTHER_VARIABLES = frozenset(
-    (
-        "TRACE_CONFIG_PATH",
-        "TRACE_APP_NAME",
-        "TRACE_DISABLED",
-        "TRACE_SAMPLE_RATE",
-        "TRACE_REPORTER_TYPE",
-        "TRACE_REPORTER_CONFIG",
-        "TRACE_SPOOL_DIR",
-    )
-)
 _warned_variables: set[str] = set()
 
 
 def known_variables() -> frozenset[str]:
-    """Every ``TRACE_*`` environment variable tracer reads."""
-    return _OTHER_VARIABLES | {f"TRACE_{key.upper()}" for key in ENV_OPTIONS}
+    """Every ``TRACE_*`` environment variable tracer reads (the options' and the others of
+    :data:`tracer.options.VARIABLES`)."""
+    return frozenset(name for name in variables() if name.startswith("TRACE_"))
 
 
 def _warn_unknown_variables(env: Mapping[str, str]) -> None:
@@ -295,15 +282,6 @@ def _warn_unknown_variables(env: Mapping[str, str]) -> None:
         if not name.startswith("TRACE_") or name in known or name in _warned_variables:
             continue
         _warned_variables.add(name)
-        key = name[6:].lower()
-        if key in OPTIONS:
-            log.warning(
-                "tracer: %s is ignored: the option %r has no variable; set it in %s or install()",
-                name,
-                key,
-                FILE_NAME,
-            )
-            continue
         # Compared without the prefix they all share, which would make every name look close.
         close = difflib.get_close_matches(name[6:], sorted(k[6:] for k in known), n=1)
         hint = (
@@ -312,30 +290,6 @@ def _warn_unknown_variables(env: Mapping[str, str]) -> None:
             else "tracer reads " + ", ".join(sorted(known))
         )
         log.warning("tracer: %s is not a tracer variable and is ignored (%s)", name, hint)
-
-
-def _env_value(variable: str, key: str, raw: str) -> Any:
-    """The Python value of an environment variable's text for ``key``; _validate checks it."""
-    if key in _NULLABLE and raw.lower() in ("none", "off", "null"):
-        return None
-    default = getattr(Config, key, None) if key != "metrics_buckets" else ()
-    if isinstance(default, bool):
-        return _env_bool(variable, raw)
-    if key == "metrics_buckets":
-        try:
-            return tuple(float(part) for part in raw.split(",") if part.strip())
-        except ValueError:
-            raise ConfigError(
-                f"{variable}: must be comma-separated numbers of seconds, got {raw!r}"
-            ) from None
-    if key in _NUMBERS:
-        kind = _NUMBERS[key][0]
-        try:
-            return kind(raw) if kind is int else float(raw)
-        except ValueError:
-            what = "a whole number" if kind is int else "a number"
-            raise ConfigError(f"{variable}: must be {what}, got {raw!r}") from None
-    return raw
 
 
 def _create_reporter(rtype: str, options: dict[str, Any], env: Mapping[str, str]) -> Any:
@@ -450,245 +404,13 @@ def _otel_service_name(env: Mapping[str, str]) -> tuple[str, str] | None:
         raise ConfigError(str(exc)) from None
 
 
-def _str_tuple(where: str, key: str, value: Any) -> tuple[str, ...]:
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, (list, tuple, set, frozenset)) or not all(
-        isinstance(v, str) for v in value
-    ):
-        raise ConfigError(f"{where}: option {key!r} must be a list of strings, got {value!r}")
-    return tuple(value)
-
-
-def _number(where: str, key: str, value: Any, kind: type, low: float, high: float) -> Any:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"{where}: option {key!r} must be a number, got {value!r}")
-    if kind is int and not isinstance(value, int):
-        raise ConfigError(f"{where}: option {key!r} must be a whole number, got {value!r}")
-    if not low <= value <= high:
-        raise ConfigError(f"{where}: option {key!r} must be between {low} and {high}, got {value}")
-    return kind(value)
-
-
-_NUMBERS: dict[str, tuple[type, float, float]] = {
-    "sample_size": (int, 1, 10**9),
-    "collect_interval": (float, 0.01, 86400),
-    "error_status": (int, 100, 599),
-    "max_forced_per_second": (float, 0.0, 10**9),
-    "batch_size": (int, 1, 100_000),
-    "flush_interval": (float, 0.001, 3600),
-    "max_queue": (int, 1, 10**9),
-    "send_timeout": (float, 0.001, 3600),
-    "exit_timeout": (float, 0.0, 3600),
-    "max_queue_bytes": (int, 1024, 2**40),
-    "max_backoff": (float, 0.0, 3600),
-    "max_retries": (int, 0, 1000),
-    "spool_max_bytes": (int, 4096, 2**44),
-    "metrics_port": (int, 0, 65535),
-    "metrics_interval": (float, 0.01, 86400),
-    "memory_interval": (float, 0.01, 86400),
-    "leak_observations": (int, 2, 1000),
-    "leak_window": (float, 0.0, 86400 * 7),
-    "heap_snapshot_signal_interval": (float, 0.0, 10**7),
-    "heap_snapshot_min_interval": (float, 0.0, 10**7),
-    "heap_snapshot_max_files": (int, 1, 10_000),
-}
-# Signals a snapshot must not take: uncatchable ones, and those the kernel sends for a fault in
-# the running code (handled in Python, the faulting instruction runs again, forever).
-_UNSAFE_SIGNALS = frozenset(
-    ("SIGKILL", "SIGSTOP", "SIGSEGV", "SIGBUS", "SIGFPE", "SIGILL", "SIGTRAP", "SIGSYS", "SIGABRT")
-)
-# Signals the system, a terminal or a supervisor sends in normal operation (a child ending, a
-# window resized, a timer, a closed pipe, a stop or reload request): each would pause the process
-# for a census, and the action the sender meant would be lost or delayed.
-_ROUTINE_SIGNALS = frozenset(
-    (
-        "SIGCHLD",
-        "SIGCLD",
-        "SIGINT",
-        "SIGTERM",
-        "SIGQUIT",
-        "SIGHUP",
-        "SIGPIPE",
-        "SIGALRM",
-        "SIGVTALRM",
-        "SIGPROF",
-        "SIGWINCH",
-        "SIGURG",
-        "SIGIO",
-        "SIGPOLL",
-        "SIGCONT",
-        "SIGTSTP",
-        "SIGTTIN",
-        "SIGTTOU",
-        "SIGXCPU",
-        "SIGXFSZ",
-    )
-)
-# Number options for which None is a value too (off).
-_OPTIONAL_NUMBERS = frozenset(("metrics_port", "metrics_interval"))
-
-
-def _short_name(module: str) -> str:
-    """``tracer.reporters.logstash`` as a config file spells it: ``reporters.logstash``."""
-    return module.removeprefix("tracer.") if module.startswith("tracer.reporters") else module
-
-
-def _check_reporter(where: str, value: Any) -> None:
-    """A reporter is an object with ``send(data, callback)``. A module, a class or a function
-    (one call away from a reporter) is named as such, with the fix."""
-    if isinstance(value, types.ModuleType):
-        name = _short_name(value.__name__)
-        problem = f"the module {name}"
-        fix = f"{name}.create(...)" if callable(getattr(value, "create", None)) else None
-    elif isinstance(value, type):
-        problem = f"the class {value.__qualname__}"
-        fix = f"{value.__qualname__}(...)"
-    elif callable(getattr(value, "send", None)):
-        return
-    elif callable(value):
-        spelled = getattr(value, "__qualname__", None)
-        module = getattr(value, "__module__", None)
-        if isinstance(spelled, str) and isinstance(module, str):
-            if module.startswith("tracer.reporters"):
-                spelled = f"{_short_name(module)}.{spelled}"
-            problem = f"the function {spelled}"
-            fix = f"{spelled}(...)"
-        else:
-            problem = f"a callable {type(value).__name__}"
-            fix = None
-    else:
-        raise ConfigError(
-            f"{where}: option 'reporter' must have a send(data, callback) method,"
-            f" got {type(value).__name__}"
-        )
-    hint = f"did you mean `{fix}`?" if fix else "call it to make the reporter"
-    raise ConfigError(
-        f"{where}: option 'reporter' is {problem}, not a reporter (an object with a"
-        f" send(data, callback) method); {hint}"
-    )
-
-
 def _validate(where: str, key: str, value: Any) -> Any:
-    """Check one option's type and normalise it; ``where`` names its origin for errors."""
-    if key == "app_name":
-        if not isinstance(value, str) or not value.strip():
-            raise ConfigError(f"{where}: option 'app_name' must be a non-empty string")
-        return value.strip()
-    if key == "reporter":
-        if value is None:
-            return None
-        _check_reporter(where, value)
-        return value
-    if key == "ignore_headers":
-        if not isinstance(value, Mapping):
-            raise ConfigError(
-                f"{where}: option 'ignore_headers' must be a dict like"
-                ' {"user-agent": ["kube-probe"]}'
-            )
-        out: dict[str, tuple[str, ...]] = {}
-        for name, values in value.items():
-            if not isinstance(name, str):
-                raise ConfigError(f"{where}: option 'ignore_headers' has a non-string key")
-            out[name.lower()] = _str_tuple(where, f"ignore_headers[{name!r}]", values)
-        return types.MappingProxyType(out)
-    if key in ("redact_headers", "redact_query_keys"):
-        return tuple(v.lower() for v in _str_tuple(where, key, value))
-    if key in ("ignore_hosts", "ignore_paths", "propagation"):
-        items = _str_tuple(where, key, value)
-        if key == "propagation":
-            from tracer.propagation import FORMATS
-
-            bad = [p for p in items if p not in FORMATS]
-            if bad:
-                raise ConfigError(
-                    f"{where}: option 'propagation' has unknown format(s) {bad}; known: "
-                    + ", ".join(FORMATS)
-                )
-            items = tuple(dict.fromkeys(items))
-        if key == "ignore_hosts":
-            items = tuple(i.lower() for i in items)
-        return items
-    if key == "instrument":
-        return None if value is None else _str_tuple(where, key, value)
-    if key == "spool_path":
-        if value is None:
-            return None
-        if not isinstance(value, (str, os.PathLike)):
-            raise ConfigError(f"{where}: option 'spool_path' must be a file path, got {value!r}")
-        return os.fspath(value)
-    if key in _OPTIONAL_NUMBERS and value is None:
-        return None
-    if key == "metrics_host":
-        if not isinstance(value, str) or not value.strip():
-            raise ConfigError(f"{where}: option 'metrics_host' must be a host name or address")
-        return value.strip()
-    if key == "metrics_buckets":
-        if not isinstance(value, (list, tuple)) or not value:
-            raise ConfigError(
-                f"{where}: option 'metrics_buckets' must be a list of bucket bounds in seconds"
-            )
-        bounds = tuple(_number(where, key, v, float, 0.0, 86400.0) for v in value)
-        if any(b >= c for b, c in itertools.pairwise(bounds)):
-            raise ConfigError(f"{where}: option 'metrics_buckets' must be increasing, got {value}")
-        return bounds
-    if key == "heap_snapshot_signal":
-        if value is None:
-            return None
-        import signal as signal_module
-
-        name = value.strip().upper() if isinstance(value, str) else ""
-        if name and not name.startswith("SIG"):
-            name = "SIG" + name
-        if name not in signal_module.Signals.__members__:
-            raise ConfigError(
-                f"{where}: option 'heap_snapshot_signal' must be a signal name such as"
-                f" 'SIGUSR2', or None, got {value!r}"
-            )
-        if name in _UNSAFE_SIGNALS:
-            raise ConfigError(
-                f"{where}: option 'heap_snapshot_signal' cannot be {name}: it cannot be caught,"
-                " or it reports a fault the process must die of; use a free signal such as"
-                " 'SIGUSR2'"
-            )
-        if name in _ROUTINE_SIGNALS:
-            raise ConfigError(
-                f"{where}: option 'heap_snapshot_signal' cannot be {name}: it fires routinely"
-                " (sent by the system, a terminal or a supervisor), and each one would pause the"
-                " process for a census; use a free signal such as 'SIGUSR2' or 'SIGUSR1'"
-            )
-        return name
-    if key in ("heap_snapshot_dir", "metrics_dir"):
-        if value is None:
-            return None
-        if not isinstance(value, (str, os.PathLike)):
-            raise ConfigError(f"{where}: option {key!r} must be a directory path, got {value!r}")
-        return os.fspath(value)
-    if key in (
-        "log_correlation",
-        "disabled",
-        "spool",
-        "handle_sigterm",
-        "record_headers",
-        "metrics",
-        "memory_watch",
-        "heap_snapshot_on_leak",
-    ):
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: option {key!r} must be True or False, got {value!r}")
-        return value
-    if key == "sample_rate":
-        if value is None:
-            return None
-        return _number(where, key, value, float, 0.0, 1.0)
-    if key == "slow_threshold_ms":
-        if value is None:
-            return None
-        return _number(where, key, value, float, 0.0, 86_400_000)
-    if key in _NUMBERS:
-        kind, low, high = _NUMBERS[key]
-        return _number(where, key, value, kind, low, high)
-    raise _unknown(where, key)
+    """Check one option's value and normalise it (see :meth:`tracer.options.Option.validate`);
+    ``where`` names its origin for errors."""
+    option = BY_NAME.get(key)
+    if option is None:
+        raise _unknown(where, key)
+    return option.validate(where, value)
 
 
 @dataclass(frozen=True)
@@ -807,10 +529,22 @@ def load(
     config_path: str | os.PathLike[str] | None = None,
     overrides: Mapping[str, Any] | None = None,
     env: Mapping[str, str] | None = None,
+    *,
+    instrumentations: Callable[[], Mapping[str, str]] | None = None,
 ) -> Config:
-    """Build the Config; raises ConfigError naming the file or variable and the key."""
+    """Build the Config; raises ConfigError naming the file or variable and the key.
+
+    ``instrumentations`` returns the instrumentations there are (name -> the module each
+    patches; ``install()`` gives it): an unknown name in ``instrument`` is then an error, and a
+    library it names that is not installed one warning. It is called only when ``instrument``
+    names some; without it, the names are not checked.
+    """
+    if _STALE is not None:
+        raise RuntimeError(_STALE)
     env = os.environ if env is None else env
     values: dict[str, Any] = {}
+    # Where each option's value came from, for errors found after the value itself was checked.
+    origins: dict[str, str] = {}
     sources: list[str] = []
     _warn_unknown_variables(env)
     path = find_file(config_path, env)
@@ -818,18 +552,23 @@ def load(
         where = str(path)
         for key, value in _read_file(path).items():
             values[key] = _validate(where, key, value)
+            origins[key] = where
         sources.append(where)
     env_values = _from_env(env)
-    for key, value in env_values.items():
+    for key, (variable, value) in env_values.items():
         values[key] = value
+        origins[key] = variable
     if env_values:
         sources.append("environment")
     for key, value in (overrides or {}).items():
         if key not in OPTIONS:
             raise _unknown("install()", key)
         values[key] = _validate("install()", key, value)
+        origins[key] = "install()"
     if overrides:
         sources.append("install()")
+    if instrumentations is not None and values.get("instrument") is not None:
+        _check_instrument(origins["instrument"], values["instrument"], instrumentations())
     if "app_name" not in values:
         # OpenTelemetry's service name, when none of tracer's own names it.
         otel_name = _otel_service_name(env)
@@ -852,12 +591,26 @@ def load(
     return Config(source=", ".join(sources) or "defaults", **values)
 
 
-TEMPLATE = "trace.config.template"
+# Libraries named in `instrument` that are not installed and were warned about already.
+_warned_libraries: set[str] = set()
+
+
+def _check_instrument(where: str, names: tuple[str, ...], known: Mapping[str, str]) -> None:
+    missing = [m for m in check_instrument(where, names, known) if m not in _warned_libraries]
+    if missing:
+        _warned_libraries.update(missing)
+        log.warning(
+            "tracer: %s: option 'instrument' names instrumentations of %s, which %s not"
+            " installed; they do nothing until %s",
+            where,
+            ", ".join(missing),
+            "is" if len(missing) == 1 else "are",
+            "it is" if len(missing) == 1 else "they are",
+        )
 
 
 def template() -> str:
     """The commented ``trace.config.py`` that ``tracer init`` writes: every option with its
-    default (the same text as the project's ``trace.config.example.py``)."""
-    from importlib import resources
-
-    return resources.files("tracer").joinpath(TEMPLATE).read_text(encoding="utf-8")
+    default (the same text as the project's ``trace.config.example.py``), made from the table
+    of :mod:`tracer.options`."""
+    return options_module.template()

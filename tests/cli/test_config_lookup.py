@@ -81,9 +81,10 @@ def test_without_a_config_the_notice_says_where_it_looked(tmp_path: Path) -> Non
 
 
 def test_the_template_is_the_example() -> None:
+    from tracer.config import template
+
     example = Path(ROOT) / "trace.config.example.py"
-    template = Path(ROOT) / "tracer" / "trace.config.template"
-    assert template.read_bytes() == example.read_bytes()
+    assert template().encode() == example.read_bytes()
 
 
 def test_init_writes_the_example_and_never_overwrites(tmp_path: Path) -> None:

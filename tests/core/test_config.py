@@ -320,16 +320,14 @@ def test_an_unknown_trace_variable_far_from_any_name_lists_the_known_ones(
     assert "did you mean" not in warning and "TRACE_APP_NAME" in warning, warning
 
 
-def test_a_variable_for_an_option_without_one_says_where_to_set_it(
+def test_every_option_has_a_variable_log_correlation_too(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
+    # Once ignored with a warning: every option now has its TRACE_<NAME> variable.
     with caplog.at_level(logging.WARNING, logger="tracer"):
         cfg = load(env={"TRACE_LOG_CORRELATION": "1", "TRACE_REPORTER_TYPE": "memory"})
-    assert cfg.log_correlation is False
-    (warning,) = [
-        r.getMessage() for r in caplog.records if "TRACE_LOG_CORRELATION" in r.getMessage()
-    ]
-    assert "'log_correlation' has no variable" in warning and "trace.config.py" in warning
+    assert cfg.log_correlation is True
+    assert not [r for r in caplog.records if "TRACE_LOG_CORRELATION" in r.getMessage()]
 
 
 def _variables_tracer_reads() -> set[str]:
@@ -347,11 +345,12 @@ def _variables_tracer_reads() -> set[str]:
 def test_no_variable_tracer_reads_draws_the_unknown_warning(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    from tests.conftest import ROOT
 
     names = _variables_tracer_reads()
     # And those the commented config file names.
-    template = (Path(ROOT) / "tracer" / "trace.config.template").read_text()
+    from tracer.config import template as config_template
+
+    template = config_template()
     names.update(re.findall(r"\bTRACE_[A-Z0-9_]*[A-Z0-9]\b", template))
     assert {"TRACE_SPOOL_DIR", "TRACE_SAMPLE_RATE", "TRACE_METRICS_PORT"} <= names
     # One name that is not tracer's, so that the test sees the warnings were looked for.
