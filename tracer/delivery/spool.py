@@ -41,6 +41,8 @@ import threading
 import time
 from collections.abc import Iterable
 
+from tracer import options
+
 __all__ = [
     "DEFAULT_MAX_BYTES",
     "Spool",
@@ -164,7 +166,7 @@ def default_path(service: str) -> pathlib.Path:
     The name keeps letters, digits, ``.``, ``_`` and ``-``; when anything else had to be replaced,
     a short hash of the original name is appended so that two services never share a file.
     """
-    configured = os.environ.get("TRACE_SPOOL_DIR")
+    configured = options.environ("TRACE_SPOOL_DIR")
     if configured:
         base = pathlib.Path(configured).expanduser()
     else:
