@@ -58,7 +58,15 @@ def install(config_path: str | os.PathLike[str] | None = None, **overrides: Any)
         if runtime is not None:
             log.debug("tracer: install() called again; already installed")
             return
-        cfg = config_module.load(config_path, overrides)
+        found: list[Instrumentation] = []
+
+        def known() -> dict[str, str]:
+            # The names `instrument` may use and the library each patches; load() asks only
+            # when `instrument` names some.
+            found[:] = available_instrumentations()
+            return {inst.name: inst.module for inst in found}
+
+        cfg = config_module.load(config_path, overrides, instrumentations=known)
         if cfg.disabled:
             log.info("tracer: disabled by configuration (%s)", cfg.source)
             return
@@ -83,7 +91,7 @@ def install(config_path: str | os.PathLike[str] | None = None, **overrides: Any)
         pipeline.start()
         wanted = None if cfg.instrument is None else set(cfg.instrument)
         _instrumentations.clear()
-        for inst in available_instrumentations():
+        for inst in found or available_instrumentations():
             if wanted is None or inst.name in wanted:
                 inst.install(rt)
                 _instrumentations.append(inst)

@@ -4,6 +4,7 @@ file ``tracer init`` writes and docs/configuration.md all come from it."""
 from __future__ import annotations
 
 import dataclasses
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -11,9 +12,13 @@ from typing import Any
 
 import pytest
 
+import reporters
+import tracer
 from tests.conftest import ROOT, subprocess_env
 from tracer import config, options
 from tracer.config import ConfigError, load
+from tracer.instrumentation import base
+from tracer.instrumentation.base import Instrumentation
 from tracer.options import BY_NAME, TABLE, Option
 
 MEMORY = {"TRACE_REPORTER_TYPE": "memory"}
@@ -215,3 +220,78 @@ def test_the_variables_read_outside_config_are_in_the_table(
     assert default_path("svc").parent != Path("  ")
     with pytest.raises(KeyError):
         options.environ("TRACE_NOT_IN_THE_TABLE")
+
+
+# -- instrument: names from the instrumentation registry -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("files", "env", "overrides", "where"),
+    [
+        ({}, {}, {"instrument": ["requests", "aiohttp.sever"]}, "install()"),
+        ({"c.py": "instrument = ['aiohttp.sever']\n"}, {}, {}, "c.py"),
+        ({}, {"TRACE_INSTRUMENT": "requests,aiohttp.sever"}, {}, "TRACE_INSTRUMENT"),
+    ],
+)
+def test_an_unknown_instrumentation_is_an_error_listing_the_known_ones(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    files: dict[str, str],
+    env: dict[str, str],
+    overrides: dict[str, Any],
+    where: str,
+) -> None:
+    config_path = None
+    for name, text in files.items():
+        config_path = tmp_path / name
+        config_path.write_text(text)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(ConfigError) as err:
+        tracer.install(config_path, reporter=reporters.create("memory"), **overrides)
+    message = str(err.value)
+    assert where in message and "'instrument'" in message and "'aiohttp.sever'" in message
+    assert "did you mean 'aiohttp.server'?" in message, message
+    for known in ("aiohttp.client", "aiohttp.server", "http.server", "requests", "threads"):
+        assert known in message, message
+    assert tracer.stats()["created"] == 0
+
+
+class _AbsentLibrary(Instrumentation):
+    name = "test.absent"
+    module = "tracer_test_library_that_is_not_installed.sub"
+
+    def _install(self, module: Any) -> None:
+        raise AssertionError("never imported")
+
+
+def test_a_named_library_that_is_not_installed_is_one_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    base.register(_AbsentLibrary)
+    try:
+        with caplog.at_level(logging.WARNING, logger="tracer"):
+            for _ in range(2):
+                tracer.install(reporter=reporters.create("memory"), instrument=["test.absent"])
+                tracer.uninstall()
+    finally:
+        base.unregister("test.absent")
+    warnings = [
+        r.getMessage()
+        for r in caplog.records
+        if "tracer_test_library_that_is_not_installed" in r.getMessage()
+    ]
+    assert len(warnings) == 1, warnings
+    assert "install()" in warnings[0] and "'instrument'" in warnings[0]
+    assert "not installed" in warnings[0]
+
+
+def test_installed_libraries_draw_no_warning(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="tracer"):
+        tracer.install(reporter=reporters.create("memory"), instrument=["requests", "threads"])
+    assert not [r for r in caplog.records if "not installed" in r.getMessage()]
+
+
+def test_names_are_not_looked_up_without_a_registry() -> None:
+    # load() alone (no install()) takes any name: the registry is above it.
+    assert load(overrides={"instrument": ["anything"]}, env=MEMORY).instrument == ("anything",)
