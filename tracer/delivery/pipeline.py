@@ -291,8 +291,15 @@ class Pipeline:
         worker, sender = self._worker, self._sender
         self._join(worker, min(end, time.monotonic() + 0.5))
         self.sender.begin_exit()
-        if sender is not None and sender.is_alive() and sender is not threading.current_thread():
-            self._join(sender, end)
+        if (
+            sender is not None
+            and sender.ident is not None
+            and sender is not threading.current_thread()
+        ):
+            # The sender's own event, not Thread.is_alive(): on Python 3.11 and older a
+            # KeyboardInterrupt inside is_alive() or join() marks a running thread as ended
+            # (bpo-45274), and the exit's spool write would then run here as well.
+            self._wait_done(self.sender.done, end)
         elif not self.sender.done.is_set():
             # The threads never ran (or this is the sender itself): do the exit's work here.
             with context.suppressed():
@@ -343,6 +350,22 @@ class Pipeline:
             self._call_optional("close")
             return
         self._join(closer, until)
+
+    @staticmethod
+    def _wait_done(done: threading.Event, until: float) -> None:
+        """Wait until ``done`` is set or ``until`` (monotonic) passed; a KeyboardInterrupt does
+        not cut it short, so that what the sender is writing to the spool is not lost."""
+        interrupted = False
+        while not done.is_set():
+            left = until - time.monotonic()
+            if left <= 0:
+                break
+            try:
+                done.wait(left)
+            except KeyboardInterrupt:
+                if not interrupted:
+                    interrupted = True
+                    log.warning("tracer: interrupted at exit; finishing the spool write first")
 
     @staticmethod
     def _join(thread: threading.Thread | None, until: float) -> None:
