@@ -309,6 +309,35 @@ def double_sigint(a: dict[str, Any]) -> None:
         time.sleep(0.05)
 
 
+def interrupted_join(a: dict[str, Any]) -> None:
+    """As double_sigint, but the one SIGINT comes while the main thread joins tracer's sender
+    thread: on Python 3.11 and older that marks the running thread as ended (bpo-45274), as a
+    second Ctrl-C inside tracer's exit would."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    tracer.install(
+        app_name="faults",
+        reporter=logstash(a["port"], timeout=0.5),
+        exit_timeout=10.0,
+        batch_size=100,
+        spool_path=a["spool_path"],
+    )
+    ids = make_spans(a["n"])
+    sender = next(t for t in threading.enumerate() if t.name == "tracer-sender")
+    main = threading.main_thread().ident
+
+    def joining() -> bool:
+        frame = sys._current_frames().get(main) if main is not None else None
+        return frame is not None and frame.f_code.co_name == "_wait_for_tstate_lock"
+
+    def watch() -> None:
+        if wait_until(joining, 120, step=0.01):
+            emit(event="joining")
+
+    emit(event="ready", stats=tracer.stats(), ids=ids)
+    threading.Thread(target=watch, name="join-watch", daemon=True).start()
+    sender.join(120)
+
+
 def hung(a: dict[str, Any]) -> None:
     """A reporter whose send never returns (until released) while spans keep coming."""
     before = threading.active_count()
@@ -456,6 +485,7 @@ SCENARIOS: dict[str, Callable[[dict[str, Any]], None]] = {
         flaky,
         oversize,
         double_sigint,
+        interrupted_join,
         hung,
         hold_lock,
         locked_install,

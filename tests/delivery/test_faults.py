@@ -421,6 +421,24 @@ def test_second_sigint_during_exit_flush_loses_nothing(tmp_path: Path) -> None:
     )
 
 
+def test_sigint_while_joining_the_sender_stores_each_batch_once(tmp_path: Path) -> None:
+    """A KeyboardInterrupt inside Thread.join() (or is_alive()) of the running sender thread
+    makes Python 3.11 and older take that thread for ended: exit must still wait for the
+    sender's own spool write and not write the same batches from the exit's thread too."""
+    spool_path = tmp_path / "join.sqlite"
+    with unanswered_port() as port:
+        with Child("interrupted_join", port=port, spool_path=str(spool_path), n=2000) as child:
+            ready = child.read(timeout=DEADLINE)
+            assert ready["event"] == "ready"
+            assert child.read(timeout=DEADLINE)["event"] == "joining"
+            child.proc.send_signal(signal.SIGINT)
+            code = child.wait(DEADLINE)
+        assert code is not None, f"the child hung at exit; stderr:\n{child.stderr[-4000:]}"
+    with Spool(spool_path) as spool:
+        spooled = spool.pending()[1]
+    assert spooled == ready["stats"]["created"] == 2000, child.stderr[-4000:]
+
+
 # -- 5. a hung reporter ---------------------------------------------------------------------------
 
 
