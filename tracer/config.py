@@ -8,6 +8,9 @@ The config file is the first of: ``install(config_path=...)``, ``TRACE_CONFIG_PA
 ``./trace.config.py``, and ``trace.config.py`` in the directory of the entry point (the script or
 module running as ``__main__``, or the one ``tracer run`` starts). The entry point also gives the
 default service name.
+
+What each option is, how it is checked and which variable sets it is the table of
+:mod:`tracer.options`; this module reads the file and the environment and builds the reporter.
 """
 
 from __future__ import annotations
