@@ -17,11 +17,12 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "tracer"
 DESIGN = ROOT / "docs" / "design.md"
 
-# Lowest first. A name covers the module and, for a package, every module in it. Modules of one
-# layer may import each other; a module may import from its own layer and those below it only.
+# Lowest first. A name covers the module and, for a package, every module in it (but "tracer",
+# the package itself, covers only its __init__). Modules of one layer may import each other; a
+# module may import from its own layer and those below it only.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("tracer.safety", "tracer.ids", "tracer.redaction", "tracer.patching", "tracer.gchook",
-     "tracer.context", "tracer.encoding", "tracer.files"),
+     "tracer.context", "tracer.encoding", "tracer.files", "tracer.freethreading"),
     ("tracer.span",),
     ("tracer.propagation", "tracer.sampling"),
     ("tracer.reporters",),
@@ -53,7 +54,7 @@ def layer_of(module: str) -> int | None:
     best: tuple[int, int] | None = None
     for index, names in enumerate(LAYERS):
         for name in names:
-            if module == name or module.startswith(name + "."):
+            if module == name or (name != "tracer" and module.startswith(name + ".")):
                 if best is None or len(name) > best[1]:
                     best = (index, len(name))
     return None if best is None else best[0]
