@@ -470,8 +470,10 @@ def test_install_does_not_wait_for_a_locked_spool(tmp_path: Path) -> None:
     with Child("hold_lock", spool_path=str(spool_path)) as lock:
         assert lock.read(timeout=15)["locked"] is True
         with Child("locked_install", spool_path=str(spool_path)) as child:
+            # install() returned while the other process still holds the spool's lock: it
+            # would otherwise wait for a release that comes only after this line.
             started = child.read(timeout=30)
-            assert started["install_seconds"] < 2.0, started
+            assert "install_seconds" in started, started
             lock.tell("release")
             assert lock.read(timeout=15)["locked"] is False
             lock.wait(10)
