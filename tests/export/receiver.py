@@ -13,7 +13,6 @@ empty ``ExportTraceServiceResponse`` in the request's encoding, unless told othe
 from __future__ import annotations
 
 import base64
-import gzip
 import http.server
 import json
 import threading
@@ -171,8 +170,7 @@ class OtlpReceiver(ReceiverBase):
 
         class Handler(QuietHandler):
             def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length", "0"))
-                raw = self.rfile.read(length)
+                raw, body = self.read_body()
                 if self.path.endswith("/v1/metrics"):
                     # Metrics batches (tests/export/test_otlp_metrics.py checks them): taken.
                     self.reply(200)
@@ -183,9 +181,6 @@ class OtlpReceiver(ReceiverBase):
                         # Gone without an answer, as a collector that crashed mid-request.
                         self.close_connection = True
                         return
-                body = (
-                    gzip.decompress(raw) if self.headers.get("Content-Encoding") == "gzip" else raw
-                )
                 content_type = self.headers.get("Content-Type", "")
                 document = None
                 try:
@@ -292,10 +287,7 @@ class ZipkinReceiver(ReceiverBase):
 
         class Handler(QuietHandler):
             def do_POST(self) -> None:
-                raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                body = (
-                    gzip.decompress(raw) if self.headers.get("Content-Encoding") == "gzip" else raw
-                )
+                _, body = self.read_body()
                 with receiver.changed:
                     status, headers, reply = (
                         receiver.plan.pop(0) if receiver.plan else (202, {}, b"")

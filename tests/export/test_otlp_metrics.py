@@ -8,7 +8,6 @@ receiver, gives the same shape."""
 
 from __future__ import annotations
 
-import gzip
 import http.server
 import json
 import threading
@@ -69,10 +68,7 @@ class MetricsReceiver(ReceiverBase):
 
         class Handler(QuietHandler):
             def do_POST(self) -> None:
-                raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                body = (
-                    gzip.decompress(raw) if self.headers.get("Content-Encoding") == "gzip" else raw
-                )
+                _, body = self.read_body()
                 content_type = self.headers.get("Content-Type", "")
                 try:
                     if content_type == "application/json":

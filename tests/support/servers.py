@@ -7,6 +7,7 @@ stopped server would cost a test half a second. Servers here poll every :data:`P
 from __future__ import annotations
 
 import contextlib
+import gzip
 import http.server
 import json
 import socket
@@ -26,6 +27,12 @@ class QuietHandler(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
+
+    def read_body(self) -> tuple[bytes, bytes]:
+        """The request's body as sent, and as meant (gunzipped when it says gzip)."""
+        raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        gzipped = self.headers.get("Content-Encoding") == "gzip"
+        return raw, gzip.decompress(raw) if gzipped else raw
 
     def reply(self, status: int, headers: dict[str, str] | None = None, body: bytes = b"") -> None:
         """Status line, ``headers``, a Content-Length and ``body``."""
