@@ -29,6 +29,9 @@ from tracer.metrics import multiprocess
 COUNT = "http_server_request_duration_seconds_count"
 INVALID = "tracer_metrics_files_invalid_total"
 LIVE = os.getppid()  # another process that is alive for the whole test
+# A pid that is neither LIVE nor this process's own (whose file tracer never reads): under
+# pytest-xdist a worker's pid is often its parent's plus one.
+OTHER = next(pid for pid in range(LIVE + 1, LIVE + 4) if pid != os.getpid())
 
 
 def good_state(
@@ -105,7 +108,7 @@ def broken(change: str) -> Any:
     elif change == "series_a_list":
         state["series"] = list(state["series"].items())
     elif change == "pid_mismatch":
-        state["pid"] = LIVE + 1
+        state["pid"] = OTHER
     elif change == "no_buckets":
         del state["buckets"]
     elif change == "exited_a_string":
@@ -210,7 +213,7 @@ def test_a_bad_file_that_appears_after_install_changes_no_answer(
     install(shared)
     assert total(port_text(), INVALID) == 0
     write(shared, LIVE, broken("row_not_pair"))
-    write(shared, LIVE + 1, broken("string_values"))  # and the pid of another name
+    write(shared, OTHER, broken("string_values"))  # and the pid of another name
     for text in (port_text(), scrape(f"{app.url}/metrics"), wsgi_text()):
         assert total(text, INVALID, reason="malformed") == 2
     # serve_http inside the application's own handler, many times over: never an exception.
