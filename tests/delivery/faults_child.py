@@ -291,14 +291,18 @@ def double_sigint(a: dict[str, Any]) -> None:
         spool_path=a["spool_path"],
     )
 
+    at_exit = threading.Event()
+
+    def watch() -> None:
+        if at_exit.wait(120) and wait_until(exit_flush_waiting, 120, step=0.01):
+            emit(event="flushing")
+
+    # Started now: Python 3.12 and newer start no thread once the interpreter is shutting down.
+    threading.Thread(target=watch, name="flush-watch", daemon=True).start()
+
     def exiting() -> None:
         emit(event="exiting")
-
-        def watch() -> None:
-            if wait_until(exit_flush_waiting, 120, step=0.01):
-                emit(event="flushing")
-
-        threading.Thread(target=watch, name="flush-watch", daemon=True).start()
+        at_exit.set()
 
     # Registered after tracer's own handler, so it runs before it (atexit runs last-in first).
     atexit.register(exiting)
