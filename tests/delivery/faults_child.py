@@ -331,7 +331,8 @@ def interrupted_join(a: dict[str, Any]) -> None:
 
     def joining() -> bool:
         frame = sys._current_frames().get(main) if main is not None else None
-        return frame is not None and frame.f_code.co_name == "_wait_for_tstate_lock"
+        # Python 3.12 and older wait in _wait_for_tstate_lock; 3.13 waits in join() itself.
+        return frame is not None and frame.f_code.co_name in ("_wait_for_tstate_lock", "join")
 
     def watch() -> None:
         if wait_until(joining, 120, step=0.01):
