@@ -235,6 +235,48 @@ heap_snapshot_max_files = 5
 heap_snapshot_dir = None
 
 
+# -- Profiles -------------------------------------------------------------------------------------
+# tracer.profile(seconds): CPU profiles of every thread, sampled from a thread of tracer's own,
+# each sample tied to the trace, span and route its thread or task was serving; written as
+# speedscope JSON, collapsed stacks and pprof for `tracer profile show`, and sent to the
+# reporters. Requests pay for the span map only while a profile runs.
+
+# The signal that starts a profile of profile_signal_seconds (None: none); installed from the
+# main thread only, after the handler already there, which still runs. The same signals as
+# heap_snapshot_signal are refused.
+profile_signal = None
+
+# How long a profile started by profile_signal runs, in seconds.
+profile_signal_seconds = 30.0
+
+# Samples per second of a profile, at most: the sampler samples less often while its own CPU
+# would pass 1% of a core.
+profile_rate = 100.0
+
+# The longest a profile may run, in seconds; a longer one is refused.
+profile_max_seconds = 300.0
+
+# Profile all the time at profile_continuous_rate, one profile_continuous_window after another
+# (an on-demand profile ends the current window early).
+profile_continuous = False
+
+# Samples per second of the continuous profile.
+profile_continuous_rate = 10.0
+
+# Seconds per continuous profile (each written and reported on its own).
+profile_continuous_window = 60.0
+
+# Serve GET /debug/profile?seconds=N on metrics_port, which starts a profile.
+profile_debug_endpoint = True
+
+# How many of its own profiles (three files each) tracer keeps per service in profile_dir.
+profile_max_files = 10
+
+# Where profiles are written (None: tracer-profile in the system's temporary directory). The
+# folder must be the process user's own and writable by nobody else.
+profile_dir = None
+
+
 # -- Switch ---------------------------------------------------------------------------------------
 # Turning tracer off.
 

@@ -128,6 +128,16 @@ class Config:
     heap_snapshot_min_interval: float = 600.0
     heap_snapshot_max_files: int = 5
     heap_snapshot_dir: str | None = None
+    profile_signal: str | None = None
+    profile_signal_seconds: float = 30.0
+    profile_rate: float = 100.0
+    profile_max_seconds: float = 300.0
+    profile_continuous: bool = False
+    profile_continuous_rate: float = 10.0
+    profile_continuous_window: float = 60.0
+    profile_debug_endpoint: bool = True
+    profile_max_files: int = 10
+    profile_dir: str | None = None
     disabled: bool = False
     # END options
     source: str = "defaults"

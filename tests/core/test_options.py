@@ -99,7 +99,7 @@ def test_init_writes_what_the_table_makes(tmp_path: Path) -> None:
 def _sample(option: Option, tmp_path: Path) -> tuple[str, Any]:
     """A variable's text for ``option`` and the value it must give, not the default."""
     kind = option.type
-    if option.name == "heap_snapshot_signal":
+    if option.name in ("heap_snapshot_signal", "profile_signal"):
         return "usr1", "SIGUSR1"
     if option.name == "propagation":
         return "b3multi, tracecontext, b3multi", ("b3multi", "tracecontext")

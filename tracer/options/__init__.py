@@ -492,6 +492,13 @@ SECTIONS: dict[str, str] = {
         " RSS and allocation sites, written as gzip JSON for `tracer heap show|diff`. Each"
         " snapshot pauses the process for a time that grows with its heap."
     ),
+    "Profiles": (
+        "tracer.profile(seconds): CPU profiles of every thread, sampled from a thread of"
+        " tracer's own, each sample tied to the trace, span and route its thread or task was"
+        " serving; written as speedscope JSON, collapsed stacks and pprof for `tracer profile"
+        " show`, and sent to the reporters. Requests pay for the span map only while a profile"
+        " runs."
+    ),
     "Switch": "Turning tracer off.",
 }
 
@@ -749,6 +756,55 @@ TABLE: tuple[Option, ...] = (
         "heap_snapshot_dir", "path", None, section="Heap snapshots", nullable=True,
         what="a directory path",
         doc="Where snapshots are written (None: tracer-heap in the system's temporary"
+        " directory). The folder must be the process user's own and writable by nobody else.",
+    ),
+    # Profiles
+    Option(
+        "profile_signal", "str", None, section="Profiles", nullable=True,
+        validator=_validate_signal,
+        doc="The signal that starts a profile of profile_signal_seconds (None: none); installed"
+        " from the main thread only, after the handler already there, which still runs. The"
+        " same signals as heap_snapshot_signal are refused.",
+    ),
+    Option(
+        "profile_signal_seconds", "float", 30.0, section="Profiles", bounds=(0.01, 86400),
+        doc="How long a profile started by profile_signal runs, in seconds.",
+    ),
+    Option(
+        "profile_rate", "float", 100.0, section="Profiles", bounds=(1.0, 1000.0),
+        doc="Samples per second of a profile, at most: the sampler samples less often while its"
+        " own CPU would pass 1% of a core.",
+    ),
+    Option(
+        "profile_max_seconds", "float", 300.0, section="Profiles", bounds=(0.01, 86400),
+        doc="The longest a profile may run, in seconds; a longer one is refused.",
+    ),
+    Option(
+        "profile_continuous", "bool", False, section="Profiles",
+        doc="Profile all the time at profile_continuous_rate, one profile_continuous_window"
+        " after another (an on-demand profile ends the current window early).",
+    ),
+    Option(
+        "profile_continuous_rate", "float", 10.0, section="Profiles", bounds=(0.1, 1000.0),
+        doc="Samples per second of the continuous profile.",
+    ),
+    Option(
+        "profile_continuous_window", "float", 60.0, section="Profiles", bounds=(1.0, 86400),
+        doc="Seconds per continuous profile (each written and reported on its own).",
+    ),
+    Option(
+        "profile_debug_endpoint", "bool", True, section="Profiles",
+        doc="Serve GET /debug/profile?seconds=N on metrics_port, which starts a profile.",
+    ),
+    Option(
+        "profile_max_files", "int", 10, section="Profiles", bounds=(1, 10_000),
+        doc="How many of its own profiles (three files each) tracer keeps per service in"
+        " profile_dir.",
+    ),
+    Option(
+        "profile_dir", "path", None, section="Profiles", nullable=True,
+        what="a directory path",
+        doc="Where profiles are written (None: tracer-profile in the system's temporary"
         " directory). The folder must be the process user's own and writable by nobody else.",
     ),
     # Switch
