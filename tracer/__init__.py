@@ -12,7 +12,7 @@ import inspect
 import os
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from tracer import installer
 from tracer.config import ConfigError
@@ -20,6 +20,9 @@ from tracer.context import current
 from tracer.outgoing import client_call
 from tracer.runtime import idle_stats
 from tracer.span import INTERNAL, Span
+
+if TYPE_CHECKING:
+    from tracer.profiler import Profile
 
 __version__ = "0.1.0"
 __all__ = [
@@ -30,6 +33,7 @@ __all__ = [
     "flush",
     "get_transaction_id",
     "install",
+    "profile",
     "report",
     "span",
     "stats",
@@ -95,6 +99,29 @@ def flush(timeout: float | None = 5.0) -> bool:
         check_timeout(timeout, "flush")
         return True
     return rt.pipeline.flush(timeout)
+
+
+def profile(
+    seconds: float = 30.0,
+    *,
+    rate: float | None = None,
+    write: bool = True,
+    report: bool = True,
+    folder: str | os.PathLike[str] | None = None,
+) -> Profile:
+    """Start a CPU profile of every thread for ``seconds``; the :class:`tracer.profiler.Profile`
+    handle has ``.stop()``, ``.wait()`` and is a context manager.
+
+    Each sample carries the trace id, span id, local root span id and route of the request its
+    thread (or event-loop task) was serving. At the end the profile is written to
+    ``profile_dir`` as speedscope JSON, collapsed stacks and pprof (``write``), and sent to the
+    reporters as a ``profile`` batch (``report``). One profile runs at a time
+    (:class:`tracer.profiler.ProfileBusy`); ``seconds`` is capped by ``profile_max_seconds``.
+    See docs/profiler.md.
+    """
+    from tracer import profiler
+
+    return profiler.profile(seconds, rate=rate, write=write, report=report, folder=folder)
 
 
 def stats() -> dict[str, Any]:

@@ -109,10 +109,11 @@ def install(config_path: str | os.PathLike[str] | None = None, **overrides: Any)
 
 
 def _features() -> list[Any]:
-    """The parts started with the runtime and stopped before it: metrics and memory."""
-    from tracer import memory, metrics
+    """The parts started with the runtime and stopped before it: metrics, memory and the
+    profiler."""
+    from tracer import memory, metrics, profiler
 
-    return [metrics, memory]
+    return [metrics, memory, profiler]
 
 
 def instruments(module_name: str) -> bool:

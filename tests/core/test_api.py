@@ -35,6 +35,7 @@ def test_public_names() -> None:
         "flush",
         "get_transaction_id",
         "install",
+        "profile",
         "report",
         "span",
         "stats",

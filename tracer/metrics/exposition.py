@@ -32,6 +32,35 @@ CONNECTION_DEADLINE = 10.0
 _REFUSED = b"HTTP/1.0 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 
 
+WSGIApp = Callable[[dict[str, Any], Any], Iterable[bytes]]
+
+# Path -> WSGI app served on the metrics port beside /metrics (the profiler's /debug/profile),
+# replaced as a whole so that a scrape thread reads it without a lock.
+_routes: dict[str, WSGIApp] = {}
+
+
+def add_route(path: str, app: WSGIApp) -> None:
+    """Serve ``app`` at ``path`` on the metrics port (a feature's debug endpoint)."""
+    global _routes
+    _routes = {**_routes, path: app}
+
+
+def remove_route(path: str) -> None:
+    """Stop serving ``path``; one never added is ignored."""
+    global _routes
+    _routes = {name: app for name, app in _routes.items() if name != path}
+
+
+def routed(metrics: WSGIApp) -> WSGIApp:
+    """``metrics`` for every path but those of :func:`add_route`."""
+
+    def app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        other = _routes.get(environ.get("PATH_INFO", ""))
+        return (other or metrics)(environ, start_response)
+
+    return app
+
+
 class _Handler(WSGIRequestHandler):
     """tracer's own endpoint: silent, and never traced (scrapes are not the application's)."""
 
@@ -177,7 +206,11 @@ class MetricsThread:
         if port is not None:
             assert host is not None
             self.server = make_server(
-                host, port, make_wsgi_app(registry), server_class=Server, handler_class=_Handler
+                host,
+                port,
+                routed(make_wsgi_app(registry)),
+                server_class=Server,
+                handler_class=_Handler,
             )
             self._wake = socket.socketpair()
         self.thread = threading.Thread(target=self._run, name="tracer-metrics", daemon=True)
