@@ -1,0 +1,128 @@
+"""http.client, and so urllib.request: a client span (CS/CR) for each request of an
+``http.client.HTTPConnection`` (``HTTPSConnection`` included).
+
+What is patched: ``HTTPConnection.request``, which ``urllib.request.urlopen`` and most direct
+users of http.client call, and ``HTTPConnection.getresponse``. ``request`` starts the span
+and sends the propagation headers with the caller's; ``getresponse`` records the status and the
+callee's ``x-must-collect`` and ends the span when the response head arrives (CR): the body is
+the caller's to read afterwards, as with ``urlopen``. A connection refused, a timeout or any other
+``OSError`` or ``http.client.HTTPException`` is a ``network-error``, re-raised unchanged. A
+caller that drives ``putrequest``/``putheader``/``endheaders`` itself gets no span.
+
+A library that runs on http.client and is instrumented itself (urllib3, and requests on it) has
+its span open while it calls ``request``: that call adds nothing (see
+:data:`tracer.context.calling`), so a call through requests is one span, not three.
+"""
+
+from __future__ import annotations
+
+import http.client
+import types
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from tracer import safety
+from tracer.context import in_call, suppress
+from tracer.instrumentation.base import Instrumentation
+from tracer.span import Span
+
+if TYPE_CHECKING:
+    from tracer.runtime import Runtime
+
+# Where a connection keeps the span of the request it sent, until getresponse.
+_SPAN = "_tracer_span"
+
+_NETWORK_ERRORS = (OSError, http.client.HTTPException)
+
+
+def _url(connection: Any, target: str) -> str:
+    """The URL ``connection`` requests ``target`` at (an absolute target, through a proxy, is
+    one already)."""
+    if target.startswith(("http://", "https://")):
+        return target
+    https = isinstance(connection, http.client.HTTPSConnection)
+    host = connection.host
+    if ":" in host:
+        host = f"[{host}]"
+    port = connection.port
+    if port != (443 if https else 80):
+        host = f"{host}:{port}"
+    return f"{'https' if https else 'http'}://{host}{target}"
+
+
+class HttpClientInstrumentation(Instrumentation):
+    """Client spans for ``http.client`` connections, and so for ``urllib.request``."""
+
+    name = "http.client"
+    module = "http.client"
+
+    def _install(self, module: types.ModuleType) -> None:
+        runtime = self.runtime
+        assert runtime is not None
+        self.replace(module.HTTPConnection, "request", lambda o: _request(o, runtime))
+        self.replace(module.HTTPConnection, "getresponse", lambda o: _getresponse(o, runtime))
+
+
+def _request(original: Callable[..., Any], runtime: Runtime) -> types.FunctionType:
+    def request(
+        self: Any, method: str, url: str, body: Any = None, headers: Any = None, **kw: Any
+    ) -> Any:
+        if headers is None:
+            headers = {}
+        if suppress.get() or in_call():
+            return original(self, method, url, body, headers, **kw)
+        span = None
+        try:
+            span = runtime.client_span(method, _url(self, url), headers.get if headers else None)
+            if span is not None:
+                out = dict(headers)
+                runtime.inject(span, out)
+                headers = out
+        except Exception as exc:
+            safety.internal_error("http.client.start", exc)
+        if span is None:
+            return original(self, method, url, body, headers, **kw)
+        try:
+            result = original(self, method, url, body, headers, **kw)
+        except BaseException as exc:
+            _failed(span, exc)
+            raise
+        # A span left by a request whose answer was never asked for ends here.
+        left = self.__dict__.get(_SPAN)
+        if left is not None:
+            left.finish()
+        self.__dict__[_SPAN] = span
+        return result
+
+    return request  # type: ignore[return-value]
+
+
+def _failed(span: Span, exc: BaseException) -> None:
+    try:
+        if isinstance(exc, _NETWORK_ERRORS):
+            span.record_network_error(exc)
+        else:
+            span.record_exception(exc)
+        span.finish()
+    except Exception as inner:
+        safety.internal_error("http.client.finish", inner)
+
+
+def _getresponse(original: Callable[..., Any], runtime: Runtime) -> types.FunctionType:
+    def getresponse(self: Any, *args: Any, **kw: Any) -> Any:
+        span = self.__dict__.pop(_SPAN, None)
+        if span is None:
+            return original(self, *args, **kw)
+        try:
+            response = original(self, *args, **kw)
+        except BaseException as exc:
+            _failed(span, exc)
+            raise
+        try:
+            runtime.read_response(span, response.status, response.headers.get)
+        except Exception as exc:
+            safety.internal_error("http.client.finish", exc)
+        span.finish()
+        return response
+
+    return getresponse  # type: ignore[return-value]
