@@ -1,7 +1,8 @@
 """A client span around an outgoing HTTP call made with a library tracer does not patch.
 
-tracer instruments requests and aiohttp; calls made with urllib, http.client or a client of
-one's own get no span and carry no trace headers. :class:`client_call` gives them both::
+tracer instruments requests, httpx, urllib3, urllib and http.client, and aiohttp; calls made
+with a client of one's own get no span and carry no trace headers. :class:`client_call` gives
+them both (an instrumented library called inside it adds no span of its own)::
 
     with tracer.client_call("GET", url) as call:
         request = urllib.request.Request(url, headers=call.headers)
@@ -14,11 +15,12 @@ from __future__ import annotations
 
 import http.client
 import urllib.error
+from contextvars import Token
 from types import TracebackType
 from typing import Any
 
 from tracer import installer, safety
-from tracer.context import suppress
+from tracer.context import call_began, calling, suppress
 from tracer.propagation import header_map
 from tracer.span import Span
 
@@ -36,13 +38,14 @@ class client_call:
     response it carries. The exception always propagates unchanged.
     """
 
-    __slots__ = ("_answered", "_span", "headers", "method", "url")
+    __slots__ = ("_answered", "_span", "_token", "headers", "method", "url")
 
     def __init__(self, method: str, url: str) -> None:
         self.method = method
         self.url = url
         self.headers: dict[str, str] = {}
         self._span: Span | None = None
+        self._token: Token[object] | None = None
         self._answered = False
 
     def __enter__(self) -> client_call:
@@ -54,6 +57,8 @@ class client_call:
             if span is not None:
                 rt.inject(span, self.headers)
                 self._span = span
+                # An instrumented library called inside the block adds no span of its own.
+                self._token = call_began()
         except Exception as exc:
             safety.internal_error("client_call.start", exc)
         return self
@@ -87,6 +92,9 @@ class client_call:
         span, self._span = self._span, None
         if span is None:
             return
+        token, self._token = self._token, None
+        if token is not None:
+            calling.reset(token)
         try:
             if exc is None:
                 pass

@@ -23,12 +23,13 @@ only on the versions they were verified with (:data:`VERIFIED`). On any other ve
 
 from __future__ import annotations
 
+import contextvars
 import types
 from collections.abc import Callable
 from typing import Any
 
 from tracer import safety
-from tracer.context import suppress
+from tracer.context import call_began, calling, in_call, suppress
 from tracer.instrumentation import requests_headers
 from tracer.instrumentation.base import Instrumentation, fast_path
 from tracer.propagation import Getter
@@ -36,6 +37,14 @@ from tracer.span import Span
 
 #: The requests versions the fast path was verified with: lowest, and the first one not verified.
 VERIFIED = ((2, 25, 0), (2, 35))
+
+
+# True inside a traced Session.send: a redirect hop or a hook's call is requests' own and gets
+# a span; the open client call of another library (``tracer.client_call``, httpx on a transport of
+# requests) makes requests add nothing.
+_sending: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "tracer_requests_sending", default=False
+)
 
 
 def _getter(headers: Any, store: dict[str, Any] | None) -> Getter:
@@ -97,7 +106,7 @@ class RequestsInstrumentation(Instrumentation):
         def send(
             wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kw: dict[str, Any]
         ) -> Any:
-            if suppress.get():
+            if suppress.get() or (in_call() and not _sending.get()):
                 return wrapped(*args, **kw)
             span = None
             try:
@@ -111,6 +120,9 @@ class RequestsInstrumentation(Instrumentation):
                 safety.internal_error("requests.start", exc)
             if span is None:
                 return wrapped(*args, **kw)
+            # urllib3 and http.client, which requests runs on, see the call open and add nothing.
+            token = call_began()
+            own = _sending.set(True)
             try:
                 response = send_with_headers(span, instance, request, store, wrapped, args, kw)
             except BaseException as exc:
@@ -124,6 +136,9 @@ class RequestsInstrumentation(Instrumentation):
                 except Exception as inner:
                     safety.internal_error("requests.finish", inner)
                 raise
+            finally:
+                _sending.reset(own)
+                calling.reset(token)
             try:
                 # With redirects followed, the response is the last hop's (each hop has a span
                 # of its own) and the first is in its history; an auth handler's re-send puts
