@@ -1,9 +1,11 @@
-"""The ``tracer`` command (also ``python -m tracer``): ``run``, ``demo``, ``init`` and ``heap``.
+"""The ``tracer`` command (also ``python -m tracer``): ``run``, ``demo``, ``init``, ``heap`` and
+``profile``.
 
 ``tracer run app.py [args...]`` and ``tracer run -m package [args...]`` run a program as
 ``__main__`` with tracing installed, as ``python app.py`` / ``python -m package`` would;
 ``tracer demo`` starts traced services on 127.0.0.1 and prints their traces; ``tracer init``
-writes a commented ``trace.config.py``; ``tracer heap show|diff`` reads heap snapshots.
+writes a commented ``trace.config.py``; ``tracer heap show|diff`` reads heap snapshots;
+``tracer profile show`` reads CPU profiles.
 """
 
 from __future__ import annotations
@@ -267,7 +269,30 @@ def main(argv: list[str] | None = None, prog: str = "tracer") -> int:
         heap_parser.add_argument(
             "--top", type=_lines, default=20, metavar="N", help="lines per table (20)"
         )
+    profile = sub.add_parser(
+        "profile",
+        help="read CPU profiles: the hottest functions of one",
+        description="Read CPU profiles written by tracer.profile() or its other triggers.",
+    )
+    profile_sub = profile.add_subparsers(dest="profile_command", required=True)
+    profile_show = profile_sub.add_parser(
+        "show",
+        help="the hottest functions, self and total, for the profile or one route",
+        description="Print a profile's hottest functions, self and total, for the whole profile"
+        " or one route. FILE is any of its three files: speedscope JSON, collapsed stacks or"
+        " pprof.",
+    )
+    profile_show.add_argument("file", metavar="FILE", help="a profile file")
+    profile_show.add_argument("--route", metavar="R", help="only the samples of route R")
+    profile_show.add_argument(
+        "--top", type=_lines, default=20, metavar="N", help="functions listed (20)"
+    )
+    profile_show.add_argument("--json", action="store_true", help="one JSON document")
     args = parser.parse_args(argv)
+    if args.command == "profile":
+        from tracer.profiler import cli as profile_cli
+
+        return profile_cli.main(args.file, args.route, args.top, args.json)
     if args.command == "heap":
         from tracer.memory import cli as heap_cli
 
