@@ -18,7 +18,7 @@ from tracer import installer
 from tracer.config import ConfigError
 from tracer.context import current
 from tracer.outgoing import client_call
-from tracer.runtime import idle_stats
+from tracer.runtime import Runtime, idle_stats
 from tracer.span import INTERNAL, Span
 
 if TYPE_CHECKING:
@@ -38,6 +38,7 @@ __all__ = [
     "span",
     "stats",
     "uninstall",
+    "wsgi",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -59,6 +60,24 @@ def install(config_path: str | os.PathLike[str] | None = None, **overrides: Any)
 def uninstall() -> None:
     """Restore every patched object, flush what is queued and stop the pipeline."""
     installer.uninstall()
+
+
+def wsgi(app: Callable[..., Any]) -> Callable[..., Any]:
+    """``app`` (any WSGI application) with a server span for each of its requests.
+
+    For an application whose framework tracer does not instrument: ``application =
+    tracer.wsgi(application)``. It may be wrapped before or after ``install()``: while tracer is
+    not installed each request is passed straight to ``app``. A request already traced by an
+    outer layer (an instrumented framework, a server built on http.server) gets no second span.
+    See docs/frameworks.md.
+    """
+    from tracer.instrumentation import wsgi as core
+
+    return core.wrap(app, _installed_runtime)
+
+
+def _installed_runtime() -> Runtime | None:
+    return installer.runtime
 
 
 def current_span() -> Span | None:

@@ -40,6 +40,7 @@ def test_public_names() -> None:
         "span",
         "stats",
         "uninstall",
+        "wsgi",
     }
 
 

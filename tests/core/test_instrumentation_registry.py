@@ -25,7 +25,15 @@ from tracer.instrumentation import base
 from tracer.instrumentation.base import Instrumentation
 from tracer.patching import is_ours
 
-BUILTIN = {"aiohttp.client", "aiohttp.server", "http.server", "requests", "threads"}
+BUILTIN = {
+    "aiohttp.client",
+    "aiohttp.server",
+    "flask",
+    "http.server",
+    "requests",
+    "threads",
+    "wsgiref",
+}
 
 
 def instrumentation_source(name: str, target: str) -> str:

@@ -129,7 +129,9 @@ class HttpServerInstrumentation(Instrumentation):
                         buffer = getattr(self, "_headers_buffer", None)
                         if buffer:
                             code = int(buffer[0].split(None, 2)[1])
-                            if code >= 200:  # not on a "100 Continue"
+                            # Not on a "100 Continue", nor on a span whose status is known
+                            # already: the WSGI core answered it and added the headers.
+                            if code >= 200 and span.status_code is None:
                                 span.status_code = code
                                 buffer.append(response_headers(span))
                     except Exception as exc:
