@@ -1,0 +1,3 @@
+"""The Redis server of tests/support/redis_server, for the tests of this folder."""
+
+from tests.support.redis_server import redis_server as redis_server
