@@ -14,16 +14,19 @@ import pytest
 import tracer
 from reporters.memory import MemoryReporter
 from tests.conftest import EchoHandler, Server
+from tracer.context import suppressed
 
 
 def _get(port: int, path: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        conn.request("GET", path, headers=headers or {})
-        response = conn.getresponse()
-        return response.status, response.read()
-    finally:
-        conn.close()
+    # The caller stands for another process: its http.client call makes no client span here.
+    with suppressed():
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            conn.request("GET", path, headers=headers or {})
+            response = conn.getresponse()
+            return response.status, response.read()
+        finally:
+            conn.close()
 
 
 def test_server_span_record(memory: MemoryReporter, server: Server) -> None:
@@ -68,11 +71,12 @@ def test_request_id_from_query_parameter(memory: MemoryReporter, server: Server)
 
 
 def test_response_headers_like_the_original(memory: MemoryReporter, server: Server) -> None:
-    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
-    conn.request("GET", "/x", headers={"request-id": "r1", "x-span-id": "1111111111111111"})
-    response = conn.getresponse()
-    response.read()
-    conn.close()
+    with suppressed():
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        conn.request("GET", "/x", headers={"request-id": "r1", "x-span-id": "1111111111111111"})
+        response = conn.getresponse()
+        response.read()
+        conn.close()
     assert response.getheader("x-parent") == "test-service"
     assert response.getheader("x-span-id") == "1111111111111111"
     assert int(response.getheader("x-client-send") or "0") > 0
@@ -117,12 +121,13 @@ def test_keep_alive_isolation(memory: MemoryReporter, server: Server) -> None:
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
     expected: list[str | None] = []
     seen: list[str] = []
-    for i in range(40):
-        headers = {"request-id": f"keepalive-{i}"} if i % 2 == 0 else {}
-        expected.append(headers.get("request-id"))
-        conn.request("GET", f"/n/{i}", headers=headers)
-        response = conn.getresponse()
-        seen.append(json.loads(response.read())["transaction_id"])
+    with suppressed():
+        for i in range(40):
+            headers = {"request-id": f"keepalive-{i}"} if i % 2 == 0 else {}
+            expected.append(headers.get("request-id"))
+            conn.request("GET", f"/n/{i}", headers=headers)
+            response = conn.getresponse()
+            seen.append(json.loads(response.read())["transaction_id"])
     conn.close()
     memory.wait_for(40)
     spans = sorted(
