@@ -74,6 +74,11 @@ redact_query_keys = []
 # in the tag "http.request_headers", as the original recorded all headers.
 record_headers = False
 
+# N+1 queries: a server span holding more than this many database calls with the same statement
+# gets the tag "n_plus_one" ({"statement", "count"}, the most repeated one); 0 or None: not
+# checked.
+n_plus_one_threshold = 10
+
 # Which instrumentations to enable, by name ("http.server", "requests", "aiohttp.client",
 # "aiohttp.server", "threads", and those of installed packages); None: all of them. An unknown
 # name is an error; a named library that is not installed is one warning.

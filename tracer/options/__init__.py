@@ -577,6 +577,12 @@ TABLE: tuple[Option, ...] = (
         ' characters) in the tag "http.request_headers", as the original recorded all headers.',
     ),
     Option(
+        "n_plus_one_threshold", "int", 10, section="Requests", bounds=(0, 10**6), nullable=True,
+        doc="N+1 queries: a server span holding more than this many database calls with the same"
+        ' statement gets the tag "n_plus_one" ({"statement", "count"}, the most repeated one);'
+        " 0 or None: not checked.",
+    ),
+    Option(
         "instrument", "strings", None, section="Requests", nullable=True, env_none=False,
         doc='Which instrumentations to enable, by name ("http.server", "requests",'
         ' "aiohttp.client", "aiohttp.server", "threads", and those of installed packages); None:'
