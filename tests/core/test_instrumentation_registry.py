@@ -28,6 +28,7 @@ from tracer.patching import is_ours
 BUILTIN = {
     "aiohttp.client",
     "aiohttp.server",
+    "django",
     "flask",
     "http.server",
     "requests",
