@@ -27,7 +27,7 @@ from prometheus_client.utils import floatToGoString
 
 from tracer import safety
 from tracer.redaction import METHODS
-from tracer.span import CLIENT, SERVER, Span, SpanProcessor
+from tracer.span import CLIENT, SERVER, WEBSOCKET, Span, SpanProcessor
 
 # OpenTelemetry's value for a method it does not know, used here for every label that would
 # otherwise take a value chosen by whoever sends requests.
@@ -322,6 +322,7 @@ class Recorder(SpanProcessor):
         width = self.width
         total_at = width - 1  # a positive index: the interpreter's fast path for lists
         targets = self._targets
+        started = self.started
 
         new_series = self._new_series
         target_of = self._target
@@ -369,6 +370,10 @@ class Recorder(SpanProcessor):
                     except KeyError:
                         series = new_series(client, key, False)
                 else:
+                    if kind == WEBSOCKET:
+                        # Counted as started while its handshake was a server request; a
+                        # connection's length is no request duration, so it has no series.
+                        started[0] -= 1
                     return
                 duration = span.duration_us
                 # The bucket from a table indexed by the duration in steps (see bucket_index):
