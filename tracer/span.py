@@ -19,6 +19,8 @@ from tracer.redaction import MAX_ANNOTATIONS, MAX_TAGS, bounded, bounded_error, 
 SERVER = "server"
 CLIENT = "client"
 INTERNAL = "internal"
+#: A websocket connection served (ASGI): SR at the handshake, SS when the connection is over.
+WEBSOCKET = "websocket"
 
 _time_ns = time.time_ns
 MAX_STACK = 8192
@@ -289,7 +291,7 @@ MUST_COLLECT = 16
 TRACESTATE = 17
 ROUTE = 18
 
-_EVENT_TYPES = {SERVER: ("sr", "ss"), CLIENT: ("cs", "cr")}
+_EVENT_TYPES = {SERVER: ("sr", "ss"), CLIENT: ("cs", "cr"), WEBSOCKET: ("sr", "ss")}
 
 
 # Every record starts as a copy of this: copying a dict whose keys are all in place, then filling
