@@ -28,6 +28,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ConfigError",
     "Span",
+    "asgi",
     "client_call",
     "current_span",
     "flush",
@@ -72,6 +73,21 @@ def wsgi(app: Callable[..., Any]) -> Callable[..., Any]:
     See docs/frameworks.md.
     """
     from tracer.instrumentation import wsgi as core
+
+    return core.wrap(app, _installed_runtime)
+
+
+def asgi(app: Callable[..., Any]) -> Callable[..., Any]:
+    """``app`` (any ASGI application) with a server span for each ``http`` and ``websocket``
+    scope (``lifespan`` passes through untraced).
+
+    For an application whose framework tracer does not instrument: ``app = tracer.asgi(app)``.
+    It may be wrapped before or after ``install()``: while tracer is not installed each scope is
+    passed straight to ``app``. A request already traced by an outer layer (uvicorn's, or an
+    outer ``tracer.asgi()``) gets no second span, and a traced framework inside (Starlette,
+    FastAPI) only names the route. See docs/frameworks.md.
+    """
+    from tracer.instrumentation import asgi as core
 
     return core.wrap(app, _installed_runtime)
 

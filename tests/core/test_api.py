@@ -30,6 +30,7 @@ def test_public_names() -> None:
     assert set(tracer.__all__) == {
         "ConfigError",
         "Span",
+        "asgi",
         "client_call",
         "current_span",
         "flush",

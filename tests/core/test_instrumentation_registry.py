@@ -33,6 +33,7 @@ BUILTIN = {
     "http.server",
     "requests",
     "threads",
+    "uvicorn",
     "wsgiref",
 }
 
