@@ -74,6 +74,10 @@ redact_query_keys = []
 # in the tag "http.request_headers", as the original recorded all headers.
 record_headers = False
 
+# Record each database statement as db.query.text, its literals replaced by ? (never its
+# parameters); False leaves the text out of every span and keeps the operation and table only.
+record_queries = True
+
 # N+1 queries: a server span holding more than this many database calls with the same statement
 # gets the tag "n_plus_one" ({"statement", "count"}, the most repeated one); 0 or None: not
 # checked.

@@ -78,6 +78,7 @@ class Config:
     redact_headers: tuple[str, ...] = ()
     redact_query_keys: tuple[str, ...] = ()
     record_headers: bool = False
+    record_queries: bool = True
     n_plus_one_threshold: int | None = 10
     instrument: tuple[str, ...] | None = None
     sample_rate: float | None = None

@@ -103,6 +103,7 @@ class Span:
     __slots__ = (
         "_done",
         "annotations",
+        "db",
         "duration_us",
         "error",
         "is_local_root",
@@ -160,6 +161,8 @@ class Span:
         # When a server began sending the last of its response: SS is that moment, so that the
         # caller's CR can never come before it, whatever the scheduler does after the write.
         self.sent_us = 0
+        # A database call's (see DbCall): None for every other span.
+        self.db: DbCall | None = None
         self._done = False
 
     # -- recording ---------------------------------------------------------------------------
@@ -257,6 +260,7 @@ class Span:
             self.local.must_collect,
             self.tracestate,
             self.route,
+            self.db,
         )
 
     def to_record(self, service: str, host: str, pid: int) -> dict[str, Any]:
@@ -290,6 +294,23 @@ SAMPLED = 15
 MUST_COLLECT = 16
 TRACESTATE = 17
 ROUTE = 18
+DB = 19
+
+#: A database call, as a database instrumentation puts it on ``Span.db``: a pair of tuples, the
+#: first made once per connection, the second once per statement (cached), so that a call
+#: stores one small tuple and builds no dict on the request thread.
+#:
+#: * the target, ``(system, namespace, address, port)``: ``db.system.name`` (``"sqlite"``,
+#:   ``"postgresql"``, ``"redis"``), ``db.namespace`` (the database), ``server.address`` and
+#:   ``server.port`` (None where there is none, as for sqlite);
+#: * the statement, ``(text, operation, collection, name, key)``: ``db.query.text`` (normalized,
+#:   or None when queries are not recorded), ``db.operation.name``, ``db.collection.name``, the
+#:   span name and the grouping key (see :mod:`tracer.instrumentation.sqltext`; only the first
+#:   three reach the record).
+#:
+#: :func:`record` turns it into the record's ``db`` part (docs/reporters.md).
+DbTarget = tuple[str, str | None, str | None, int | None]
+DbCall = tuple[DbTarget, tuple[Any, ...]]
 
 _EVENT_TYPES = {SERVER: ("sr", "ss"), CLIENT: ("cs", "cr"), WEBSOCKET: ("sr", "ss")}
 
@@ -345,6 +366,7 @@ def record(frozen: Frozen, service: str, host: str, pid: int) -> dict[str, Any]:
         must_collect,
         tracestate,
         route,
+        db,
     ) = frozen
     if len(name) > MAX_NAME or not name.isascii():
         name = safe_text(name, MAX_NAME)
@@ -387,4 +409,29 @@ def record(frozen: Frozen, service: str, host: str, pid: int) -> dict[str, Any]:
     out["tags"] = bounded(tags, MAX_TAGS) if tags else {}
     out["sampled"] = sampled
     out["must_collect"] = must_collect
+    if db is not None:
+        out["db"] = db_part(db, error)
     return out
+
+
+def db_part(db: DbCall, error: dict[str, Any] | None) -> dict[str, Any]:
+    """The record's ``db`` part of a database call: OpenTelemetry's attribute names, each with
+    a value (one that is None is left out)."""
+    (system, namespace, address, port), statement = db
+    text, operation, collection = statement[0], statement[1], statement[2]
+    part: dict[str, Any] = {"db.system.name": system}
+    if namespace is not None:
+        part["db.namespace"] = namespace
+    if operation is not None:
+        part["db.operation.name"] = operation
+    if collection is not None:
+        part["db.collection.name"] = collection
+    if address is not None:
+        part["server.address"] = address
+    if port is not None:
+        part["server.port"] = port
+    if text is not None:
+        part["db.query.text"] = text
+    if error is not None:
+        part["error.type"] = error.get("type") or "_OTHER"
+    return part

@@ -35,6 +35,7 @@ INDICES = {
     "MUST_COLLECT": "must_collect",
     "TRACESTATE": "tracestate",
     "ROUTE": "route",
+    "DB": "db",
 }
 
 

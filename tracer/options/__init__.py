@@ -577,6 +577,12 @@ TABLE: tuple[Option, ...] = (
         ' characters) in the tag "http.request_headers", as the original recorded all headers.',
     ),
     Option(
+        "record_queries", "bool", True, section="Requests",
+        doc="Record each database statement as db.query.text, its literals replaced by ?"
+        " (never its parameters); False leaves the text out of every span and keeps the"
+        " operation and table only.",
+    ),
+    Option(
         "n_plus_one_threshold", "int", 10, section="Requests", bounds=(0, 10**6), nullable=True,
         doc="N+1 queries: a server span holding more than this many database calls with the same"
         ' statement gets the tag "n_plus_one" ({"statement", "count"}, the most repeated one);'

@@ -1,0 +1,246 @@
+"""The DB-API 2.0 core: a client span with a ``db`` part around each statement a driver runs.
+
+The interface the database instrumentations share (sqlite3, psycopg, psycopg2, asyncpg; redis
+builds its own statements but records them the same way):
+
+* :class:`Calls` ``(runtime)`` holds what every call needs: the runtime, and the statement
+  function the ``record_queries`` option chose (:func:`tracer.instrumentation.sqltext.statement`,
+  or :func:`~tracer.instrumentation.sqltext.without_text`, which drops the text).
+  :meth:`Calls.run` and :meth:`Calls.run_async` run one driver call in a span:
+  ``calls.run(target, method, sql, args, kwargs)`` calls ``method(sql, *args, **kwargs)`` and
+  returns what it returns, or raises what it raises, unchanged.
+* ``target`` is the connection's :data:`tracer.span.DbTarget`, ``(system, namespace, address,
+  port)``, made once per connection; the statement comes from ``sql`` through the cache. The
+  span (kind client, a child of the current span) is named by the statement (``SELECT users``)
+  and carries ``Span.db = (target, statement)``; the record's ``db`` part is built from it off
+  the request thread (:func:`tracer.span.db_part`).
+* :class:`TracedConnection` and :class:`TracedCursor` are the proxies (``wrapt.ObjectProxy``)
+  for drivers whose connection and cursor are C types that cannot be patched (sqlite3,
+  psycopg2): the driver's ``connect`` is wrapped to return a :class:`TracedConnection`, whose
+  ``cursor()`` returns a :class:`TracedCursor`; ``execute``, ``executemany``, ``callproc`` (and
+  sqlite3's ``executescript``, and the connection's own ``execute*`` shortcuts) are traced.
+  ``isinstance(proxy, driver.Connection)`` is true (the proxy reports the wrapped class);
+  ``type(proxy)`` is the proxy's, and C functions that check the exact type of their argument
+  refuse it (see docs/clients.md, "Databases").
+
+The span covers the call itself. Rows a driver fetches later, as a lazy cursor steps through
+its result (sqlite3, a server-side cursor), are fetched outside it (docs/clients.md).
+
+An error inside tracer is counted (:func:`tracer.safety.internal_error`) and the call made
+untraced; the driver's exceptions reach the application unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import wrapt
+
+from tracer import safety
+from tracer.context import suppress
+from tracer.instrumentation import sqltext
+from tracer.span import CLIENT, DbTarget
+
+if TYPE_CHECKING:
+    from tracer.runtime import Runtime
+
+
+class Calls:
+    """What one database instrumentation's calls share (see the module)."""
+
+    __slots__ = ("child_span", "runtime", "statement")
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.child_span = runtime.child_span
+        record = getattr(runtime.config, "record_queries", True)
+        self.statement: Callable[[str], sqltext.Statement] = (
+            sqltext.statement if record else sqltext.without_text
+        )
+
+    def statement_of(self, sql: Any) -> sqltext.Statement:
+        """The statement of ``sql`` as a driver was given it (text, bytes, a query object)."""
+        if type(sql) is str:
+            return self.statement(sql)
+        text = sqltext.text_of(sql)
+        return sqltext.UNKNOWN if text is None else self.statement(text)
+
+    def start(self, target: DbTarget, sql: Any) -> Any:
+        """The span of a call of ``sql`` on ``target`` (None when the call is not traced)."""
+        if suppress.get():
+            return None
+        try:
+            statement = self.statement(sql) if type(sql) is str else self.statement_of(sql)
+            span = self.child_span(CLIENT, statement[3])
+            span.db = (target, statement)
+            return span
+        except Exception as exc:
+            safety.internal_error("db.start", exc)
+            return None
+
+    def run(
+        self,
+        target: DbTarget,
+        method: Callable[..., Any],
+        sql: Any,
+        args: tuple[Any, ...],
+        kw: dict[str, Any],
+    ) -> Any:
+        """``method(sql, *args, **kw)`` in a span (see the module)."""
+        span = self.start(target, sql)
+        if span is None:
+            return method(sql, *args, **kw)
+        try:
+            result = method(sql, *args, **kw)
+        except BaseException as exc:
+            failed(span, exc)
+            raise
+        span.finish()
+        return result
+
+    async def run_async(
+        self,
+        target: DbTarget,
+        method: Callable[..., Any],
+        sql: Any,
+        args: tuple[Any, ...],
+        kw: dict[str, Any],
+    ) -> Any:
+        """:meth:`run` for a coroutine method."""
+        span = self.start(target, sql)
+        if span is None:
+            return await method(sql, *args, **kw)
+        try:
+            result = await method(sql, *args, **kw)
+        except BaseException as exc:
+            failed(span, exc)
+            raise
+        span.finish()
+        return result
+
+
+def failed(span: Any, exc: BaseException) -> None:
+    """End ``span`` as failed by ``exc`` (the exception itself is the caller's to re-raise)."""
+    try:
+        span.record_exception(exc)
+        span.finish()
+    except Exception as inner:
+        safety.internal_error("db.finish", inner)
+
+
+class TracedCursor(wrapt.ObjectProxy):  # type: ignore[type-arg]
+    """A DB-API cursor whose ``execute``, ``executemany``, ``callproc`` and ``executescript``
+    are traced; everything else is the cursor's own."""
+
+    def __init__(self, cursor: Any, calls: Calls, target: DbTarget) -> None:
+        super().__init__(cursor)
+        self._self_calls = calls
+        self._self_target = target
+
+    def execute(self, sql: Any, *args: Any, **kw: Any) -> Any:
+        """The cursor's ``execute``, in a span; returns this proxy where the driver returns
+        the cursor itself (sqlite3), so that chained calls stay traced."""
+        result = self._self_calls.run(self._self_target, self.__wrapped__.execute, sql, args, kw)
+        return self if result is self.__wrapped__ else result
+
+    def executemany(self, sql: Any, *args: Any, **kw: Any) -> Any:
+        """The cursor's ``executemany``, in one span."""
+        wrapped = self.__wrapped__
+        result = self._self_calls.run(self._self_target, wrapped.executemany, sql, args, kw)
+        return self if result is wrapped else result
+
+    def executescript(self, script: Any, *args: Any, **kw: Any) -> Any:
+        """sqlite3's ``executescript``, in one span named by the script's first statement."""
+        wrapped = self.__wrapped__
+        result = self._self_calls.run(self._self_target, wrapped.executescript, script, args, kw)
+        return self if result is wrapped else result
+
+    def callproc(self, name: Any, *args: Any, **kw: Any) -> Any:
+        """The cursor's ``callproc``, in a span named ``CALL <name>``."""
+        calls = self._self_calls
+        span = calls.start(self._self_target, f"CALL {name}") if isinstance(name, str) else None
+        if span is None:
+            return self.__wrapped__.callproc(name, *args, **kw)
+        try:
+            result = self.__wrapped__.callproc(name, *args, **kw)
+        except BaseException as exc:
+            failed(span, exc)
+            raise
+        span.finish()
+        return result
+
+    def __enter__(self) -> Any:
+        self.__wrapped__.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> Any:
+        return self.__wrapped__.__exit__(*exc)
+
+    def __iter__(self) -> Any:
+        return iter(self.__wrapped__)
+
+    def __next__(self) -> Any:
+        return next(self.__wrapped__)
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        raise TypeError("a database cursor cannot be pickled")
+
+
+class TracedConnection(wrapt.ObjectProxy):  # type: ignore[type-arg]
+    """A DB-API connection whose cursors are :class:`TracedCursor`; its own ``execute``,
+    ``executemany`` and ``executescript`` (sqlite3's shortcuts) are traced too."""
+
+    def __init__(self, connection: Any, calls: Calls, target: DbTarget) -> None:
+        super().__init__(connection)
+        self._self_calls = calls
+        self._self_target = target
+
+    def cursor(self, *args: Any, **kw: Any) -> Any:
+        """The connection's cursor, traced."""
+        return TracedCursor(
+            self.__wrapped__.cursor(*args, **kw), self._self_calls, self._self_target
+        )
+
+    def execute(self, sql: Any, *args: Any, **kw: Any) -> Any:
+        """sqlite3's ``Connection.execute``: a new cursor's ``execute``, one span."""
+        return self.cursor().execute(sql, *args, **kw)
+
+    def executemany(self, sql: Any, *args: Any, **kw: Any) -> Any:
+        """sqlite3's ``Connection.executemany``, one span."""
+        return self.cursor().executemany(sql, *args, **kw)
+
+    def executescript(self, script: Any, *args: Any, **kw: Any) -> Any:
+        """sqlite3's ``Connection.executescript``, one span."""
+        return self.cursor().executescript(script, *args, **kw)
+
+    def __enter__(self) -> Any:
+        self.__wrapped__.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> Any:
+        return self.__wrapped__.__exit__(*exc)
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        raise TypeError("a database connection cannot be pickled")
+
+
+def traced_connect(
+    calls: Calls, target_of: Callable[[Any, tuple[Any, ...], dict[str, Any]], DbTarget]
+) -> Callable[[Callable[..., Any], Any, tuple[Any, ...], dict[str, Any]], Any]:
+    """A wrapper for a driver's ``connect``: the connection it returns, as a
+    :class:`TracedConnection` whose target is ``target_of(connection, args, kwargs)``."""
+
+    def connect(
+        wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kw: dict[str, Any]
+    ) -> Any:
+        connection = wrapped(*args, **kw)
+        try:
+            if isinstance(connection, TracedConnection):
+                return connection
+            return TracedConnection(connection, calls, target_of(connection, args, kw))
+        except Exception as exc:
+            safety.internal_error("db.connect", exc)
+            return connection
+
+    return connect
