@@ -1,0 +1,35 @@
+"""One echo server per module for the HTTP client tests (tracer's own http.server span on it)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.conftest import Server
+from tracer.context import current
+
+#: What tracer sends with a call by default.
+TRACE_HEADERS = ("request-id", "x-span-id", "x-parent", "traceparent")
+
+
+@pytest.fixture(scope="module")
+def echo() -> Iterator[Server]:
+    """The echo server of tests.conftest, shared by a module's tests."""
+    srv = Server()
+    yield srv
+    srv.close()
+
+
+def clients(spans: list[dict[str, object]]) -> list[dict[str, object]]:
+    """The client spans, in the order they started."""
+    return sorted(
+        (s for s in spans if s["kind"] == "client"), key=lambda s: int(str(s["start_us"]))
+    )
+
+
+def no_open_call() -> bool:
+    """Nothing of a call is left in the context (a test's own sanity check)."""
+    from tracer.context import calling
+
+    return calling.get() is None and current.get() is None
