@@ -10,22 +10,24 @@ What is patched (classes, so clients made before ``install()`` are covered):
 * ``redis.cluster.RedisCluster.execute_command`` and its asyncio twin, one span per command
   (without the server's address: the node is chosen inside, per key slot).
 
-What a span records (the ``db`` part, OpenTelemetry's database conventions):
+What a span records, as ``Span.db`` (:data:`tracer.span.DbCall`; the record's ``db`` part has
+OpenTelemetry's database names):
 
 * ``db.system.name`` ``redis``, ``db.operation.name`` the command (``GET``; ``PIPELINE`` or
   ``MULTI`` for a pipeline), ``db.namespace`` the database index, ``server.address`` and
-  ``server.port`` (the socket path for a Unix socket);
+  ``server.port`` (the socket path for a Unix socket; neither for a cluster client);
 * ``db.query.text`` the command with one ``?`` per argument (``SET ? ?``), never a key or a
   value; past :data:`MAX_PLACEHOLDERS` arguments the rest are counted (``MSET ? ? ... (40 args)``).
   A pipeline's text is its commands' texts joined by ``"; "`` (at most :data:`MAX_BATCH` of them),
-  with ``db.operation.batch.size`` the number of commands;
+  and the tag ``db.operation.batch.size`` its number of commands. ``record_queries = False``
+  drops the text; the N+1 check still groups by it;
 * an error as its exception's type, with redis' message cut where the server starts quoting what
   it was sent (``ERR unknown command 'x', with args beginning with: ...``) and no stack (its
   last lines are the caller's source, which may hold the values); the exception itself reaches
   the application unchanged.
 
-The span is named ``redis <operation>`` (``redis GET``). A command outside any trace (no current
-span) is not recorded: a worker polling Redis would otherwise make a trace of every poll.
+The span is named ``redis <operation>`` (``redis GET``), a child of the current span; a command
+made outside any trace starts one, as the other database calls do.
 """
 
 from __future__ import annotations
@@ -35,9 +37,10 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from tracer import safety
-from tracer.context import current, suppress
+from tracer.context import suppress
 from tracer.instrumentation.base import Instrumentation
-from tracer.span import CLIENT, Span
+from tracer.instrumentation.sqltext import Statement
+from tracer.span import CLIENT, DbTarget, Span
 
 #: Arguments shown as ``?`` in ``db.query.text``; beyond this many, they are counted.
 MAX_PLACEHOLDERS = 8
@@ -46,19 +49,20 @@ MAX_BATCH = 32
 
 SYSTEM = "redis"
 
-# Per command (as redis-py passes it, usually an upper-case str): the operation name and the span
-# name, so the usual command costs one dict lookup. Bounded: a caller may invent names.
-_names: dict[Any, tuple[str, str]] = {}
-_MAX_NAMES = 512
+# Per command (as redis-py passes it, usually an upper-case str): its statements by argument
+# count, so the usual command costs two dict lookups and builds nothing. Bounded: a caller may
+# invent names.
+_statements: dict[Any, dict[int, Statement]] = {}
+_MAX_COMMANDS = 512
 # " ? ? ?" for 0..MAX_PLACEHOLDERS arguments.
 _MARKS = tuple(" ?" * n for n in range(MAX_PLACEHOLDERS + 1))
+# A connection's target, by the id of its pool's connection_kwargs (held, so the id is not
+# reused while it is here): made once per pool, not per command.
+_targets: dict[int, tuple[Any, DbTarget]] = {}
 
 
-def operation(command: Any) -> tuple[str, str]:
-    """The operation name (``GET``) and span name (``redis GET``) of ``command``."""
-    names = _names.get(command)
-    if names is not None:
-        return names
+def operation(command: Any) -> str:
+    """The operation name of ``command`` (``GET``, ``CONFIG GET``)."""
     if isinstance(command, (bytes, bytearray, memoryview)):
         text = bytes(command).decode("utf-8", "replace")
     else:
@@ -67,14 +71,7 @@ def operation(command: Any) -> tuple[str, str]:
     op = " ".join(text.upper().split())[:64] or "?"
     if not (op.isascii() and op.isprintable()):
         op = op.encode("ascii", "replace").decode("ascii")
-    names = (op, f"{SYSTEM} {op}")
-    if len(_names) >= _MAX_NAMES:
-        _names.clear()
-    try:
-        _names[command] = names
-    except TypeError:
-        pass
-    return names
+    return op
 
 
 def query_text(op: str, arguments: int) -> str:
@@ -84,52 +81,65 @@ def query_text(op: str, arguments: int) -> str:
     return f"{op}{_MARKS[MAX_PLACEHOLDERS]} ... ({arguments} args)"
 
 
-def batch_text(commands: Iterable[tuple[Any, ...]], size: int) -> str:
-    """A pipeline's ``db.query.text``: its commands' texts, in order, joined by ``"; "``."""
+def command_statement(command: Any, arguments: int) -> Statement:
+    """The statement of a command (:data:`tracer.instrumentation.sqltext.Statement`'s shape:
+    text, operation, collection, span name, grouping key), cached."""
+    by_count = _statements.get(command)
+    if by_count is None:
+        if len(_statements) >= _MAX_COMMANDS:
+            _statements.clear()
+        by_count = {}
+        try:
+            _statements[command] = by_count
+        except TypeError:
+            pass
+    found = by_count.get(arguments)
+    if found is None:
+        op = operation(command)
+        text = query_text(op, arguments)
+        found = (text, op, None, f"{SYSTEM} {op}", text)
+        if len(by_count) < 64:
+            by_count[arguments] = found
+    return found
+
+
+def batch_statement(commands: Iterable[tuple[Any, ...]], size: int, op: str) -> Statement:
+    """A pipeline's statement: its commands' texts, in order, joined by ``"; "``."""
     parts: list[str] = []
     for args in commands:
         if len(parts) == MAX_BATCH:
             parts.append(f"... ({size} commands)")
             break
-        parts.append(query_text(operation(args[0])[0], len(args) - 1) if args else "?")
-    return "; ".join(parts)
+        parts.append(command_statement(args[0], len(args) - 1)[4] if args else "?")
+    text = "; ".join(parts)
+    return (text, op, None, f"{SYSTEM} {op}", text)
 
 
-def where(client: Any) -> tuple[str, Any, Any]:
-    """The database index, address and port of a client's connection pool."""
-    pool = getattr(client, "connection_pool", None)
-    kw = getattr(pool, "connection_kwargs", None)
+def target_of(client: Any) -> DbTarget:
+    """``(system, namespace, address, port)`` of a client's connection pool."""
+    kw = getattr(getattr(client, "connection_pool", None), "connection_kwargs", None)
     if not kw:
-        return "0", None, None
+        return (SYSTEM, None, None, None)
+    entry = _targets.get(id(kw))
+    if entry is not None and entry[0] is kw:
+        return entry[1]
     host = kw.get("host")
+    namespace = str(kw.get("db") or 0)
+    target: DbTarget
     if host is None:
         # A Unix socket: its path is the address.
-        return str(kw.get("db") or 0), kw.get("path"), None
-    return str(kw.get("db") or 0), host, kw.get("port", 6379)
+        path = kw.get("path")
+        target = (SYSTEM, namespace, None if path is None else str(path), None)
+    else:
+        target = (SYSTEM, namespace, str(host), int(kw.get("port") or 6379))
+    if len(_targets) >= 256:
+        _targets.clear()
+    _targets[id(kw)] = (kw, target)
+    return target
 
 
-def describe(
-    span: Span,
-    op: str,
-    text: str,
-    namespace: str | None,
-    address: Any,
-    port: Any,
-    batch: int | None = None,
-) -> None:
-    """Put the ``db`` part of a redis call on ``span``."""
-    set_tag = span.set_tag
-    set_tag("db.system.name", SYSTEM)
-    set_tag("db.operation.name", op)
-    set_tag("db.query.text", text)
-    if namespace is not None:
-        set_tag("db.namespace", namespace)
-    if address is not None:
-        set_tag("server.address", str(address))
-    if port is not None:
-        set_tag("server.port", port)
-    if batch is not None:
-        set_tag("db.operation.batch.size", batch)
+#: The target of a cluster client's commands: the node is chosen inside, per key slot.
+CLUSTER_TARGET: DbTarget = (SYSTEM, None, None, None)
 
 
 def failed(span: Span, exc: BaseException) -> None:
@@ -142,7 +152,15 @@ def failed(span: Span, exc: BaseException) -> None:
         message = message[:quote].rstrip(" :,")
     # No stack either: its last lines are the caller's source, which may hold the very values.
     span.error = {"type": type(exc).__name__, "message": message, "stack": None}
-    span.set_tag("error.type", type(exc).__name__)
+
+
+def _keep(statement: Statement) -> Statement:
+    return statement
+
+
+def _without_text(statement: Statement) -> Statement:
+    """``record_queries = False``: the statement without its text (the key stays, unexported)."""
+    return (None, statement[1], statement[2], statement[3], statement[4])
 
 
 class RedisInstrumentation(Instrumentation):
@@ -156,36 +174,30 @@ class RedisInstrumentation(Instrumentation):
         assert runtime is not None
         child_span = runtime.child_span
         internal_error = safety.internal_error
+        drop = _keep if getattr(runtime.config, "record_queries", True) else _without_text
 
         def command_span(client: Any, args: tuple[Any, ...], cluster: bool) -> Span | None:
-            if suppress.get() or current.get() is None or not args:
+            if suppress.get() or not args:
                 return None
-            op, name = operation(args[0])
-            span = child_span(CLIENT, name)
-            if cluster:
-                describe(span, op, query_text(op, len(args) - 1), None, None, None)
-            else:
-                namespace, address, port = where(client)
-                describe(span, op, query_text(op, len(args) - 1), namespace, address, port)
+            statement = drop(command_statement(args[0], len(args) - 1))
+            span = child_span(CLIENT, statement[3])
+            span.db = (CLUSTER_TARGET if cluster else target_of(client), statement)
             return span
 
         def pipeline_span(pipe: Any) -> Span | None:
             stack = pipe.command_stack
-            if suppress.get() or current.get() is None or not stack:
+            if suppress.get() or not stack:
                 return None
             transaction = getattr(pipe, "is_transaction", None)
             if transaction is None:
                 transaction = getattr(pipe, "transaction", False)
-            op = (
-                "MULTI"
-                if transaction or getattr(pipe, "explicit_transaction", False)
-                else ("PIPELINE")
-            )
-            span = child_span(CLIENT, f"{SYSTEM} {op}")
-            namespace, address, port = where(pipe)
+            explicit = getattr(pipe, "explicit_transaction", False)
+            op = "MULTI" if transaction or explicit else "PIPELINE"
             size = len(stack)
-            text = batch_text((entry[0] for entry in stack), size)
-            describe(span, op, text, namespace, address, port, size)
+            statement = drop(batch_statement((entry[0] for entry in stack), size, op))
+            span = child_span(CLIENT, statement[3])
+            span.db = (target_of(pipe), statement)
+            span.set_tag("db.operation.batch.size", size)
             return span
 
         def end(span: Span, exc: BaseException | None) -> None:
