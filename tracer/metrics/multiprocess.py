@@ -37,6 +37,8 @@ from tracer.metrics.recording import (
     ACTIVE_NAME,
     CLIENT_LABELS,
     CLIENT_NAME,
+    DB_LABELS,
+    DB_NAME,
     SERVER_LABELS,
     SERVER_NAME,
 )
@@ -185,6 +187,7 @@ class Layout:
         self.series = {
             SERVER_NAME: (len(SERVER_LABELS), width),
             CLIENT_NAME: (len(CLIENT_LABELS), width),
+            DB_NAME: (len(DB_LABELS), width),
             ACTIVE_NAME: (0, 1),
             GC_NAME: (1, len(GC_BUCKETS) + 2),
         }

@@ -1,6 +1,6 @@
 """Request metrics, recorded on the request path into plain lists and read at scrape time.
 
-Every finished server or client span passes through :meth:`Recorder.record` (from
+Every finished server, client or database span passes through :meth:`Recorder.record` (from
 ``Collector.on_finish``, sampled or not). One series is a list of integers: a count per bucket
 (the last one is ``+Inf``) and the sum of durations in microseconds, all exact. Recording is a
 dict lookup with a tuple key, a table lookup for the bucket (:func:`bucket_index`) and two
@@ -43,6 +43,7 @@ MAX_TARGETS = 512
 
 SERVER_NAME = "http_server_request_duration_seconds"
 CLIENT_NAME = "http_client_request_duration_seconds"
+DB_NAME = "db_client_operation_duration_seconds"
 ACTIVE_NAME = "http_server_active_requests"
 SERVER_LABELS = ("http_request_method", "http_route", "http_response_status_code", "url_scheme")
 CLIENT_LABELS = (
@@ -52,14 +53,19 @@ CLIENT_LABELS = (
     "http_response_status_code",
     "error_type",
 )
+# The table comes first: it is the label with the most values, which overflow replaces first,
+# as it replaces a server's route.
+DB_LABELS = ("db_collection_name", "db_operation_name", "db_system_name", "error_type")
 # How many leading labels (raw key values) overflow replaces by OTHER: what is left, the status
 # code and scheme or error type, keeps status classes and error ratios right.
 _SERVER_REPLACED = 2
 _CLIENT_REPLACED = 3
+_DB_REPLACED = 2
 # The raw keys of the series where everything goes once the overflow series are taken too (a
 # route of None is OTHER at scrape time, as for a request no route matched).
 _SERVER_LAST = (OTHER, None, OTHER, OTHER)
 _CLIENT_LAST = (OTHER, OTHER, OTHER, OTHER, OTHER)
+_DB_LAST = (OTHER, OTHER, OTHER, OTHER)
 
 Series = list[int]
 
@@ -283,6 +289,7 @@ class Recorder(SpanProcessor):
         self.loops = loops
         self.server: dict[tuple[Any, ...], Series] = {}
         self.client: dict[tuple[Any, ...], Series] = {}
+        self.db: dict[tuple[Any, ...], Series] = {}
         # Server requests started (on_start adds to slot 0); active = started - ended.
         self.started: Series = [0]
         self._targets: dict[str, tuple[str, str]] = {}
@@ -299,6 +306,7 @@ class Recorder(SpanProcessor):
         self.admission = Admission()
         self.server.clear()
         self.client.clear()
+        self.db.clear()
         self.started[0] = 0
 
     # -- the request path --------------------------------------------------------------------
@@ -318,6 +326,7 @@ class Recorder(SpanProcessor):
         # A closure over locals: the request path reads no attribute it can avoid.
         server = self.server
         client = self.client
+        dbs = self.db
         bounds = self.bounds_us
         width = self.width
         total_at = width - 1  # a positive index: the interpreter's fast path for lists
@@ -325,6 +334,7 @@ class Recorder(SpanProcessor):
         started = self.started
 
         new_series = self._new_series
+        new_db_series = self._new_db_series
         target_of = self._target
         step, index_of = bucket_index(bounds)
         round_up = step - 1
@@ -350,6 +360,20 @@ class Recorder(SpanProcessor):
                         series = server[key]
                     except KeyError:
                         series = new_series(server, key, True)
+                elif kind == CLIENT and span.db is not None:
+                    # A database call: the statement's table and operation, the system.
+                    target, statement = span.db
+                    error = span.error
+                    key = (
+                        statement[2],
+                        statement[1],
+                        target[0],
+                        "" if error is None else str(error["type"]),
+                    )
+                    try:
+                        series = dbs[key]
+                    except KeyError:
+                        series = new_db_series(key)
                 elif kind == CLIENT:
                     url = span.url or ""
                     try:
@@ -425,6 +449,25 @@ class Recorder(SpanProcessor):
             series = table[key] = [0] * self.width
             return series
 
+    def _new_db_series(self, key: tuple[Any, ...]) -> Series:
+        """The series of a database call's key not in the table: made (bounded, the table and
+        operation replaced by OTHER past the cap), or the one it maps to."""
+        table = self.db
+        with self._lock:
+            series = table.get(key)
+            if series is not None:
+                return series
+            if len(table) >= MAX_SERIES - OVERFLOW_SERIES:
+                key = (OTHER,) * _DB_REPLACED + key[_DB_REPLACED:]
+                series = table.get(key)
+                if series is None and len(table) >= MAX_SERIES - 1:
+                    key = _DB_LAST
+                    series = table.get(key)
+                if series is not None:
+                    return series
+            series = table[key] = [0] * self.width
+            return series
+
     def _target(self, url: str) -> tuple[str, str]:
         """The ``server_address`` and ``server_port`` of a client call to ``url``."""
         try:
@@ -459,10 +502,15 @@ class Recorder(SpanProcessor):
             ([key[0], key[1], key[2], _label(key[3]), key[4]], values)
             for key, values in list(self.client.items())
         )
+        db = _summed(
+            ([_label(key[0]), _label(key[1]), key[2], key[3]], values)
+            for key, values in list(self.db.items())
+        )
         ended = sum(sum(values[:-1]) for _, values in server)
         return {
             SERVER_NAME: server,
             CLIENT_NAME: client,
+            DB_NAME: db,
             ACTIVE_NAME: [([], [max(0, self.started[0] - ended)])],
         }
 
@@ -515,6 +563,11 @@ def request_families(
             admission.families.setdefault(CLIENT_NAME, {}),
             _CLIENT_REPLACED,
         )
+        db = bounded(
+            merged.get(DB_NAME, []),
+            admission.families.setdefault(DB_NAME, {}),
+            _DB_REPLACED,
+        )
     yield histogram(
         SERVER_NAME,
         "Duration of HTTP server requests (the server span's duration).",
@@ -529,6 +582,14 @@ def request_families(
         CLIENT_LABELS,
         buckets,
         client,
+        1e6,
+    )
+    yield histogram(
+        DB_NAME,
+        "Duration of database client operations (the database call's span duration).",
+        DB_LABELS,
+        buckets,
+        db,
         1e6,
     )
     active = GaugeMetricFamily(ACTIVE_NAME, "HTTP server requests being served now.")

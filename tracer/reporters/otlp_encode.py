@@ -18,7 +18,9 @@ The mapping follows the OpenTelemetry specification and the stable HTTP semantic
   unknown one), ``http.response.status_code``; a server's ``url.path``, ``url.query`` (as
   redacted), ``url.scheme`` and ``http.route`` when the framework knows it; a client's
   ``url.full`` (redacted); ``server.address`` and ``server.port`` for both; ``error.type``;
-  ``tracer.request_id``; the span's tags (recorded request headers as
+  ``tracer.request_id``; a database call's ``db`` part as it is (``db.system.name``,
+  ``db.namespace``, ``db.operation.name``, ``db.collection.name``, ``db.query.text``,
+  ``server.address``, ``server.port``); the span's tags (recorded request headers as
   ``http.request.header.<name>``); a tag never replaces one of these.
 * events: each ``tracer.report()`` annotation as a ``tracer.report`` event whose attributes are
   the reported dict's items; a recorded exception or network error as the ``exception`` event
@@ -233,6 +235,14 @@ def span_parts(record: dict[str, Any]) -> Parts | None:
     http = record.get("http")
     if isinstance(http, dict):
         _http_attributes(kind_name, record, http, attributes)
+    db = record.get("db")
+    if isinstance(db, dict):
+        # error.type comes from the record's error, as for every span.
+        attributes.extend(
+            (key, value)
+            for key, value in db.items()
+            if isinstance(key, str) and key != "error.type" and value is not None
+        )
     failed, error_type, message = outcome(record)
     if error_type is not None:
         attributes.append(("error.type", error_type))

@@ -11,12 +11,14 @@ Each record becomes one span of the ``ListOfSpans`` that openzipkin/zipkin-api's
 * ``timestamp`` and ``duration`` in microseconds, the duration at least 1 (Zipkin's rule);
 * ``localEndpoint.serviceName``: the service; ``remoteEndpoint`` for a client span: the host it
   called (``ipv4``/``ipv6`` for an address, else ``serviceName``) and the port;
-* ``tags``, all strings: ``http.method``, ``http.path``, ``http.route`` (when known),
-  ``http.url`` (a client's, redacted), ``http.status_code``, ``error`` (the exception as
-  ``Type: message``, a network error's message, or the status code of a failed response, by the
-  same rules as the OTLP status), ``exception.stacktrace``, ``tracer.request_id``, the span's
-  tags (other values as their JSON text; recorded request headers as
-  ``http.request.header.<name>``);
+* ``tags``, all strings: a database call's ``db`` part (``db.system.name``, ``db.namespace``,
+  ``db.operation.name``, ``db.collection.name``, ``db.query.text``; its ``server.address`` and
+  ``server.port`` are the ``remoteEndpoint``), ``http.method``, ``http.path``, ``http.route``
+  (when known), ``http.url`` (a client's, redacted), ``http.status_code``, ``error`` (the
+  exception as ``Type: message``, a network error's message, or the status code of a failed
+  response, by the same rules as the OTLP status), ``exception.stacktrace``,
+  ``tracer.request_id``, the span's tags (other values as their JSON text; recorded request
+  headers as ``http.request.header.<name>``);
 * ``annotations``: each ``tracer.report()`` annotation, its dict as compact JSON text, at its
   time (identical ones once, as the schema wants them unique).
 
@@ -125,6 +127,15 @@ def span_json(record: dict[str, Any], service: Any) -> dict[str, Any] | None:
         status = http.get("status_code")
         if isinstance(status, int) and not isinstance(status, bool):
             tags["http.status_code"] = str(int(status))
+    db = record.get("db")
+    if isinstance(db, dict):
+        for key, value in db.items():
+            if isinstance(key, str) and value is not None and key != "error.type":
+                tags[key] = value if isinstance(value, str) else _string(value)
+        address = db.get("server.address")
+        if kind == "client" and isinstance(address, str) and address:
+            port = db.get("server.port")
+            span["remoteEndpoint"] = _remote(address, port if isinstance(port, int) else None)
     failed, error_type, message = outcome(record)
     if failed:
         tags["error"] = message or error_type or "error"
