@@ -85,6 +85,33 @@ def test_a_view_exception_is_on_the_span_and_the_response_is_djangos() -> None:
     assert "in boom" in span["error"]["stack"]
 
 
+def test_the_debug_page_is_unchanged_and_the_span_has_the_exception() -> None:
+    from django.test.utils import override_settings
+
+    with override_settings(DEBUG=True):
+        untraced_status, untraced_body = call_wsgi(WSGIHandler(), "/boom/")
+        memory = reporters.create("memory")
+        tracer.install(app_name="django-test", reporter=memory, flush_interval=0.02)
+        status, body = call_wsgi(WSGIHandler(), "/boom/")
+    assert status == untraced_status == "500 Internal Server Error"
+    # Django's technical 500 page, not the project's handler500.
+    assert b"view failed" in body and b"custom 500 page" not in body
+    assert body.count(b"ValueError") == untraced_body.count(b"ValueError")
+    span = server_span(memory)
+    assert span["error"]["type"] == "ValueError"
+
+
+def test_an_exception_django_propagates_passes_through_unchanged(memory: MemoryReporter) -> None:
+    from django.test.utils import override_settings
+
+    with override_settings(DEBUG_PROPAGATE_EXCEPTIONS=True):
+        with pytest.raises(ValueError, match="view failed"):
+            call_wsgi(WSGIHandler(), "/boom/")
+    span = server_span(memory)
+    assert span["error"]["type"] == "ValueError"
+    assert span["http"]["status_code"] == 500
+
+
 def test_async_to_sync_work_in_a_wsgi_view_is_a_child_of_its_span(
     memory: MemoryReporter,
 ) -> None:
