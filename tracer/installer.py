@@ -24,6 +24,7 @@ from tracer import propagation, safety
 from tracer.context import current
 from tracer.delivery import Pipeline
 from tracer.instrumentation.base import Instrumentation, discover
+from tracer.instrumentation.nplusone import NPlusOne
 from tracer.runtime import Runtime
 from tracer.sampling import Sampler
 
@@ -88,6 +89,8 @@ def install(config_path: str | os.PathLike[str] | None = None, **overrides: Any)
         sampler = Sampler(cfg.sample_rate, cfg.sample_size, cfg.collect_interval)
         # The runtime starts with its collector as the one span processor; features add theirs.
         rt = Runtime(cfg, pipeline, sampler)
+        if cfg.n_plus_one_threshold:
+            rt.add_processor(NPlusOne(cfg.n_plus_one_threshold))
         pipeline.start()
         wanted = None if cfg.instrument is None else set(cfg.instrument)
         _instrumentations.clear()

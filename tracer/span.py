@@ -79,10 +79,13 @@ class LocalTrace:
 
     An unsampled trace keeps its finished spans in ``held`` until its local root ends, so that an
     error anywhere in it can still have the whole local trace collected (keep-on-error).
-    ``chain`` is the processors of the runtime that started the trace.
+    ``chain`` is the processors of the runtime that started the trace. ``statements`` counts its
+    database calls by statement, for the N+1 check (:mod:`tracer.instrumentation.nplusone`).
     """
 
-    __slots__ = ("chain", "closed", "held", "limited", "must_collect", "root", "sampled")
+    __slots__ = (
+        "chain", "closed", "held", "limited", "must_collect", "root", "sampled", "statements",
+    )  # fmt: skip
 
     def __init__(self, sampled: bool, must_collect: bool = False, chain: Chain = NO_CHAIN) -> None:
         self.sampled = sampled
@@ -95,6 +98,9 @@ class LocalTrace:
         self.root: Span | None = None
         # Set when a forced keep was refused by the rate limit, so it is not asked for again.
         self.limited = False
+        # Statement key -> [calls, the first call's Span.db], made on the first database call
+        # when the N+1 check is on.
+        self.statements: dict[str, list[Any]] | None = None
 
 
 class Span:

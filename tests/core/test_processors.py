@@ -149,7 +149,12 @@ def test_metrics_record_through_a_processor_and_leave_with_uninstall() -> None:
     # Nothing is set on the runtime or the collector from outside any more.
     assert not hasattr(rt, "metrics_started") and not hasattr(rt.collector, "record")
 
-    tracer.install(app_name="processors", reporter=reporters.create("memory"), metrics=False)
+    tracer.install(
+        app_name="processors",
+        reporter=reporters.create("memory"),
+        metrics=False,
+        n_plus_one_threshold=None,
+    )
     rt = _runtime()
     assert rt.processors == (rt.collector,) and rt.chain.on_start is None
 

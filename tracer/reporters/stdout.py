@@ -58,6 +58,16 @@ def _line(span: dict[str, Any], base_us: int) -> str:
     return " ".join(parts)
 
 
+def _n_plus_one(spans: list[dict[str, Any]]) -> str:
+    """`` N+1: 11 x SELECT ...`` for each span tagged ``n_plus_one`` (the N+1 check's tag)."""
+    found = ""
+    for span in spans:
+        tag = (span.get("tags") or {}).get("n_plus_one")
+        if isinstance(tag, dict):
+            found += f" N+1: {tag.get('count')} x {tag.get('statement')}"
+    return found
+
+
 def render_trace(spans: Iterable[dict[str, Any]]) -> str:
     """A trace's spans as an indented tree, children ordered by start time."""
     spans = sorted(spans, key=lambda s: s.get("start_us") or 0)
@@ -78,7 +88,7 @@ def render_trace(spans: Iterable[dict[str, Any]]) -> str:
     count = f"{len(spans)} span" if len(spans) == 1 else f"{len(spans)} spans"
     out = [
         f"trace {first.get('trace_id')} request-id {first.get('request_id')}"
-        f" ({count}, services: {', '.join(services)})"
+        f" ({count}, services: {', '.join(services)}){_n_plus_one(spans)}"
     ]
 
     def walk(node: dict[str, Any], prefix: str, last: bool, top: bool) -> None:
