@@ -25,6 +25,8 @@ from tests.support.children import Child
 from tests.support.waiting import eventually
 from tracer.profiler import formats
 
+# speedscope's file format schema, as speedscope publishes it at
+# https://www.speedscope.app/file-format-schema.json (github.com/jlfwong/speedscope, MIT).
 SCHEMA = json.loads((Path(__file__).parent / "speedscope-file-format-schema.json").read_text())
 HOT = "burn_hot"
 
