@@ -428,3 +428,18 @@ def test_names_with_separators_survive_collapsed_stacks() -> None:
     assert rows == [(("a,b (x y.py:1)", "c d (z.py:2)"), "/x,y", 3)]
     decoded = formats.read_pprof(formats.pprof(recording, 10, 0, 0, []))
     assert decoded == [(("a;b (x y.py:1)", "c\nd (z.py:2)"), "/x;y", 3)]
+
+
+def test_a_profile_without_tracer_installed_still_samples_and_writes(tmp_path: Path) -> None:
+    with tracer.profile(10, folder=tmp_path) as handle:
+        burn_alpha(0.2)
+    paths = handle.wait()
+    assert len(paths) == 3
+    _, rows = formats.read(Path(paths["collapsed"]).read_bytes())
+    assert any("burn_alpha" in frame for row in rows for frame in row[0])
+    assert all(route is None for _, route, _ in rows)  # no span map without a runtime
+
+
+def test_the_debug_route_is_served_only_with_a_metrics_port(tmp_path: Path) -> None:
+    install(tmp_path, metrics=True, metrics_interval=None)
+    assert "/debug/profile" not in exposition._routes

@@ -655,7 +655,10 @@ def install(runtime: Runtime) -> None:
         _install_signal(getattr(cfg, "profile_signal", None))
     except Exception as exc:
         safety.internal_error("profiler.signal.install", exc)
-    if getattr(cfg, "profile_debug_endpoint", True):
+    if (
+        getattr(cfg, "profile_debug_endpoint", True)
+        and getattr(cfg, "metrics_port", None) is not None
+    ):
         _add_route()
     if getattr(cfg, "profile_continuous", False):
         _continuous = _Continuous(
