@@ -98,9 +98,13 @@ def make_flask() -> Flask:
 
     @app.route("/hold")
     def hold() -> Any:
-        # Answers once the test released it: two held requests need two sync workers.
-        hold_file = os.environ.get("HOLD_FILE", "")
-        while hold_file and not os.path.exists(hold_file):
+        # Answers once the test let it go (a file "go" in HOLD_DIR), after saying it came (a
+        # file "in-<pid>"): two requests held at once need two sync workers.
+        folder = os.environ["HOLD_DIR"]
+        with open(os.path.join(folder, f"in-{os.getpid()}"), "w"):
+            pass
+        deadline = time.monotonic() + 60  # a failed test must not hold a worker for ever
+        while not os.path.exists(os.path.join(folder, "go")) and time.monotonic() < deadline:
             time.sleep(0.01)
         return jsonify(pid=os.getpid())
 
