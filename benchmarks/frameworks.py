@@ -344,7 +344,7 @@ def report(framework: str, runs: dict[str, list[Run]]) -> list[str]:
     if base and "tracer" in rates:
         ratio = rates["tracer"] / base
         note = f"{framework:8} tracer keeps {ratio:.2f}x of untraced throughput (goal >= 0.85)"
-        if "otel" in rates and rates["otel"]:
+        if rates.get("otel"):
             ours = 1e6 / rates["tracer"] - 1e6 / base
             theirs = 1e6 / rates["otel"] - 1e6 / base
             ours_cpu = cpus["tracer"] - cpus["untraced"]
