@@ -3,6 +3,10 @@
 
 ``tracer run app.py [args...]`` and ``tracer run -m package [args...]`` run a program as
 ``__main__`` with tracing installed, as ``python app.py`` / ``python -m package`` would;
+``tracer run command [args...]`` (``tracer run uvicorn app:app``) runs a command found on
+``PATH`` in place of ``tracer``. In all three, every Python process started from the program
+(a server's workers, spawned or forked) installs tracer too, with the same configuration (see
+:func:`bootstrap_children`);
 ``tracer demo`` starts traced services on 127.0.0.1 and prints their traces; ``tracer init``
 writes a commented ``trace.config.py``; ``tracer heap show|diff`` reads heap snapshots;
 ``tracer profile show`` reads CPU profiles.
@@ -15,13 +19,35 @@ import ast
 import importlib.util
 import os
 import runpy
+import shutil
 import sys
 import types
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from importlib.machinery import ModuleSpec
 from pathlib import Path
 
 from tracer import config
+
+#: The folder whose ``sitecustomize`` installs tracer in a Python process at start-up.
+BOOTSTRAP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bootstrap")
+
+
+def bootstrap_children(env: MutableMapping[str, str] = os.environ) -> None:
+    """Have every Python process started with ``env`` install tracer at start-up.
+
+    :data:`BOOTSTRAP` goes first on ``PYTHONPATH`` and ``TRACER_BOOTSTRAP=1`` is set; the config
+    file this process found, if any, is named in ``TRACE_CONFIG_PATH``, so that a child whose
+    working directory or entry point differs (a spawned worker runs multiprocessing's) reads
+    the same one. Only a process started afterwards is affected: this one is not.
+    """
+    parts = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if BOOTSTRAP not in parts:
+        env["PYTHONPATH"] = os.pathsep.join([BOOTSTRAP, *parts])
+    env["TRACER_BOOTSTRAP"] = "1"
+    if not env.get("TRACE_CONFIG_PATH"):
+        found = config.find_file(None, env)
+        if found is not None:
+            env["TRACE_CONFIG_PATH"] = str(Path(found).resolve())
 
 
 def _install(entry: config.EntryPoint) -> bool:
@@ -37,6 +63,7 @@ def _install(entry: config.EntryPoint) -> bool:
         # tracer's own frames would only bury it.
         print(f"tracer: configuration error: {exc}", file=sys.stderr)
         return False
+    bootstrap_children()
     rt = installer.runtime
     if rt is not None and rt.config.source != "defaults":
         print(
@@ -59,6 +86,32 @@ def _run_script(target: list[str]) -> int:
     sys.path.insert(0, os.path.dirname(os.path.abspath(script)))
     runpy.run_path(script, run_name="__main__")
     return 0
+
+
+def _which(name: str) -> str | None:
+    """The command ``name`` on ``PATH``, else beside this Python (a virtualenv's scripts,
+    when ``tracer`` runs as ``python -m tracer`` with the virtualenv not on ``PATH``)."""
+    return shutil.which(name) or shutil.which(name, path=os.path.dirname(sys.executable))
+
+
+def _run_command(target: list[str], found: str) -> int:
+    """Run the command ``found`` (``target[0]`` on ``PATH``) in place of this process, with
+    tracer installed in it, if it is a Python program, and in every Python process it starts."""
+    try:
+        # A mistake in the configuration is shown here, once, not by each process.
+        config.load()
+    except config.ConfigError as exc:
+        print(f"tracer: configuration error: {exc}", file=sys.stderr)
+        return 2
+    bootstrap_children()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.execv(found, target)
+    except OSError as exc:
+        print(f"tracer run: cannot run {target[0]}: {exc.strerror or exc}", file=sys.stderr)
+        return 126
+    return 0  # not reached: execv() returns only by raising
 
 
 def _find_module(name: str) -> ModuleSpec | str:
@@ -216,11 +269,15 @@ def main(argv: list[str] | None = None, prog: str = "tracer") -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser(
         "run",
-        help="run a script (or -m module) as __main__ with tracing installed",
-        description="Run a script, or a module with -m, as __main__ with tracing installed.",
+        help="run a script, -m module or command with tracing installed",
+        description="Run a script, or a module with -m, as __main__ with tracing installed; or a"
+        " command on PATH (tracer run uvicorn app:app). Every Python process they start"
+        " installs tracer too.",
     )
     run.add_argument("-m", dest="module", action="store_true", help="run a module, like python -m")
-    run.add_argument("target", nargs=argparse.REMAINDER, help="script.py [args...]")
+    run.add_argument(
+        "target", nargs=argparse.REMAINDER, help="script.py [args...], or command [args...]"
+    )
     demo = sub.add_parser(
         "demo",
         help="start traced services on 127.0.0.1 and print their traces",
@@ -301,7 +358,12 @@ def main(argv: list[str] | None = None, prog: str = "tracer") -> int:
     if args.command == "run":
         if not args.target:
             run.error("name a script to run")
-        return _run_module(args.target) if args.module else _run_script(args.target)
+        if args.module:
+            return _run_module(args.target)
+        command = None if os.path.isfile(args.target[0]) else _which(args.target[0])
+        if command is not None:
+            return _run_command(args.target, command)
+        return _run_script(args.target)
     if args.command == "init":
         return _init(args.path)
     from tracer import demo as demo_module

@@ -35,7 +35,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("tracer.serve",),
     ("tracer.installer",),
     ("tracer", "tracer.outgoing"),
-    ("tracer.demo", "tracer.cli", "tracer.__main__"),
+    ("tracer.demo", "tracer.cli", "tracer.__main__", "tracer.bootstrap"),
 )  # fmt: skip
 
 
