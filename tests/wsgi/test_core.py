@@ -262,3 +262,26 @@ def test_an_error_inside_tracer_is_counted_and_the_request_goes_on(
     errors = safety.take_strict_errors()
     assert [str(e) for e in errors] == ["tracer bug"]
     assert safety._counts["wsgi.start"] == before + 1
+
+
+def test_the_body_is_iterated_and_closed_in_the_requests_context(memory: MemoryReporter) -> None:
+    seen: list[Any] = []
+
+    def body() -> Iterator[bytes]:
+        try:
+            seen.append(tracer.current_span())
+            yield b"chunk"
+        finally:
+            seen.append(tracer.current_span())  # run by close()
+
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        start_response("200 OK", [])
+        return body()
+
+    env = environ()
+    serve(tracer.wsgi(app), env)
+    span = env[core.ENVIRON_KEY]
+    assert span is not None and seen == [span, span]
+    assert tracer.current_span() is None
+    (record,) = servers(memory)
+    assert record["span_id"] == span.span_id
