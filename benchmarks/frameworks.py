@@ -32,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -280,11 +281,16 @@ def measure(framework: str, variant: str, args: argparse.Namespace, wrk: str | N
             while not _accepts(port) and proc.poll() is None and time.monotonic() < deadline:
                 time.sleep(0.05)
             url = f"http://127.0.0.1:{port}/"
-            sent = load(wrk, url, args.concurrency, args.warmup)["requests"]
+            sent = load(wrk, url, args.concurrency, args.warmup)["requests"] if args.warmup else 0
             cpu_before = process_cpu(pid)
             measured = load(wrk, url, args.concurrency, args.seconds)
             cpu_after = process_cpu(pid)
             sent += measured["requests"]
+            # One more request, answered in full: the requests the load client cut short at
+            # its end are over by then, so the server stops idle and every span is finished.
+            with urllib.request.urlopen(url, timeout=30) as answer:
+                answer.read()
+            sent += 1
         finally:
             # uvicorn raises a SIGTERM again once it has shut down, which would end the process
             # before its exit work; after a Ctrl-C it exits normally.
@@ -374,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("wrk is not installed (benchmarks/setup.sh installs it)")
     if wrk is not None:
         args.seconds = loadgen.wrk_seconds(args.seconds)
-        args.warmup = loadgen.wrk_seconds(args.warmup)
+        args.warmup = loadgen.wrk_seconds(args.warmup) if args.warmup else 0
     tool = f"{loadgen.wrk_version(wrk)} (1 thread)" if wrk else "aiohttp load client"
     print(
         f"# {args.repeat} runs per variant, {args.seconds} s each after {args.warmup} s of"

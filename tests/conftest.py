@@ -56,6 +56,8 @@ SLOW = frozenset(
         "test_benchmarks_smoke.py::test_instruction_count_command_runs_under_callgrind",
         "test_benchmarks_smoke.py::test_quick_run_prints_every_row_and_exits_0",
         "test_benchmarks_smoke.py::test_stage_rows_run_when_asked_for",
+        "test_benchmarks_smoke.py::"
+        "test_framework_servers_run_every_variant_and_tracer_makes_a_span_per_request",
     )
 )
 

@@ -148,3 +148,33 @@ def test_instruction_count_command_runs_under_callgrind() -> None:
     traced = int(rows["tracer"][1].replace(",", ""))
     assert 0 < untraced < traced
     assert "FAILED" not in out.stdout
+
+
+@pytest.mark.timeout(300)
+def test_framework_servers_run_every_variant_and_tracer_makes_a_span_per_request() -> None:
+    pytest.importorskip("gunicorn")
+    pytest.importorskip("uvicorn")
+    pytest.importorskip("opentelemetry.instrumentation.flask")
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.frameworks",
+            "--repeat=1",
+            "--seconds=0.3",
+            "--warmup=0",
+            "--loadgen=python",
+            "--concurrency=2",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
+    # A server whose variant delivered a span count other than its requests' is FAILED (exit 1).
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "FAILED" not in out.stdout
+    for framework in ("flask", "fastapi", "django"):
+        for variant in ("untraced", "tracer", "otel"):
+            assert any(line.split()[:2] == [framework, variant] for line in out.stdout.splitlines())
+        assert f"{framework:8} tracer keeps" in out.stdout
