@@ -1,0 +1,110 @@
+"""uvicorn serving tests/asgi/service.py in child processes, which deliver their spans with the
+http reporter to a receiver of the test's."""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import requests
+
+from tests.support.children import ROOT, Child
+from tests.support.receivers import HttpSink
+from tests.support.waiting import eventually, wait_until
+from tracer import context
+
+APP = "tests.asgi.service:app"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def untraced_get(url: str, **kw: Any) -> requests.Response:
+    """A request that carries only the headers the test chose (no client span)."""
+    with context.suppressed():
+        return requests.get(url, timeout=30, **kw)
+
+
+class Sink:
+    """A receiver of the children's batches, and the span records in them."""
+
+    def __init__(self) -> None:
+        self.http = HttpSink().start()
+        self.url = f"http://127.0.0.1:{self.http.port}/spans"
+
+    def spans(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for received in list(self.http.received):
+            out.extend(received.body.get("spans", ()))
+        return out
+
+    def trace(self, trace_id: str, count: int) -> list[dict[str, Any]]:
+        """Every span of ``trace_id``, once ``count`` of them arrived."""
+
+        def found() -> list[dict[str, Any]]:
+            spans = [s for s in self.spans() if s["trace_id"] == trace_id]
+            return spans if len(spans) >= count else []
+
+        return eventually(found, what=f"{count} span(s) of trace {trace_id}")
+
+    def stop(self) -> None:
+        self.http.stop()
+
+
+class Served:
+    """uvicorn (``args`` before the application) serving the service on a free port."""
+
+    def __init__(self, sink: Sink, service: str, args: list[str], tracer_run: bool, **env: str):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        command = ["-m", "tracer", "run"] if tracer_run else ["-m"]
+        self.child = Child(
+            *command,
+            "uvicorn",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--no-access-log",
+            *args,
+            APP,
+            cwd=ROOT,
+            command=(sys.executable,),
+            TRACE_APP_NAME=service,
+            TRACE_REPORTER_TYPE="http",
+            TRACE_REPORTER_CONFIG=json.dumps({"url": sink.url}),
+            TRACE_FLUSH_INTERVAL="0.05",
+            TRACE_MEMORY_WATCH="false",
+            TRACE_IGNORE_PATHS="/ready",
+            **env,
+        )
+        if not wait_until(self._answers):
+            self.child.stop()
+            raise AssertionError(f"{service} did not answer; stderr:\n{''.join(self.child.stderr)}")
+
+    def _answers(self) -> bool:
+        if self.child.proc.poll() is not None:
+            raise AssertionError(f"uvicorn exited; stderr:\n{''.join(self.child.stderr)}")
+        try:
+            # An ignored path, so that readiness checks make no span.
+            untraced_get(f"{self.url}/ready")
+        except requests.ConnectionError:
+            return False
+        return True
+
+    def stop(self) -> None:
+        self.child.stop()
+
+
+@pytest.fixture(scope="module")
+def sink() -> Iterator[Sink]:
+    receiver = Sink()
+    yield receiver
+    receiver.stop()
