@@ -1,6 +1,6 @@
 """Instructions per request, a figure that does not drift.
 
-``python -m benchmarks.instructions {aiohttp,http-server,requests,aiohttp-client}``
+``python -m benchmarks.instructions {aiohttp,http-server,requests,aiohttp-client,django}``
 
 The server rows measure time, and on a shared machine time drifts by tens of percent between runs.
 This counts the machine instructions a server executes per request instead, under valgrind's
@@ -188,6 +188,11 @@ def client_calls(kind: str, variant: str, url: str, calls: int) -> dict[str, int
     """In the process under callgrind: the calls, then a flush; what succeeded and was exported."""
     if variant == "tracer-public":
         os.environ["TRACER_PUBLIC_HOOKS"] = "1"
+    if kind == "django":
+        # Settings first: OpenTelemetry's instrumentor reads MIDDLEWARE when it is installed.
+        from benchmarks import django_app
+
+        django_app.configure()
     setup = make_setup(variant if variant in ("untraced", "otel") else "tracer", [kind])
     if variant == "tracer-inject":
         from tracer.instrumentation import requests_headers
@@ -235,9 +240,11 @@ def measure(
 
 def report(kind: str, runs: list[PerRequest], warmup: int, requests: int) -> str:
     first = runs[0]
-    what = {"requests": "requests client", "aiohttp-client": "aiohttp client"}.get(
-        kind, f"{kind} server"
-    )
+    what = {
+        "requests": "requests client",
+        "aiohttp-client": "aiohttp client",
+        "django": "Django WSGI handler called in-process",
+    }.get(kind, f"{kind} server")
     lines = [
         f"instructions per request: {what} under callgrind, {requests:,} requests after"
         f" {warmup:,} of warm-up, one keep-alive connection (difference of two processes)",

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
+from benchmarks import django_app
 from benchmarks.common import (
     CountingReporter,
     OtelSetup,
@@ -142,6 +143,7 @@ def aiohttp_calls(url: str) -> Iterator[Calls]:
 CLIENT_CALLS: dict[str, Callable[[str], AbstractContextManager[Calls]]] = {
     "requests": requests_calls,
     "aiohttp-client": aiohttp_calls,
+    "django": django_app.calls,
 }
 
 
