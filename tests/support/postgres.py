@@ -5,10 +5,11 @@ One server per test process (the fixture :func:`postgres_server` is session-scop
 on 127.0.0.1 and a free port, its unix socket in the temporary directory, with no fsync and
 ``trust`` authentication for the ``postgres`` role; stopped and removed at the end.
 
-``initdb`` and ``postgres`` refuse to run as root: when the tests run as root, the server runs
-as the ``postgres`` system user (``runuser -u postgres --``), which owns the directory. Tests that
-use it are skipped, with the reason, when the binaries (``/usr/lib/postgresql/<version>/bin``)
-or, as root, the ``postgres`` user or ``runuser`` are missing.
+``initdb`` and ``postgres`` refuse to run as root: when the tests run as root, both run as the
+``postgres`` system user (started with that user and group, no wrapper process in between, so
+that the server gets the signal that stops it), which owns the directory. Tests that use it are
+skipped, with the reason, when the binaries (``/usr/lib/postgresql/<version>/bin``) or, as root,
+the ``postgres`` user are missing.
 """
 
 from __future__ import annotations
@@ -69,16 +70,20 @@ class PostgresServer:
     user = USER
     database = DATABASE
 
-    def __init__(self, bindir: Path, directory: Path, prefix: list[str]) -> None:
+    def __init__(self, bindir: Path, directory: Path, user: str | None) -> None:
         self.directory = directory
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
         data = directory / "data"
         initdb = subprocess.run(
-            [*prefix, str(bindir / "initdb"), "-D", str(data), "-U", USER, "-A", "trust",
+            [str(bindir / "initdb"), "-D", str(data), "-U", USER, "-A", "trust",
              "-E", "UTF8", "--no-sync", "--locale=C"],
             capture_output=True,
             timeout=DEADLINE,
+            user=user,
+            group=user,
+            extra_groups=[] if user else None,
+            cwd=directory,
         )  # fmt: skip
         if initdb.returncode != 0:
             raise RuntimeError(f"initdb failed: {initdb.stderr.decode(errors='replace')}")
@@ -88,12 +93,16 @@ class PostgresServer:
             port = _free_port()
             log = open(directory / "postgres.log", "ab")
             proc = subprocess.Popen(
-                [*prefix, str(bindir / "postgres"), "-D", str(data), "-p", str(port),
+                [str(bindir / "postgres"), "-D", str(data), "-p", str(port),
                  "-k", str(directory), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off",
                  "-c", "synchronous_commit=off", "-c", "full_page_writes=off"],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
+                user=user,
+                group=user,
+                extra_groups=[] if user else None,
+                cwd=directory,
             )  # fmt: skip
             log.close()
             deadline = time.monotonic() + DEADLINE
@@ -124,19 +133,16 @@ class PostgresServer:
             proc.wait()
 
 
-def _prefix() -> tuple[list[str], int | None, str | None]:
-    """The command prefix that runs the server unprivileged, the uid that must own its
-    directory, or why it cannot run."""
+def _user() -> tuple[str | None, int | None, str | None]:
+    """The user to run the server as (None: this one), the uid that must own its directory,
+    or why it cannot run."""
     if os.geteuid() != 0:
-        return [], None, None
+        return None, None, None
     try:
         uid = pwd.getpwnam(USER).pw_uid
     except KeyError:
-        return [], None, f"running as root and there is no {USER!r} user to run PostgreSQL as"
-    runuser = shutil.which("runuser")
-    if runuser is None:
-        return [], None, "running as root and runuser is not installed"
-    return [runuser, "-u", USER, "--"], uid, None
+        return None, None, f"running as root and there is no {USER!r} user to run PostgreSQL as"
+    return USER, uid, None
 
 
 @pytest.fixture(scope="session")
@@ -145,7 +151,7 @@ def postgres_server() -> Iterator[PostgresServer]:
     bindir = bin_dir()
     if bindir is None:
         pytest.skip(f"PostgreSQL is not installed (no initdb in {PATTERN})")
-    prefix, uid, why = _prefix()
+    user, uid, why = _user()
     if why is not None:
         pytest.skip(why)
     directory = Path(tempfile.mkdtemp(prefix="tracer-pg-"))
@@ -153,7 +159,7 @@ def postgres_server() -> Iterator[PostgresServer]:
         os.chown(directory, uid, -1)
     server = None
     try:
-        server = PostgresServer(bindir, directory, prefix)
+        server = PostgresServer(bindir, directory, user)
         yield server
     finally:
         if server is not None:

@@ -32,6 +32,7 @@ untraced; the driver's exceptions reach the application unchanged.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -49,12 +50,12 @@ if TYPE_CHECKING:
 class Calls:
     """What one database instrumentation's calls share (see the module)."""
 
-    __slots__ = ("child_span", "runtime", "statement")
+    __slots__ = ("child_span", "record", "runtime", "statement")
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.child_span = runtime.child_span
-        record = getattr(runtime.config, "record_queries", True)
+        self.record = record = bool(getattr(runtime.config, "record_queries", True))
         self.statement: Callable[[str], sqltext.Statement] = (
             sqltext.statement if record else sqltext.without_text
         )
@@ -65,6 +66,23 @@ class Calls:
             return self.statement(sql)
         text = sqltext.text_of(sql)
         return sqltext.UNKNOWN if text is None else self.statement(text)
+
+    def procedure(self, name: str) -> sqltext.Statement:
+        """The statement of a stored procedure's call (``callproc``): ``CALL <name>``."""
+        text = f"CALL {name[: sqltext.MAX_COLLECTION]}"
+        return (text if self.record else None, "CALL", None, text, text)
+
+    def begin(self, target: DbTarget, statement: sqltext.Statement) -> Any:
+        """The span of a call of ``statement`` (None when the call is not traced)."""
+        if suppress.get():
+            return None
+        try:
+            span = self.child_span(CLIENT, statement[3])
+            span.db = (target, statement)
+            return span
+        except Exception as exc:
+            safety.internal_error("db.start", exc)
+            return None
 
     def start(self, target: DbTarget, sql: Any) -> Any:
         """The span of a call of ``sql`` on ``target`` (None when the call is not traced)."""
@@ -159,7 +177,9 @@ class TracedCursor(wrapt.ObjectProxy):  # type: ignore[type-arg]
     def callproc(self, name: Any, *args: Any, **kw: Any) -> Any:
         """The cursor's ``callproc``, in a span named ``CALL <name>``."""
         calls = self._self_calls
-        span = calls.start(self._self_target, f"CALL {name}") if isinstance(name, str) else None
+        span = None
+        if isinstance(name, str):
+            span = calls.begin(self._self_target, calls.procedure(name))
         if span is None:
             return self.__wrapped__.callproc(name, *args, **kw)
         try:
@@ -244,3 +264,45 @@ def traced_connect(
             return connection
 
     return connect
+
+
+class Targets:
+    """Each connection's :data:`~tracer.span.DbTarget`, made by ``make(connection)`` the first
+    time and then found with one dict lookup (by ``id``, checked against a weak reference, so a
+    new connection at a reused address is not taken for the old one); at most :data:`MAX`."""
+
+    MAX = 1024
+
+    __slots__ = ("_cache", "_make")
+
+    def __init__(self, make: Callable[[Any], DbTarget]) -> None:
+        self._make = make
+        self._cache: dict[int, tuple[DbTarget, Callable[[], Any]]] = {}
+
+    def get(self, connection: Any) -> DbTarget:
+        """``connection``'s target."""
+        entry = self._cache.get(id(connection))
+        if entry is not None and entry[1]() is connection:
+            return entry[0]
+        target = self._make(connection)
+        try:
+            ref: Callable[[], Any] = weakref.ref(connection)
+        except TypeError:
+            return target
+        if len(self._cache) >= self.MAX:
+            self._cache.clear()
+        self._cache[id(connection)] = (target, ref)
+        return target
+
+
+def server_of(host: Any, port: Any) -> tuple[str | None, int | None]:
+    """``server.address`` and ``server.port`` from a driver's host and port (a unix socket's
+    directory is the address, with no port)."""
+    address = host if isinstance(host, str) and host else None
+    try:
+        number = int(port) if port not in (None, "") else None
+    except (TypeError, ValueError):
+        number = None
+    if address is not None and address.startswith("/"):
+        number = None
+    return address, number

@@ -80,6 +80,8 @@ _COLLECTION = re.compile(
     r"[A-Za-z_][\w$]*))*)",
     re.IGNORECASE,
 )
+# The operation: the first word, after any opening parentheses.
+_FIRST = re.compile(r"[( ]*([A-Za-z_]+)\b")
 # Statements whose table follows a keyword other than their first one. For these the first
 # match of _COLLECTION is the table; any other statement names no collection (``SELECT 1``).
 _NAMES_TABLE = frozenset(
@@ -125,9 +127,9 @@ def statement(sql: str) -> Statement:
     text = normalize(sql)
     operation = None
     collection = None
-    first = text.lstrip("( ").split(" ", 1)[0].split("(", 1)[0]
-    if first.replace("_", "").isalpha():
-        operation = first.upper()
+    first = _FIRST.match(text)
+    if first is not None:
+        operation = first.group(1).upper()
         if operation in _NAMES_TABLE:
             found = _COLLECTION.search(text)
             if found is not None:
