@@ -443,3 +443,54 @@ def test_a_profile_without_tracer_installed_still_samples_and_writes(tmp_path: P
 def test_the_debug_route_is_served_only_with_a_metrics_port(tmp_path: Path) -> None:
     install(tmp_path, metrics=True, metrics_interval=None)
     assert "/debug/profile" not in exposition._routes
+
+
+def _span(name: str) -> Any:
+    from tracer.span import INTERNAL, LocalTrace, Span
+
+    tid = "a" * 32
+    return Span(INTERNAL, name, tid, tid, None, LocalTrace(True), True)
+
+
+def test_the_span_map_skips_ended_spans_and_prunes_done_tasks() -> None:
+    from tracer.profiler.sampler import _open_span
+
+    table = SpanMap()
+    me = threading.get_ident()
+    root, child = _span("root"), _span("child")
+    table.on_start(root)
+    table.on_start(child)
+    assert _open_span(table.table[me]) is child
+    child.finish()
+    assert _open_span(table.table[me]) is root
+    root.finish()
+    assert _open_span(table.table[me]) is None
+    again = _span("again")
+    table.on_start(again)
+    assert table.table[me] == (again, None)  # the ended ones are gone from the entry
+
+    async def one(i: int) -> None:
+        span = _span(f"task {i}")
+        table.on_start(span)
+        await asyncio.sleep(0)
+        span.finish()
+
+    async def many() -> list[Any]:
+        waiting = asyncio.Event()
+
+        async def open_one() -> None:
+            table.on_start(_span("open"))
+            await waiting.wait()
+
+        still = asyncio.ensure_future(open_one())
+        await asyncio.gather(*(one(i) for i in range(40)))
+        assert len(table.table) == 1 + 40 + 1
+        assert table.prune() == 40
+        keys = list(table.table)
+        waiting.set()
+        await still
+        return keys
+
+    keys = asyncio.run(many())
+    # The thread's entry and the task still running are kept.
+    assert len(keys) == 2 and me in keys

@@ -39,6 +39,8 @@ _get_running_loop = asyncio.events._get_running_loop
 _current_task = asyncio.current_task
 _get_ident = threading.get_ident
 
+#: Seconds between two prunings of the span map's done tasks.
+PRUNE_INTERVAL = 1.0
 #: The function that stands for the frames past MAX_DEPTH.
 TRUNCATED = ("(truncated)", "", 0)
 
@@ -50,9 +52,11 @@ class SpanMap(SpanProcessor):
     """Which span each thread, and each asyncio task, runs now (a span processor).
 
     ``on_start`` pushes the span on its thread's entry, or its task's when an event loop runs on
-    the thread; ``on_end`` pops it when it is on top. An entry whose span ended elsewhere (in
-    another thread or task) stays until the next push there skips it, and the sampler skips it
-    too: a finished span is never reported.
+    the thread. There is no ``on_end``: a finished span stays in its entry until the next push
+    there skips it, and the sampler skips it too (a finished span is never reported), so a span
+    costs the request one call instead of two, and a span that ends in another thread or task
+    than it started in needs nothing special. The sampler drops the entries of tasks that are
+    done (:meth:`prune`): a done task starts no span again, so that never races with a push.
     """
 
     __slots__ = ("table",)
@@ -70,16 +74,15 @@ class SpanMap(SpanProcessor):
             below = below[1]
         table[key] = (span, below)
 
-    def on_end(self, span: Span) -> None:
-        loop = _get_running_loop()
-        key = _get_ident() if loop is None else _current_task(loop) or _get_ident()
+    def prune(self) -> int:
+        """Drop the entries of done tasks (from the sampler's thread); how many were dropped.
+        Thread entries stay: there are as many as threads, and a new thread may reuse an
+        ident."""
         table = self.table
-        entry = table.get(key)
-        if entry is not None and entry[0] is span:
-            if entry[1] is None:
-                del table[key]
-            else:
-                table[key] = entry[1]
+        done = [key for key in list(table) if not isinstance(key, int) and key.done()]
+        for key in done:
+            table.pop(key, None)
+        return len(done)
 
 
 def _open_span(entry: Entry | None) -> Span | None:
@@ -254,6 +257,7 @@ class Sampler:
         deadline = start + self.seconds
         window_start, window_cpu = start, time.thread_time()
         base_interval = self.interval
+        next_prune = start + PRUNE_INTERVAL
         try:
             self._refresh_threads()
             while not self._stop.is_set():
@@ -263,6 +267,9 @@ class Sampler:
                 self._sample(own)
                 # The backoff: over the budget in the last window, sample less often; well
                 # under it, come back towards the asked rate.
+                if self.span_map is not None and now >= next_prune:
+                    next_prune = now + PRUNE_INTERVAL
+                    self.span_map.prune()
                 if now - window_start >= _WINDOW:
                     cpu = time.thread_time()
                     share = (cpu - window_cpu) / (now - window_start)
