@@ -176,6 +176,7 @@ OTEL_INSTRUMENTORS: dict[str, tuple[str, str]] = {
     "requests": ("opentelemetry.instrumentation.requests", "RequestsInstrumentor"),
     "aiohttp-client": ("opentelemetry.instrumentation.aiohttp_client", "AioHttpClientInstrumentor"),
     "aiohttp-server": ("opentelemetry.instrumentation.aiohttp_server", "AioHttpServerInstrumentor"),
+    "flask": ("opentelemetry.instrumentation.flask", "FlaskInstrumentor"),
     "django": ("opentelemetry.instrumentation.django", "DjangoInstrumentor"),
 }
 

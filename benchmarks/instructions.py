@@ -244,6 +244,7 @@ def report(kind: str, runs: list[PerRequest], warmup: int, requests: int) -> str
         "requests": "requests client",
         "aiohttp-client": "aiohttp client",
         "django": "Django WSGI handler called in-process",
+        "flask": "Flask application called in-process through its WSGI entry point",
     }.get(kind, f"{kind} server")
     lines = [
         f"instructions per request: {what} under callgrind, {requests:,} requests after"
