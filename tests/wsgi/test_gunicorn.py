@@ -1,5 +1,5 @@
-"""gunicorn in child processes, two workers each, in four ways of installing tracer: ``tracer run``
-(sync workers), ``install()`` in the application module (gthread, ``--preload``), and
+"""gunicorn in child processes, two workers each, in four ways of installing tracer: ``tracer run
+gunicorn`` (sync workers), ``install()`` in the application module (gthread, ``--preload``), and
 ``install()`` in ``gunicorn.conf.py``, in ``post_fork`` (gthread) or at its top level (sync,
 ``--preload``). Each worker delivers its own spans to a real HTTP receiver exactly once."""
 
@@ -32,7 +32,7 @@ HELD = "/hold"
 USERS = "/users/<int:user_id>"
 
 MODES = {
-    "tracer-run-sync": (("-m", "tracer", "run", "-m", "gunicorn", "--worker-class=sync"), {}),
+    "tracer-run-sync": (("-m", "tracer", "run", "gunicorn", "--worker-class=sync"), {}),
     "app-install-gthread-preload": (
         (
             "-m",
