@@ -91,4 +91,8 @@ def profile_class() -> Any:
             if type_name:
                 entry.type_name = f".perftools.profiles.{type_name}"
     pool.Add(file)
-    return message_factory.GetMessageClass(pool.FindMessageTypeByName("perftools.profiles.Profile"))
+    descriptor = pool.FindMessageTypeByName("perftools.profiles.Profile")
+    get_class = getattr(message_factory, "GetMessageClass", None)
+    if get_class is None:  # protobuf before 4.22
+        return message_factory.MessageFactory(pool).GetPrototype(descriptor)  # type: ignore[attr-defined]
+    return get_class(descriptor)

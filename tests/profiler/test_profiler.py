@@ -31,6 +31,7 @@ from tracer.config import ConfigError
 from tracer.metrics import exposition
 from tracer.profiler import formats
 from tracer.profiler.sampler import SpanMap
+from tracer.span import INTERNAL, LocalTrace, Span
 
 
 def burn(seconds: float) -> int:
@@ -62,6 +63,7 @@ def install(tmp_path: Path, **options: Any) -> MemoryReporter:
         **options,
     }
     tracer.install(**settings)
+    assert isinstance(reporter, MemoryReporter)
     return reporter
 
 
@@ -445,8 +447,7 @@ def test_the_debug_route_is_served_only_with_a_metrics_port(tmp_path: Path) -> N
     assert "/debug/profile" not in exposition._routes
 
 
-def _span(name: str) -> Any:
-    from tracer.span import INTERNAL, LocalTrace, Span
+def _span(name: str) -> Span:
 
     tid = "a" * 32
     return Span(INTERNAL, name, tid, tid, None, LocalTrace(True), True)

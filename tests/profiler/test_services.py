@@ -273,10 +273,13 @@ def test_a_profile_during_many_concurrent_requests_leaves_every_parent_right(
     service.profile(2)
     statuses = asyncio.run(burst())
     assert statuses == [200] * CONCURRENT
-    spans = eventually(
-        lambda: (s := service.spans()) and len(s) >= 3 * CONCURRENT and s,
-        what="every span of the burst",
-    )
+    spans: list[dict[str, Any]] = []
+
+    def arrived() -> bool:
+        spans[:] = service.spans()
+        return len(spans) >= 3 * CONCURRENT
+
+    eventually(arrived, what="every span of the burst")
     by_id = {s["span_id"]: s for s in spans}
     chains = [s for s in spans if s["kind"] == "server" and s["http"]["path"] == "/chain"]
     assert len(chains) == CONCURRENT
