@@ -285,3 +285,28 @@ def test_the_body_is_iterated_and_closed_in_the_requests_context(memory: MemoryR
     assert tracer.current_span() is None
     (record,) = servers(memory)
     assert record["span_id"] == span.span_id
+
+
+def test_a_file_wrapper_response_is_handed_over_as_it_is(memory: MemoryReporter) -> None:
+    import io
+    from wsgiref.util import FileWrapper
+
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        start_response("200 OK", [])
+        return environ["wsgi.file_wrapper"](io.BytesIO(b"file body"))
+
+    env = environ()
+    env["wsgi.file_wrapper"] = FileWrapper
+
+    def start_response(status: str, headers: Any, exc_info: Any = None) -> Any:
+        return None
+
+    result = tracer.wsgi(app)(env, start_response)
+    # The server still gets its own wrapper (and may send the file with sendfile()).
+    assert type(result) is FileWrapper
+    assert b"".join(result) == b"file body"
+    tracer.flush()
+    assert memory.find(kind="server") == []
+    result.close()
+    (span,) = servers(memory)
+    assert span["http"]["status_code"] == 200
