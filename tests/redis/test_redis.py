@@ -187,7 +187,8 @@ def test_asyncio_commands_and_pipelines(memory: MemoryReporter, redis_server: Re
                     await conn.lpush("a", SECRET)
             return list(got)
         finally:
-            await conn.aclose()
+            # aclose() since redis-py 5.0.1; close() before.
+            await (conn.aclose() if hasattr(conn, "aclose") else conn.close())
 
     assert asyncio.run(main()) == [SECRET.encode(), 1]
     spans = finished(memory)
