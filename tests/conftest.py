@@ -53,6 +53,8 @@ SLOW = frozenset(
         "export/test_otlp_delivery.py::test_a_5s_503_outage_delivers_every_span_exactly_once",
         "memory/test_leak_service.py::test_a_service_that_holds_at_most_three_bursts_raises_no_leak",
         "memory/test_leak_service.py::test_the_same_service_without_the_leak_raises_none",
+        "profiler/test_services.py::"
+        "test_a_profile_during_many_concurrent_requests_leaves_every_parent_right",
         "test_benchmarks_smoke.py::test_instruction_count_command_runs_under_callgrind",
         "test_benchmarks_smoke.py::test_quick_run_prints_every_row_and_exits_0",
         "test_benchmarks_smoke.py::test_stage_rows_run_when_asked_for",
