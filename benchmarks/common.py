@@ -270,6 +270,23 @@ def make_setup(variant: str, instrument: Sequence[str] = ()) -> Setup:
         return TracerSetup(metrics=True, metrics_interval=None, memory_watch=False)
     if variant == "memory":
         return TracerSetup(metrics=False, memory_watch=True)
+    if variant == "spanmap":
+        # tracer plus the profiler's thread->span map in the processor list, as while a profile
+        # runs, but no sampling thread: the map's own cost per request.
+        setup = TracerSetup(metrics=False, memory_watch=False)
+        from tracer import installer
+        from tracer.profiler.sampler import SpanMap
+
+        assert installer.runtime is not None
+        installer.runtime.add_processor(SpanMap())
+        return setup
+    if variant == "profiled":
+        # tracer with a profile running all along: the span map and the sampling thread.
+        import tracer
+
+        setup = TracerSetup(metrics=False, memory_watch=False, profile_max_seconds=86400.0)
+        tracer.profile(86400.0, write=False, report=False)
+        return setup
     if variant == "otel":
         return OtelSetup(instrument)
     raise ValueError(f"unknown variant {variant!r}")

@@ -47,6 +47,10 @@ from benchmarks.run import FULL, Context, Sizes, child_env, parse_result, servic
 from benchmarks.worker import CLIENT_CALLS
 
 VARIANTS = ("untraced", "patched", "spans", "tracer", "metrics", "memory")
+# Asked for by name only (not in the default run): spanmap, tracer with the profiler's
+# thread->span map in the processor list and no sampler; profiled, tracer with a profile
+# running (the map and the sampling thread).
+PROFILER_VARIANTS = ("spanmap", "profiled")
 # tracer-inject: tracer with the requests propagation headers put in request.headers (the
 # header block of tracer.instrumentation.requests_headers switched off); tracer-public: tracer
 # with TRACER_PUBLIC_HOOKS=1, the public hooks every instrumentation falls back to.
@@ -300,10 +304,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, help="default 500; clients 300")
     args = parser.parse_args(argv)
     client = args.kind in CLIENT_CALLS
-    known = CLIENT_VARIANTS if client else VARIANTS
+    default = CLIENT_VARIANTS if client else VARIANTS
+    known = default if client else VARIANTS + PROFILER_VARIANTS
     # In the order given, each once: a variant's files are named after it.
     variants = list(
-        dict.fromkeys(v.strip() for v in (args.variants or ",".join(known)).split(",") if v.strip())
+        dict.fromkeys(
+            v.strip() for v in (args.variants or ",".join(default)).split(",") if v.strip()
+        )
     )
     if not variants or any(v not in known for v in variants):
         raise SystemExit(f"--variants takes some of: {', '.join(known)}")

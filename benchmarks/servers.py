@@ -150,7 +150,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("kind", choices=sorted(SERVERS))
     parser.add_argument(
         "variant",
-        choices=["untraced", "patched", "spans", "tracer", "metrics", "memory", "otel"],
+        choices=[
+            "untraced",
+            "patched",
+            "spans",
+            "tracer",
+            "metrics",
+            "memory",
+            "spanmap",
+            "profiled",
+            "otel",
+        ],
     )
     parser.add_argument("--lifetime", type=float, default=120.0)
     args = parser.parse_args(argv)
