@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 import redis
 import redis.asyncio
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 import tracer
 from reporters.memory import MemoryReporter
@@ -142,7 +144,8 @@ def test_a_server_error_reaches_the_app_unchanged_and_echoes_no_argument(
 
 def test_a_refused_connection_is_recorded_and_raised(memory: MemoryReporter) -> None:
     with refused_port() as port:
-        conn = redis.Redis(host="127.0.0.1", port=port)
+        # No retries: redis-py's default backs off for seconds before it gives up.
+        conn = redis.Redis(host="127.0.0.1", port=port, retry=Retry(NoBackoff(), 0))
         with tracer.span("work"), pytest.raises(redis.ConnectionError):
             conn.ping()
     (span,) = redis_spans(memory)
@@ -231,3 +234,25 @@ def tracer_memory() -> MemoryReporter:
 
     reporter: MemoryReporter = reporters.create("memory")
     return reporter
+
+
+def test_cluster_client_commands_are_spans(
+    memory: MemoryReporter, redis_cluster: RedisServer
+) -> None:
+    import redis.cluster
+
+    cluster = redis.cluster.RedisCluster(host="127.0.0.1", port=redis_cluster.port)
+    try:
+        with tracer.span("work"):
+            cluster.set("c", SECRET)
+            assert cluster.get("c") == SECRET.encode()
+    finally:
+        cluster.close()
+    calls = redis_spans(memory)
+    assert [s["name"] for s in calls] == ["redis SET", "redis GET"]
+    assert calls[0]["db"] == {
+        "db.system.name": "redis",
+        "db.operation.name": "SET",
+        "db.query.text": "SET ? ?",
+    }
+    assert SECRET not in json.dumps(finished(memory))

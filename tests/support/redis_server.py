@@ -1,6 +1,7 @@
 """A real Redis for the tests: Debian's ``redis-server`` on 127.0.0.1, in a temporary directory.
 
-One server per test process (the fixture :func:`redis_server` is session-scoped), with no
+One server per test process (the fixture :func:`redis_server` is session-scoped; and
+:func:`redis_cluster`, a cluster of one node, for the cluster client), with no
 persistence (no RDB snapshots, no AOF), listening on a free port; stopped at the end. Tests that
 use it are skipped, with the reason, when ``redis-server`` is not installed.
 """
@@ -26,6 +27,10 @@ BINARY = "/usr/bin/redis-server"
 
 #: No persistence, loopback only, in the foreground.
 OPTIONS = ("--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no")
+
+
+#: A cluster node (its state file in the server's directory).
+CLUSTER_OPTIONS = ("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
 
 
 def binary() -> str | None:
@@ -55,7 +60,7 @@ class RedisServer:
 
     host = "127.0.0.1"
 
-    def __init__(self, executable: str, directory: Path) -> None:
+    def __init__(self, executable: str, directory: Path, cluster: bool = False) -> None:
         self.directory = directory
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
@@ -64,8 +69,9 @@ class RedisServer:
         for _ in range(5):
             port = _free_port()
             log = open(directory / "redis.log", "ab")
+            extra = CLUSTER_OPTIONS if cluster else ()
             proc = subprocess.Popen(
-                [executable, "--port", str(port), "--dir", str(directory), *OPTIONS],
+                [executable, "--port", str(port), "--dir", str(directory), *OPTIONS, *extra],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -75,6 +81,8 @@ class RedisServer:
             while proc.poll() is None and time.monotonic() < deadline:
                 if _ping(port):
                     self.port, self.proc = port, proc
+                    if cluster:
+                        self._own_every_slot()
                     return
                 time.sleep(0.02)
             proc.kill()
@@ -82,6 +90,20 @@ class RedisServer:
         raise RuntimeError(
             "redis-server did not start: " + (directory / "redis.log").read_text(errors="replace")
         )
+
+    def _command(self, *words: str) -> bytes:
+        with socket.create_connection((self.host, self.port), timeout=DEADLINE) as conn:
+            conn.sendall(" ".join(words).encode() + b"\r\n")
+            return conn.recv(65536)
+
+    def _own_every_slot(self) -> None:
+        """Make this node a cluster of one: it serves all 16384 slots."""
+        assert self._command("CLUSTER", "ADDSLOTSRANGE", "0", "16383").startswith(b"+OK")
+        deadline = time.monotonic() + DEADLINE
+        while b"cluster_state:ok" not in self._command("CLUSTER", "INFO"):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the one-node redis cluster did not become ready")
+            time.sleep(0.02)
 
     def url(self, db: int = 0) -> str:
         """The ``redis://`` URL of database ``db``."""
@@ -101,15 +123,25 @@ class RedisServer:
             proc.wait(10)
 
 
-@pytest.fixture(scope="session")
-def redis_server() -> Iterator[RedisServer]:
-    """A Redis server for the whole test process (see the module docstring)."""
+def _serve(cluster: bool) -> Iterator[RedisServer]:
     executable = binary()
     if executable is None:
         pytest.skip("redis-server is not installed (Debian: apt-get install redis-server)")
     with tempfile.TemporaryDirectory(prefix="tracer-redis-") as directory:
-        server = RedisServer(executable, Path(directory))
+        server = RedisServer(executable, Path(directory), cluster)
         try:
             yield server
         finally:
             server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """A Redis server for the whole test process (see the module docstring)."""
+    yield from _serve(False)
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisServer]:
+    """A Redis cluster of one node, which serves every slot, for the whole test process."""
+    yield from _serve(True)
