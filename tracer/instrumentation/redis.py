@@ -8,7 +8,8 @@ What is patched (classes, so clients made before ``install()`` are covered):
   so they are one span, transaction (``MULTI``/``EXEC``) or not;
 * ``Pipeline.immediate_execute_command`` of both: what a pipeline sends at once after ``WATCH``;
 * ``redis.cluster.RedisCluster.execute_command`` and its asyncio twin, one span per command
-  (without the server's address: the node is chosen inside, per key slot).
+  (without the server's address: the node is chosen inside, per key slot). A cluster
+  pipeline's commands go to their nodes by another way and are not traced.
 
 What a span records, as ``Span.db`` (:data:`tracer.span.DbCall`; the record's ``db`` part has
 OpenTelemetry's database names):
