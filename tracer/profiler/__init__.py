@@ -58,6 +58,8 @@ _lock = threading.RLock()
 _runtime: Runtime | None = None
 _config: Any = None
 _current: Profile | None = None
+# On-demand profiles waiting for a continuous window to end: no new window starts meanwhile.
+_yielding = 0
 _continuous: _Continuous | None = None
 _signum: int | None = None
 _previous: Any = None
@@ -302,7 +304,7 @@ def _begin(
     report: bool,
     folder: str | os.PathLike[str] | None,
 ) -> Profile:
-    global _current
+    global _current, _yielding
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
         raise TypeError(f"seconds must be a number, got {type(seconds).__name__}")
     limit = max_seconds()
@@ -324,12 +326,16 @@ def _begin(
             # this waits, which is stopped the same way.
             tries += 1
             running.stop()
+            _yielding += 1
             _lock.release()
             try:
                 running.wait(10.0)
             finally:
                 _lock.acquire()
+                _yielding -= 1
             running = _current
+        if reason == "continuous" and _yielding:
+            raise ProfileBusy("an on-demand profile is about to start")
         if running is not None:
             raise ProfileBusy(f"a profile ({running.reason}) is running; one runs at a time")
         where = os.fspath(folder) if folder is not None else None
@@ -483,6 +489,7 @@ class _Continuous:
             try:
                 handle = _begin(self.window, self.rate, "continuous", True, True, None)
             except ProfileBusy:
+                self.stopping.wait(0.05)
                 continue
             except Exception as exc:
                 safety.internal_error("profiler.continuous", exc)
@@ -694,8 +701,9 @@ def after_fork_in_child() -> None:
     """A forked child: the parent's sampler did not survive fork, and its profile is the
     parent's (never written here). The child restarts its own continuous windows and signal
     thread when those are configured; an on-demand profile is not carried over."""
-    global _lock, _current, _continuous, _signal_thread, _wake
+    global _lock, _current, _continuous, _signal_thread, _wake, _yielding
     _lock = threading.RLock()
+    _yielding = 0
     inherited = _current
     _current = None
     if inherited is not None:
