@@ -31,7 +31,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from tracer import safety
-from tracer.context import call_began, calling, in_call, suppress
+from tracer.context import call_began, calling, current, in_call, suppress
 from tracer.instrumentation.base import Instrumentation, fast_path
 from tracer.span import Span
 
@@ -54,27 +54,82 @@ class HttpxInstrumentation(Instrumentation):
         network_errors: tuple[type[BaseException], ...] = (module.TransportError,)
         ending, async_ending = _stream_classes(module, network_errors)
         if fast_path(self.name, str(getattr(module, "__version__", "")), *VERIFIED):
-            attribute = "_send_single_request"
+            attribute, start = "_send_single_request", _start
         else:
-            attribute = "send"
+            attribute, start = "send", _start_public
         self.replace(
             module.Client,
             attribute,
-            lambda original: _sync(original, runtime, ending, network_errors),
+            lambda original: _sync(original, runtime, start, ending, network_errors),
         )
         self.replace(
             module.AsyncClient,
             attribute,
-            lambda original: _async(original, runtime, async_ending, network_errors),
+            lambda original: _async(original, runtime, start, async_ending, network_errors),
         )
 
 
-def _start(runtime: Runtime, request: Any) -> Span | None:
+def _start_public(runtime: Runtime, request: Any) -> Span | None:
+    """The span of a request, its headers read and written through ``httpx.Headers``."""
     try:
         headers = request.headers
         span = runtime.client_span(request.method, str(request.url), headers.get)
         if span is not None:
             runtime.inject(span, headers)
+        return span
+    except Exception as exc:
+        safety.internal_error("httpx.start", exc)
+        return None
+
+
+# A header name -> (as sent, lowercase), encoded: the same few names on every call.
+_encoded: dict[str, tuple[bytes, bytes]] = {}
+
+
+def _start(runtime: Runtime, request: Any) -> Span | None:
+    """The span of a request, its headers read and written in ``Headers._list``.
+
+    ``httpx.Headers`` looks a name up by encoding it and scanning a list it builds for the
+    purpose, and a missing name raises KeyError inside ``get``: several times the cost of the
+    work itself, for names that are nearly always missing. The list holds ``(name, lowercase
+    name, value)`` as bytes; a list of any other shape falls back to the public methods.
+    """
+    try:
+        headers = request.headers
+        items = headers._list
+        if type(items) is not list or (items and len(items[0]) != 3):
+            return _start_public(runtime, request)
+        get = None
+        if current.get() is None:
+            # Outside any trace the caller's own trace headers are looked for (client_span).
+            found = {lower: value for _, lower, value in items}
+
+            def get(name: str) -> str | None:
+                value = found.get(name.encode("latin-1"))
+                return None if value is None else value.decode("latin-1")
+
+        span = runtime.client_span(request.method, str(request.url), get)
+        if span is None:
+            return None
+        out: dict[str, str] = {}
+        runtime.inject(span, out)
+        names = []
+        for name in out:
+            pair = _encoded.get(name)
+            if pair is None:
+                if len(_encoded) >= 64:
+                    _encoded.clear()
+                pair = _encoded[name] = (name.encode("latin-1"), name.lower().encode("latin-1"))
+            names.append(pair)
+        lows = {low for _, low in names}
+        # A redirect hop carries the last hop's headers, a caller may set its own: ours replace
+        # them, as Headers.__setitem__ would.
+        for item in items:
+            if item[1] in lows:
+                items[:] = [item for item in items if item[1] not in lows]
+                break
+        for (raw, low), value in zip(names, out.values(), strict=True):
+            items.append((raw, low, value.encode("latin-1")))
         return span
     except Exception as exc:
         safety.internal_error("httpx.start", exc)
@@ -114,13 +169,14 @@ def _answered(
 def _sync(
     original: Callable[..., Any],
     runtime: Runtime,
+    start: Callable[[Runtime, Any], Span | None],
     ending: Callable[[Any, Span], Any],
     network_errors: tuple[type[BaseException], ...],
 ) -> types.FunctionType:
     def send(self: Any, request: Any, *args: Any, **kw: Any) -> Any:
         if suppress.get() or in_call():
             return original(self, request, *args, **kw)
-        span = _start(runtime, request)
+        span = start(runtime, request)
         if span is None:
             return original(self, request, *args, **kw)
         token = call_began()
@@ -140,13 +196,14 @@ def _sync(
 def _async(
     original: Callable[..., Any],
     runtime: Runtime,
+    start: Callable[[Runtime, Any], Span | None],
     ending: Callable[[Any, Span], Any],
     network_errors: tuple[type[BaseException], ...],
 ) -> types.FunctionType:
     async def send(self: Any, request: Any, *args: Any, **kw: Any) -> Any:
         if suppress.get() or in_call():
             return await original(self, request, *args, **kw)
-        span = _start(runtime, request)
+        span = start(runtime, request)
         if span is None:
             return await original(self, request, *args, **kw)
         token = call_began()
