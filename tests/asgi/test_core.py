@@ -23,9 +23,11 @@ PATCHED = [
     (starlette.routing.Route, "handle"),
     (starlette.routing.WebSocketRoute, "handle"),
     (starlette.routing.Mount, "handle"),
-    (fastapi.routing.APIRoute, "handle"),
     (uvicorn.config.Config, "load"),
 ]
+if "handle" in fastapi.routing.APIRoute.__dict__:
+    # FastAPI versions that dispatch included routers themselves (see tracer's starlette.py).
+    PATCHED.append((fastapi.routing.APIRoute, "handle"))
 
 
 def scope(path: str = "/x", kind: str = "http") -> dict[str, Any]:
