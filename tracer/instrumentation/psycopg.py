@@ -68,7 +68,8 @@ class PsycopgInstrumentation(Instrumentation):
         def sync(original: Callable[..., Any]) -> types.FunctionType:
             def traced(self: Any, query: Any, *args: Any, **kw: Any) -> Any:
                 connection = self._conn
-                span = start(target(connection), _text(query, connection))
+                sql = query if type(query) is str else _text(query, connection)
+                span = start(target(connection), sql)
                 if span is None:
                     return original(self, query, *args, **kw)
                 try:
@@ -84,7 +85,8 @@ class PsycopgInstrumentation(Instrumentation):
         def asynchronous(original: Callable[..., Any]) -> types.FunctionType:
             async def traced(self: Any, query: Any, *args: Any, **kw: Any) -> Any:
                 connection = self._conn
-                span = start(target(connection), _text(query, connection))
+                sql = query if type(query) is str else _text(query, connection)
+                span = start(target(connection), sql)
                 if span is None:
                     return await original(self, query, *args, **kw)
                 try:
