@@ -158,7 +158,7 @@ def _serve(
 ) -> Iterable[bytes]:
     try:
         span = current.get()
-        if not _adoptable(span):
+        if span is None or not _adoptable(span):
             span = _start(runtime, environ)
         environ[ENVIRON_KEY] = span
         if span is None:
@@ -166,43 +166,28 @@ def _serve(
         current.set(span)
         # Named by its route once a framework names one, else by its method alone.
         span.name = span.method or "GET"
-        respond = _responder(runtime, span, start_response)
+        exchange = _Exchange(span, ctx, start_response, runtime.response_headers)
     except Exception as exc:
         safety.internal_error("wsgi.start", exc)
         return app(environ, start_response)
     try:
-        result = app(environ, respond)
+        result = app(environ, exchange)
     except BaseException as exc:
         _failed(span, exc)
         _end(span)
         raise
     try:
-        return _closing(result, span, ctx, environ)
+        wrapper = environ.get("wsgi.file_wrapper")
+        if wrapper is not None and type(result) is wrapper:
+            return _file(result, span, ctx)
+        # The same object is the server's response iterable now.
+        exchange._next = iter(result).__next__
+        exchange._close = getattr(result, "close", None)
+        return exchange
     except Exception as exc:
         safety.internal_error("wsgi.body", exc)
         _end(span)
         return result
-
-
-def _responder(
-    runtime: Runtime, span: Span, start_response: Callable[..., Any]
-) -> Callable[..., Any]:
-    response_headers = runtime.response_headers
-
-    def respond(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-        try:
-            span.status_code = int(status[:3])
-            extra: dict[str, str] = {}
-            response_headers(span, extra)
-            # A new list: the application's may be a constant it passes on every request.
-            headers = [*headers, *extra.items()]
-        except Exception as exc:
-            safety.internal_error("wsgi.headers", exc)
-        if exc_info is None:
-            return start_response(status, headers)
-        return start_response(status, headers, exc_info)
-
-    return respond
 
 
 def _failed(span: Span, exc: BaseException) -> None:
@@ -219,70 +204,102 @@ def _end(span: Span) -> None:
         if route is not None:
             span.name = f"{span.method} {route}"
         tags = span.tags
-        if tags is None or "ttfb_us" not in tags:
+        if tags is None:
             # Nothing was sent before the end: the first byte went with the last.
-            span.set_tag("ttfb_us", max(0, _time_ns() // 1000 - span.start_us))
+            span.tags = {"ttfb_us": max(0, _time_ns() // 1000 - span.start_us)}
+        elif "ttfb_us" not in tags:
+            tags["ttfb_us"] = max(0, _time_ns() // 1000 - span.start_us)
         span.finish()
     except Exception as exc:
         safety.internal_error("wsgi.finish", exc)
 
 
-def _closing(
-    result: Iterable[bytes], span: Span, ctx: contextvars.Context, environ: dict[str, Any]
-) -> Iterable[bytes]:
-    wrapper = environ.get("wsgi.file_wrapper")
-    if wrapper is not None and isinstance(wrapper, type) and type(result) is wrapper:
-        # A file the server may send with sendfile() when it gets the wrapper itself: the span
-        # ends in the wrapper's own close().
-        original = getattr(result, "close", None)
+def _file(result: Any, span: Span, ctx: contextvars.Context) -> Iterable[bytes]:
+    """A ``wsgi.file_wrapper`` response, which the server may send with ``sendfile()`` when it
+    gets its own wrapper back: the span ends in the wrapper's ``close()``."""
+    original = getattr(result, "close", None)
 
-        def close() -> None:
-            try:
-                if original is not None:
-                    ctx.run(original)
-            finally:
-                _end(span)
+    def close() -> None:
+        try:
+            if original is not None:
+                ctx.run(original)
+        finally:
+            _end(span)
 
-        result.close = close  # type: ignore[attr-defined]
-        return result
-    return _Body(result, span, ctx)
+    result.close = close
+    out: Iterable[bytes] = result
+    return out
 
 
-class _Body:
-    """The application's response iterable, run in the request's context; the span ends when
-    the server closes it."""
+class _Exchange:
+    """One request: the ``start_response`` the application is given, then the response iterable
+    the server gets, running the application's in the request's context; the span ends when
+    the server closes it. One object, so a request allocates one thing here."""
 
-    __slots__ = ("_close", "_ctx", "_next", "_sent", "_span")
+    __slots__ = ("_close", "_ctx", "_headers", "_next", "_sent", "_span", "_start_response")
 
-    def __init__(self, result: Iterable[bytes], span: Span, ctx: contextvars.Context) -> None:
+    def __init__(
+        self,
+        span: Span,
+        ctx: contextvars.Context,
+        start_response: Callable[..., Any],
+        headers: Callable[..., bytes],
+    ) -> None:
         self._span = span
         self._ctx = ctx
+        self._start_response = start_response
+        self._headers = headers
         self._sent = False
-        self._close: Callable[[], Any] | None = getattr(result, "close", None)
-        self._next = iter(result).__next__
+        self._next: Callable[[], bytes] | None = None
+        self._close: Callable[[], Any] | None = None
+
+    # -- start_response ---------------------------------------------------------------------
+
+    def __call__(self, status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        try:
+            span = self._span
+            span.status_code = int(status[:3])
+            extra: dict[str, str] = {}
+            self._headers(span, extra)
+            # A new list: the application's may be a constant it passes on every request.
+            headers = [*headers, *extra.items()]
+        except Exception as exc:
+            safety.internal_error("wsgi.headers", exc)
+        if exc_info is None:
+            return self._start_response(status, headers)
+        return self._start_response(status, headers, exc_info)
+
+    # -- the response iterable --------------------------------------------------------------
 
     def __iter__(self) -> Iterator[bytes]:
         return self
 
     def __next__(self) -> bytes:
+        next_ = self._next
+        if next_ is None:
+            raise StopIteration
         try:
-            chunk: bytes = self._ctx.run(self._next)
-        except StopIteration:
-            raise
+            chunk: bytes = self._ctx.run(next_)
         except BaseException as exc:
-            span = self._span
-            try:
-                span.record_exception(exc)
-                if not self._sent:
-                    # Nothing went out yet: the server answers 500 itself.
-                    span.status_code = 500
-            except Exception as inner:
-                safety.internal_error("wsgi.error", inner)
+            if type(exc) is not StopIteration:
+                span = self._span
+                try:
+                    span.record_exception(exc)
+                    if not self._sent:
+                        # Nothing went out yet: the server answers 500 itself.
+                        span.status_code = 500
+                except Exception as inner:
+                    safety.internal_error("wsgi.error", inner)
             raise
-        if not self._sent and chunk:
+        if chunk and not self._sent:
             self._sent = True
             span = self._span
-            span.set_tag("ttfb_us", _time_ns() // 1000 - span.start_us)
+            ttfb = _time_ns() // 1000 - span.start_us
+            tags = span.tags
+            if tags is None:
+                span.tags = {"ttfb_us": ttfb}
+            else:
+                tags["ttfb_us"] = ttfb
         return chunk
 
     def close(self) -> None:
