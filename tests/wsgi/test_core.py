@@ -310,3 +310,21 @@ def test_a_file_wrapper_response_is_handed_over_as_it_is(memory: MemoryReporter)
     result.close()
     (span,) = servers(memory)
     assert span["http"]["status_code"] == 200
+
+
+def test_any_application_wsgiref_serves_is_traced_also_after_a_second_install() -> None:
+    import reporters
+
+    server = Wsgiref(apps.plain)  # not wrapped: wsgiref's instrumentation applies the core
+    try:
+        for round in range(2):
+            reporter = reporters.create("memory")
+            tracer.install(app_name=f"round-{round}", reporter=reporter, flush_interval=0.02)
+            response = untraced_get(f"{server.url}/hello")
+            assert response.headers["x-parent"] == f"round-{round}"
+            (span,) = servers(reporter)
+            assert (span["name"], span["http"]["status_code"]) == ("GET", 200)
+            tracer.uninstall()
+        assert "x-parent" not in untraced_get(f"{server.url}/hello").headers
+    finally:
+        server.close()

@@ -399,7 +399,12 @@ class WsgirefInstrumentation(Instrumentation):
                     # No span for this request (tracer's own metrics server, an ignored path).
                     return app
                 traced = self.__dict__.get("_tracer_app")
-                if traced is None or traced.__wrapped__ is not app:
+                # Made again for another application, or after tracer was installed again.
+                if (
+                    traced is None
+                    or traced.__wrapped__ is not app
+                    or traced._runtime is not runtime
+                ):
                     traced = self._tracer_app = Traced(app, runtime)
                 return traced
 
