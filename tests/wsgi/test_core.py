@@ -328,3 +328,14 @@ def test_any_application_wsgiref_serves_is_traced_also_after_a_second_install() 
         assert "x-parent" not in untraced_get(f"{server.url}/hello").headers
     finally:
         server.close()
+
+
+def test_an_unsampled_inbound_trace_is_not_delivered(
+    memory: MemoryReporter, plain: Wsgiref
+) -> None:
+    before = tracer.stats()["unsampled_dropped"]
+    headers = {"traceparent": f"00-{TRACE_ID}-{PARENT_ID}-00"}
+    assert untraced_get(f"{plain.url}/hello", headers=headers).status_code == 200
+    eventually(lambda: tracer.stats()["unsampled_dropped"] == before + 1, what="dropped")
+    tracer.flush()
+    assert memory.find(kind="server") == []

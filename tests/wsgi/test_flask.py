@@ -198,3 +198,15 @@ assert span["name"] == "GET /orders/<int:order>", span["name"]
 print("ok")
 """
     )
+
+
+def test_an_ignored_path_gets_no_span_from_any_layer(served: Wsgiref) -> None:
+    import reporters
+
+    reporter = reporters.create("memory")
+    tracer.install(reporter=reporter, flush_interval=0.02, ignore_paths=["/users/*"])
+    response = get(f"{served.url}/users/1")
+    assert response.status_code == 200 and "x-parent" not in response.headers
+    assert get(f"{served.url}/shop/items/x").headers["x-parent"]
+    (span,) = servers(reporter)
+    assert span["name"] == "GET /shop/items/<name>"
