@@ -17,7 +17,8 @@ request from ``/proc``, which a busy machine moves less than throughput.
 The same module is the application: ``benchmarks.frameworks:flask_app()`` and the others are
 the factories the servers load, set up by ``BENCH_VARIANT`` and writing what they saw to
 ``BENCH_DIR`` (``ready``: the serving process's pid; ``result.json`` at exit: the requests the
-view answered and the spans the variant delivered).
+view answered and the spans the variant delivered). A ``BENCH_TRACE_<NAME>`` variable of the
+orchestrator's environment reaches the servers as ``TRACE_<NAME>`` (``BENCH_TRACE_METRICS=1``).
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ from benchmarks.common import OtelSetup, Setup, make_setup
 BODY = b"Hello, world"
 FRAMEWORKS = ("flask", "fastapi", "django")
 VARIANTS = ("untraced", "tracer", "otel")
+# tracer.stats() counters shown when a span count is wrong.
+STATS_SHOWN = ("created", "delivered", "dropped", "spooled", "pending", "unsampled_dropped")
 ROOT = Path(__file__).resolve().parent.parent
 APP_MODULE = "benchmarks.frameworks"
 
@@ -246,6 +249,7 @@ def child_env(variant: str, workdir: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TRACE_", "OTEL_"))}
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     env.update(BENCH_VARIANT=variant, BENCH_DIR=workdir, TRACE_SPOOL="0")
+    env.update({k[6:]: v for k, v in os.environ.items() if k.startswith("BENCH_TRACE_")})
     return env
 
 
@@ -314,7 +318,8 @@ def measure(framework: str, variant: str, args: argparse.Namespace, wrk: str | N
     # each message sent and received.
     spans, handled = result["spans"], result["handled"]
     if variant != "untraced" and (spans < handled or (variant == "tracer" and spans != handled)):
-        problems.append(f"{spans} spans delivered for {handled} requests")
+        counts = {k: v for k, v in result["stats"].items() if k in STATS_SHOWN and v}
+        problems.append(f"{spans} spans delivered for {handled} requests {counts}")
     rate = measured["requests"] / measured["seconds"] if measured["seconds"] else 0.0
     cpu_us = None
     if cpu_before is not None and cpu_after is not None and measured["requests"]:
