@@ -11,8 +11,9 @@ the services, and prints every trace through the stdout reporter as a tree.
                                                -> inventory (http.server), with urllib
 
 It needs nothing beyond the standard library: without aiohttp there is no pricing service, and
-without requests the frontend makes every call with urllib. urllib is not instrumented, so those
-calls get their client spans and trace headers from :class:`tracer.client_call`.
+without requests the frontend makes every call with urllib. Those calls show
+:class:`tracer.client_call`, the way to trace a client tracer does not patch (urllib is patched
+too, and adds no second span inside it).
 """
 
 from __future__ import annotations
