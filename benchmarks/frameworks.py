@@ -374,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--frameworks", default=",".join(FRAMEWORKS))
     parser.add_argument("--variants", default=",".join(VARIANTS))
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=3.0, help="measured load per run")
     parser.add_argument("--warmup", type=float, default=1.0, help="load before measuring")
     parser.add_argument("--concurrency", type=int, default=10)
