@@ -15,6 +15,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 
 import reporters
 import tracer
@@ -67,6 +68,13 @@ def serving(listener: socket.socket) -> http.server.ThreadingHTTPServer:
     return httpd
 
 
+def exit_with_parent(parent: int) -> None:
+    """A worker whose parent was killed (a failed test's cleanup) must not serve on forever."""
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(0)
+
+
 def preforked(workers: int) -> None:
     """A parent that binds and serves until told ``fork``; then ``workers`` forked children
     serve the socket and the parent only answers scrapes (tracer's metrics port)."""
@@ -85,7 +93,10 @@ def preforked(workers: int) -> None:
         if pid == 0:
             httpd = serving(listener)
             signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
-            print(f"worker {os.getpid()}", flush=True)
+            threading.Thread(target=exit_with_parent, args=(os.getppid(),), daemon=True).start()
+            # One write: the workers share the pipe, and print() may write the text and its
+            # newline separately, so that two workers' lines interleave.
+            os.write(sys.stdout.fileno(), f"worker {os.getpid()}\n".encode())
             httpd.serve_forever(poll_interval=0.05)
             os._exit(0)
         children.append(pid)
