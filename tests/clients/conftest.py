@@ -6,17 +6,28 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import Server
+from tests.conftest import EchoHandler, Server
 from tracer.context import current
 
 #: What tracer sends with a call by default.
 TRACE_HEADERS = ("request-id", "x-span-id", "x-parent", "traceparent")
 
 
+class Handler(EchoHandler):
+    """The echo handler of tests.conftest; ``/must`` answers 200 with ``x-must-collect: 1``, as
+    a callee that must keep its trace does."""
+
+    def do_GET(self) -> None:
+        if self.path == "/must":
+            self.reply(200, {"x-must-collect": "1"}, b"kept")
+            return
+        super().do_GET()
+
+
 @pytest.fixture(scope="module")
 def echo() -> Iterator[Server]:
-    """The echo server of tests.conftest, shared by a module's tests."""
-    srv = Server()
+    """An echo server shared by a module's tests."""
+    srv = Server(Handler)
     yield srv
     srv.close()
 
