@@ -87,11 +87,17 @@ def _request(original: Callable[..., Any], runtime: Runtime) -> types.FunctionTy
         except BaseException as exc:
             _failed(span, exc)
             raise
-        # A span left by a request whose answer was never asked for ends here.
-        left = self.__dict__.get(_SPAN)
-        if left is not None:
-            left.finish()
-        self.__dict__[_SPAN] = span
+        try:
+            state = self.__dict__
+            # A span left by a request whose answer was never asked for ends here.
+            left = state.get(_SPAN)
+            if left is not None:
+                left.finish()
+            state[_SPAN] = span
+        except Exception as exc:
+            # A connection class without a __dict__: the span ends with the request sent.
+            safety.internal_error("http.client.start", exc)
+            span.finish()
         return result
 
     return request  # type: ignore[return-value]
@@ -110,7 +116,8 @@ def _failed(span: Span, exc: BaseException) -> None:
 
 def _getresponse(original: Callable[..., Any], runtime: Runtime) -> types.FunctionType:
     def getresponse(self: Any, *args: Any, **kw: Any) -> Any:
-        span = self.__dict__.pop(_SPAN, None)
+        state = getattr(self, "__dict__", None)
+        span = None if state is None else state.pop(_SPAN, None)
         if span is None:
             return original(self, *args, **kw)
         try:

@@ -147,7 +147,8 @@ def _failed(
 
 def _ending(original: Callable[..., Any]) -> types.FunctionType:
     def ending(self: Any, *args: Any, **kw: Any) -> Any:
-        span = self.__dict__.pop(_SPAN, None)
+        state = getattr(self, "__dict__", None)
+        span = None if state is None else state.pop(_SPAN, None)
         try:
             return original(self, *args, **kw)
         finally:
