@@ -178,6 +178,7 @@ OTEL_INSTRUMENTORS: dict[str, tuple[str, str]] = {
     "aiohttp-server": ("opentelemetry.instrumentation.aiohttp_server", "AioHttpServerInstrumentor"),
     "flask": ("opentelemetry.instrumentation.flask", "FlaskInstrumentor"),
     "django": ("opentelemetry.instrumentation.django", "DjangoInstrumentor"),
+    "fastapi": ("opentelemetry.instrumentation.fastapi", "FastAPIInstrumentor"),
 }
 
 

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
-from benchmarks import django_app, flask_app
+from benchmarks import django_app, fastapi_app, flask_app
 from benchmarks.common import (
     CountingReporter,
     OtelSetup,
@@ -144,6 +144,7 @@ CLIENT_CALLS: dict[str, Callable[[str], AbstractContextManager[Calls]]] = {
     "requests": requests_calls,
     "aiohttp-client": aiohttp_calls,
     "django": django_app.calls,
+    "fastapi": fastapi_app.calls,
     "flask": flask_app.calls,
 }
 
