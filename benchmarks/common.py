@@ -179,6 +179,7 @@ OTEL_INSTRUMENTORS: dict[str, tuple[str, str]] = {
     "flask": ("opentelemetry.instrumentation.flask", "FlaskInstrumentor"),
     "django": ("opentelemetry.instrumentation.django", "DjangoInstrumentor"),
     "fastapi": ("opentelemetry.instrumentation.fastapi", "FastAPIInstrumentor"),
+    "redis": ("opentelemetry.instrumentation.redis", "RedisInstrumentor"),
 }
 
 

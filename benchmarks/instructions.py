@@ -1,6 +1,6 @@
 """Instructions per request, a figure that does not drift.
 
-``python -m benchmarks.instructions {aiohttp,http-server,requests,aiohttp-client,django}``
+``python -m benchmarks.instructions {aiohttp,http-server,requests,aiohttp-client,django,redis,...}``
 
 The server rows measure time, and on a shared machine time drifts by tens of percent between runs.
 This counts the machine instructions a server executes per request instead, under valgrind's
@@ -40,6 +40,9 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from benchmarks.common import emit, make_setup
@@ -193,6 +196,39 @@ def count_client(kind: str, variant: str, calls: int, url: str, workdir: str) ->
 SPANS_PER_CALL = {("fastapi", "otel"): 3}
 
 
+@contextmanager
+def redis_server(workdir: str) -> Iterator[str]:
+    """A redis-server (Debian's) on 127.0.0.1 for the redis rows, no persistence; its URL."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise SystemExit("redis-server is not installed (Debian: apt-get install redis-server)")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", workdir, "--save", "",
+         "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1) as conn:
+                    conn.sendall(b"PING\r\n")
+                    if conn.recv(16).startswith(b"+PONG"):
+                        break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit("redis-server did not start") from None
+                time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
 def client_calls(kind: str, variant: str, url: str, calls: int) -> dict[str, int]:
     """In the process under callgrind: the calls, then a flush; what succeeded and was exported."""
     if variant == "tracer-public":
@@ -255,6 +291,7 @@ def report(kind: str, runs: list[PerRequest], warmup: int, requests: int) -> str
         "django": "Django WSGI handler called in-process",
         "fastapi": "FastAPI application called in-process through its ASGI entry point",
         "flask": "Flask application called in-process through its WSGI entry point",
+        "redis": "redis client (GET) against a real redis-server",
     }.get(kind, f"{kind} server")
     lines = [
         f"instructions per request: {what} under callgrind, {requests:,} requests after"
@@ -327,7 +364,10 @@ def main(argv: list[str] | None = None) -> int:
     warmup = min(max(warmup, 1), 5_000)
     workdir = tempfile.mkdtemp(prefix="tracer-instructions-")
     try:
-        if client:
+        if args.kind == "redis":
+            with redis_server(workdir) as url:
+                runs = [measure(args.kind, v, warmup, requests, workdir, url) for v in variants]
+        elif client:
             ctx = _context(workdir, 60.0)
             with service(ctx, "benchmarks.target", "--lifetime=7200") as upstream:
                 runs = [

@@ -139,6 +139,26 @@ def aiohttp_calls(url: str) -> Iterator[Calls]:
         loop.close()
 
 
+@contextmanager
+def redis_calls(url: str) -> Iterator[Calls]:
+    """One GET per call to the redis-server at ``url`` (``redis://host:port/db``)."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    client.set("bench", b"ok")
+
+    def call(count: int, fresh: bool) -> int:
+        ok = 0
+        for _ in range(count):
+            ok += client.get("bench") == b"ok"
+        return ok
+
+    try:
+        yield call
+    finally:
+        client.close()
+
+
 # The client rows' kinds -> their calls; each kind is also the name of its instrumentation.
 CLIENT_CALLS: dict[str, Callable[[str], AbstractContextManager[Calls]]] = {
     "requests": requests_calls,
@@ -146,6 +166,7 @@ CLIENT_CALLS: dict[str, Callable[[str], AbstractContextManager[Calls]]] = {
     "django": django_app.calls,
     "fastapi": fastapi_app.calls,
     "flask": flask_app.calls,
+    "redis": redis_calls,
 }
 
 
