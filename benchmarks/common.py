@@ -178,6 +178,8 @@ OTEL_INSTRUMENTORS: dict[str, tuple[str, str]] = {
     "aiohttp-server": ("opentelemetry.instrumentation.aiohttp_server", "AioHttpServerInstrumentor"),
     "flask": ("opentelemetry.instrumentation.flask", "FlaskInstrumentor"),
     "django": ("opentelemetry.instrumentation.django", "DjangoInstrumentor"),
+    "sqlite3": ("opentelemetry.instrumentation.sqlite3", "SQLite3Instrumentor"),
+    "psycopg": ("opentelemetry.instrumentation.psycopg", "PsycopgInstrumentor"),
     "fastapi": ("opentelemetry.instrumentation.fastapi", "FastAPIInstrumentor"),
     "redis": ("opentelemetry.instrumentation.redis", "RedisInstrumentor"),
 }

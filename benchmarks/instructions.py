@@ -289,6 +289,8 @@ def report(kind: str, runs: list[PerRequest], warmup: int, requests: int) -> str
         "requests": "requests client",
         "aiohttp-client": "aiohttp client",
         "django": "Django WSGI handler called in-process",
+        "sqlite3": "sqlite3 cursor.execute('SELECT 1') and its row, in memory",
+        "psycopg": "psycopg cursor.execute('SELECT 1') and its row, against $TRACER_BENCH_POSTGRES",
         "fastapi": "FastAPI application called in-process through its ASGI entry point",
         "flask": "Flask application called in-process through its WSGI entry point",
         "redis": "redis client (GET) against a real redis-server",

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
-from benchmarks import django_app, fastapi_app, flask_app
+from benchmarks import db_calls, django_app, fastapi_app, flask_app
 from benchmarks.common import (
     CountingReporter,
     OtelSetup,
@@ -167,6 +167,8 @@ CLIENT_CALLS: dict[str, Callable[[str], AbstractContextManager[Calls]]] = {
     "fastapi": fastapi_app.calls,
     "flask": flask_app.calls,
     "redis": redis_calls,
+    "sqlite3": db_calls.sqlite3_calls,
+    "psycopg": db_calls.psycopg_calls,
 }
 
 
