@@ -288,6 +288,9 @@ def report(kind: str, runs: list[PerRequest], warmup: int, requests: int) -> str
     what = {
         "requests": "requests client",
         "aiohttp-client": "aiohttp client",
+        "httpx": "httpx client",
+        "urllib3": "urllib3 client",
+        "urllib": "urllib.request client",
         "django": "Django WSGI handler called in-process",
         "sqlite3": "sqlite3 cursor.execute('SELECT 1') and its row, in memory",
         "psycopg": "psycopg cursor.execute('SELECT 1') and its row, against $TRACER_BENCH_POSTGRES",

@@ -159,10 +159,70 @@ def redis_calls(url: str) -> Iterator[Calls]:
         client.close()
 
 
+@contextmanager
+def httpx_calls(url: str) -> Iterator[Calls]:
+    import httpx
+
+    clients: list[httpx.Client] = []
+
+    def call(count: int, fresh: bool) -> int:
+        # A new client after each switch: OpenTelemetry hooks a client's transport as it is built.
+        if fresh or not clients:
+            if clients:
+                clients.pop().close()
+            clients.append(httpx.Client())
+        client = clients[0]
+        ok = 0
+        for _ in range(count):
+            response = client.get(url)
+            ok += response.status_code == 200 and response.content == b"ok"
+        return ok
+
+    try:
+        yield call
+    finally:
+        if clients:
+            clients.pop().close()
+
+
+@contextmanager
+def urllib3_calls(url: str) -> Iterator[Calls]:
+    import urllib3
+
+    with urllib3.PoolManager() as pool:
+
+        def call(count: int, fresh: bool) -> int:
+            ok = 0
+            for _ in range(count):
+                response = pool.request("GET", url)
+                ok += response.status == 200 and response.data == b"ok"
+            return ok
+
+        yield call
+
+
+@contextmanager
+def urllib_calls(url: str) -> Iterator[Calls]:
+    import urllib.request
+
+    def call(count: int, fresh: bool) -> int:
+        ok = 0
+        for _ in range(count):
+            # urlopen makes a connection per call, as an application using it does.
+            with urllib.request.urlopen(url) as response:
+                ok += response.status == 200 and response.read() == b"ok"
+        return ok
+
+    yield call
+
+
 # The client rows' kinds -> their calls; each kind is also the name of its instrumentation.
 CLIENT_CALLS: dict[str, Callable[[str], AbstractContextManager[Calls]]] = {
     "requests": requests_calls,
     "aiohttp-client": aiohttp_calls,
+    "httpx": httpx_calls,
+    "urllib3": urllib3_calls,
+    "urllib": urllib_calls,
     "django": django_app.calls,
     "fastapi": fastapi_app.calls,
     "flask": flask_app.calls,
