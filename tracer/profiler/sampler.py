@@ -44,35 +44,28 @@ PRUNE_INTERVAL = 1.0
 #: The function that stands for the frames past MAX_DEPTH.
 TRUNCATED = ("(truncated)", "", 0)
 
-# An entry of the span map: the span, and the entry it covers (the span open before it there).
-Entry = tuple[Span, Any]
-
 
 class SpanMap(SpanProcessor):
-    """Which span each thread, and each asyncio task, runs now (a span processor).
+    """Which span each thread, and each asyncio task, started last (a span processor).
 
-    ``on_start`` pushes the span on its thread's entry, or its task's when an event loop runs on
-    the thread. There is no ``on_end``: a finished span stays in its entry until the next push
-    there skips it, and the sampler skips it too (a finished span is never reported), so a span
-    costs the request one call instead of two, and a span that ends in another thread or task
-    than it started in needs nothing special. The sampler drops the entries of tasks that are
-    done (:meth:`prune`): a done task starts no span again, so that never races with a push.
+    ``on_start`` is one dictionary store keyed by the thread's ident, or by the running task when
+    an event loop runs on the thread; there is no ``on_end``. Where the span read has ended, the
+    sampler takes its local root instead while that still runs (a client call ended, the request
+    goes on), else nothing: a finished span is never reported, and a span that ends in another
+    thread or task than it started in needs nothing. So a span costs the request one short call.
+    The sampler drops the entries of tasks that are done (:meth:`prune`): a done task starts no
+    span again, so that never races with a store.
     """
 
     __slots__ = ("table",)
 
     def __init__(self) -> None:
-        # Thread ident (int) or asyncio.Task -> Entry.
-        self.table: dict[Any, Entry] = {}
+        # Thread ident (int) or asyncio.Task -> the span it started last.
+        self.table: dict[Any, Span] = {}
 
     def on_start(self, span: Span) -> None:
         loop = _get_running_loop()
-        key = _get_ident() if loop is None else _current_task(loop) or _get_ident()
-        table = self.table
-        below = table.get(key)
-        while below is not None and below[0]._done:
-            below = below[1]
-        table[key] = (span, below)
+        self.table[_get_ident() if loop is None else _current_task(loop) or _get_ident()] = span
 
     def prune(self) -> int:
         """Drop the entries of done tasks (from the sampler's thread); how many were dropped.
@@ -85,13 +78,12 @@ class SpanMap(SpanProcessor):
         return len(done)
 
 
-def _open_span(entry: Entry | None) -> Span | None:
-    while entry is not None:
-        span = entry[0]
-        if not span._done:
-            return span
-        entry = entry[1]
-    return None
+def _open_span(span: Span | None) -> Span | None:
+    """``span`` while it runs; once it ended, its local root while that runs; else None."""
+    if span is None or not span._done:
+        return span
+    root = span.local.root
+    return root if root is not None and not root._done else None
 
 
 def _loop_tasks() -> dict[int, Any]:
@@ -328,10 +320,8 @@ class Sampler:
                 span = None
                 if table is not None:
                     task = tasks.get(ident)
-                    entry = table.get(task) if task is not None else None
-                    if entry is None:
-                        entry = table.get(ident)
-                    span = _open_span(entry)
+                    found = table.get(task) if task is not None else None
+                    span = _open_span(table.get(ident) if found is None else found)
                 recording.add(
                     recording.stack(stack),
                     recording.thread(ident, name),
