@@ -14,6 +14,7 @@ from websockets.sync.client import connect
 import tracer
 from reporters.memory import MemoryReporter
 from tests.asgi.conftest import Served, Sink, untraced_get
+from tests.support.waiting import eventually
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e"
 
@@ -255,6 +256,15 @@ def test_metrics_label_routes_and_leave_websockets_out(served: Served, sink: Sin
     assert any('http_route="_OTHER"' in line for line in counts)
     assert not any("/ws/" in line for line in counts)
     assert not any("nowhere" in line for line in counts)
+
+    # Closed websockets are no longer active requests: only the scrape's own request is (the
+    # connection's span may end just after the client saw it close).
+    def active() -> bool:
+        scraped = untraced_get(f"{served.url}/metrics").text
+        (line,) = [x for x in scraped.splitlines() if x.startswith("http_server_active_requests")]
+        return float(line.rsplit(" ", 1)[1]) == 1
+
+    eventually(active, what="one active request")
 
 
 @pytest.fixture(scope="module")
