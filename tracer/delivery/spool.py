@@ -41,7 +41,7 @@ import threading
 import time
 from collections.abc import Iterable
 
-from tracer import options
+from tracer import context, options
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
@@ -447,12 +447,14 @@ class Spool:
         self._check_files()
         conn: sqlite3.Connection | None = None
         try:
-            conn = sqlite3.connect(
-                self.path,
-                timeout=self._busy_timeout,
-                isolation_level=None,
-                check_same_thread=False,
-            )
+            # Suppressed: the spool is tracer's own database, never traced as the application's.
+            with context.suppressed():
+                conn = sqlite3.connect(
+                    self.path,
+                    timeout=self._busy_timeout,
+                    isolation_level=None,
+                    check_same_thread=False,
+                )
             conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
             self._busy_applied = self._busy_timeout
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]

@@ -328,12 +328,17 @@ def traced_connect(
     calls: Calls, target_of: Callable[[Any, tuple[Any, ...], dict[str, Any]], DbTarget]
 ) -> Callable[[Callable[..., Any], Any, tuple[Any, ...], dict[str, Any]], Any]:
     """A wrapper for a driver's ``connect``: the connection it returns, as a
-    :class:`TracedConnection` whose target is ``target_of(connection, args, kwargs)``."""
+    :class:`TracedConnection` whose target is ``target_of(connection, args, kwargs)``; a
+    connection made while tracing is suppressed is returned as it is."""
 
     def connect(
         wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kw: dict[str, Any]
     ) -> Any:
         connection = wrapped(*args, **kw)
+        if suppress.get():
+            # Made where nothing is traced (tracer's own spool): left as the driver made it, so
+            # that none of its statements is ever traced, whichever thread runs them.
+            return connection
         try:
             if isinstance(connection, TracedConnection):
                 return connection
