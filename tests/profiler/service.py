@@ -22,7 +22,7 @@ from typing import Any
 import tracer
 import tracer.metrics
 
-HOT_LOOPS = 300_000
+HOT_LOOPS = 600_000
 
 
 def burn_hot(loops: int = HOT_LOOPS) -> int:
