@@ -12,7 +12,8 @@ The mapping follows the OpenTelemetry specification and the stable HTTP semantic
 * one scope: ``tracer`` and its version.
 * span: ids, ``parent_span_id``, ``trace_state`` (the inbound ``tracestate``, when the record
   carries it), ``flags`` (the W3C sampled bit, and whether the parent is remote: a server
-  span's parent is the caller's span, in another process), kind SERVER / CLIENT / INTERNAL,
+  span's parent is the caller's span, in another process), kind SERVER / CLIENT / INTERNAL
+  (a websocket connection is SERVER, with ``tracer.kind`` ``websocket`` among its attributes),
   start and end in nanoseconds.
 * attributes: ``http.request.method`` (``_OTHER`` and ``http.request.method_original`` for an
   unknown one), ``http.response.status_code``; a server's ``url.path``, ``url.query`` (as
@@ -216,7 +217,9 @@ def span_parts(record: dict[str, Any]) -> Parts | None:
     if parent_id is None:
         return None
     kind = record.get("kind")
-    kind_name = kind if kind in KINDS else "internal"
+    # A websocket connection is served like a request: OTLP has no kind of its own for it.
+    websocket = kind == "websocket"
+    kind_name = "server" if websocket else kind if kind in KINDS else "internal"
     start_us = record.get("start_us")
     if type(start_us) is not int or start_us < 0:
         start_us = 0
@@ -231,7 +234,7 @@ def span_parts(record: dict[str, Any]) -> Parts | None:
     state = record.get("tracestate")
     trace_state = state if isinstance(state, str) else ""
 
-    attributes: list[tuple[str, Any]] = []
+    attributes: list[tuple[str, Any]] = [("tracer.kind", "websocket")] if websocket else []
     http = record.get("http")
     if isinstance(http, dict):
         _http_attributes(kind_name, record, http, attributes)

@@ -5,7 +5,8 @@ Each record becomes one span of the ``ListOfSpans`` that openzipkin/zipkin-api's
 ``zipkin2-api.yaml`` defines:
 
 * ``traceId`` (32 hex), ``id``, ``parentId`` (absent at the root); ``kind`` ``SERVER`` or
-  ``CLIENT`` (absent for an internal span, as Zipkin has it for local spans);
+  ``CLIENT`` (absent for an internal span, as Zipkin has it for local spans; a websocket
+  connection is ``SERVER`` with the tag ``tracer.kind`` ``websocket``);
 * ``name`` as the other formats name it (:func:`tracer.reporters.mapping.span_name`: the
   method and, on a server whose framework knows it, the route);
 * ``timestamp`` and ``duration`` in microseconds, the duration at least 1 (Zipkin's rule);
@@ -37,7 +38,7 @@ from tracer.reporters.mapping import outcome, route, span_name, split_url
 
 __all__ = ["encode", "encode_spans", "span_json"]
 
-_KINDS = {"server": "SERVER", "client": "CLIENT"}
+_KINDS = {"server": "SERVER", "client": "CLIENT", "websocket": "SERVER"}
 _remotes: dict[tuple[str, int | None], dict[str, Any]] = {}
 _MAX_CACHED = 256
 
@@ -106,7 +107,8 @@ def span_json(record: dict[str, Any], service: Any) -> dict[str, Any] | None:
     name = record.get("service") or service
     span["localEndpoint"] = {"serviceName": str(name or "unknown")}
 
-    tags: dict[str, str] = {}
+    # Zipkin has no kind for a websocket connection: it goes as SERVER, and the tag keeps it apart.
+    tags: dict[str, str] = {"tracer.kind": "websocket"} if kind == "websocket" else {}
     http = record.get("http")
     if isinstance(http, dict):
         method = http.get("method")
