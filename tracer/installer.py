@@ -179,15 +179,28 @@ def _at_exit() -> None:
 atexit.register(_at_exit)
 
 
+def _flush_on_sigterm() -> None:
+    rt = runtime
+    if rt is not None:
+        try:
+            rt.pipeline.flush(rt.config.exit_timeout)
+        except Exception as exc:
+            safety.internal_error("sigterm", exc)
+
+
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    # Deliver (or spool) what we have, then do what would have happened without us.
-    _at_exit()
+    # Deliver (or spool) what we have, then do what would have happened without us. Only the
+    # default action ends the process here: an application's own handler (gunicorn's and
+    # uvicorn's graceful stop) or SIG_IGN lets it go on, finishing requests whose spans must
+    # still be delivered, so the pipeline is flushed, not stopped; atexit stops it.
     previous = _previous_sigterm
     if callable(previous):
+        _flush_on_sigterm()
         previous(signum, frame)
     elif previous == signal.SIG_IGN:
-        return
+        _flush_on_sigterm()
     else:
+        _at_exit()
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGTERM)
 
