@@ -83,9 +83,11 @@ record_queries = True
 # checked.
 n_plus_one_threshold = 10
 
-# Which instrumentations to enable, by name ("http.server", "requests", "aiohttp.client",
-# "aiohttp.server", "threads", and those of installed packages); None: all of them. An unknown
-# name is an error; a named library that is not installed is one warning.
+# Which instrumentations to enable, by name ("http.server", "wsgiref", "flask", "django",
+# "starlette", "fastapi", "uvicorn", "aiohttp.client", "aiohttp.server", "requests", "httpx",
+# "urllib3", "http.client", "sqlite3", "psycopg", "psycopg2", "asyncpg", "redis", "threads", and
+# those of installed packages); None: all of them. An unknown name is an error; a named library
+# that is not installed is one warning.
 instrument = None
 
 

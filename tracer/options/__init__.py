@@ -590,10 +590,11 @@ TABLE: tuple[Option, ...] = (
     ),
     Option(
         "instrument", "strings", None, section="Requests", nullable=True, env_none=False,
-        doc='Which instrumentations to enable, by name ("http.server", "requests",'
-        ' "aiohttp.client", "aiohttp.server", "threads", and those of installed packages); None:'
-        " all of them. An unknown name is an error; a named library that is not installed is"
-        " one warning.",
+        doc='Which instrumentations to enable, by name ("http.server", "wsgiref", "flask",'
+        ' "django", "starlette", "fastapi", "uvicorn", "aiohttp.client", "aiohttp.server",'
+        ' "requests", "httpx", "urllib3", "http.client", "sqlite3", "psycopg", "psycopg2",'
+        ' "asyncpg", "redis", "threads", and those of installed packages); None: all of them.'
+        " An unknown name is an error; a named library that is not installed is one warning.",
     ),
     # Sampling
     Option(
