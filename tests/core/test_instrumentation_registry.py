@@ -37,6 +37,7 @@ BUILTIN = {
     "httpx",
     "psycopg",
     "psycopg2",
+    "redis",
     "requests",
     "sqlite3",
     "starlette",
