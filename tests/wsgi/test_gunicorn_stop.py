@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.support.children import ROOT, Child
+from tests.support.children import ROOT, Child, assert_child_prints_ok
 from tests.support.receivers import HttpSink
 from tests.support.waiting import eventually
 from tracer import context
@@ -109,3 +109,26 @@ def test_a_span_finished_after_sigterm_is_delivered_before_the_worker_exits(
         server.child.stderr,
     )
     assert stats["created"] == stats["delivered"] == 1 and stats["pending"] == 0, stats
+
+
+IGNORES_SIGTERM = """
+import os, signal, tracer
+from tracer.reporters.memory import MemoryReporter
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+reporter = MemoryReporter()
+tracer.install(reporter=reporter, sample_rate=1.0, spool=False, flush_interval=5.0)
+with tracer.span("before"):
+    pass
+signal.raise_signal(signal.SIGTERM)
+# Flushed by the signal, and the process goes on: what it does next is still delivered.
+assert [s["name"] for s in reporter.spans] == ["before"], reporter.spans
+with tracer.span("after"):
+    pass
+assert tracer.flush(timeout=30), tracer.stats()
+assert [s["name"] for s in reporter.spans] == ["before", "after"], reporter.spans
+print("ok")
+"""
+
+
+def test_a_process_that_ignores_sigterm_is_flushed_by_it_and_delivers_what_follows() -> None:
+    assert_child_prints_ok(IGNORES_SIGTERM)
