@@ -6,7 +6,6 @@ instead of failing, so this passes without the ``bench`` extra. Nothing here ass
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -171,10 +170,6 @@ def test_framework_servers_run_every_variant_and_tracer_makes_a_span_per_request
         capture_output=True,
         text=True,
         timeout=280,
-        # The servers stop on SIGTERM right after their last answer, which may still be finishing
-        # its span; without tracer's SIGTERM flush that span is delivered at exit (see
-        # benchmarks/README.md, "Frameworks under their servers").
-        env={**os.environ, "BENCH_TRACE_HANDLE_SIGTERM": "0"},
     )
     # A server whose variant delivered a span count other than its requests' is FAILED (exit 1).
     assert out.returncode == 0, out.stdout + out.stderr
