@@ -9,6 +9,13 @@ the caller's to read afterwards, as with ``urlopen``. A connection refused, a ti
 ``OSError`` or ``http.client.HTTPException`` is a ``network-error``, re-raised unchanged. A
 caller that drives ``putrequest``/``putheader``/``endheaders`` itself gets no span.
 
+The propagation headers do not go through ``putheader`` one by one (a regular expression or two
+and several encodings each, six times over with the default formats): they are encoded once, as
+one piece of the header block, and ``putrequest`` (also replaced) appends that piece right after
+the request line of this very request. A connection class whose ``request`` never calls
+http.client's ``putrequest`` would send them nowhere: the first such call switches that path off
+(with one warning), and from then on the headers go to ``request`` with the caller's.
+
 A library that runs on http.client and is instrumented itself (urllib3, and requests on it) has
 its span open while it calls ``request``: that call adds nothing (see
 :data:`tracer.context.calling`), so a call through requests is one span, not three.
@@ -17,6 +24,7 @@ its span open while it calls ``request``: that call adds nothing (see
 from __future__ import annotations
 
 import http.client
+import logging
 import types
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -29,8 +37,15 @@ from tracer.span import Span
 if TYPE_CHECKING:
     from tracer.runtime import Runtime
 
+log = logging.getLogger("tracer")
+
 # Where a connection keeps the span of the request it sent, until getresponse.
 _SPAN = "_tracer_span"
+# Where a connection keeps the header block of the request being sent, until putrequest.
+_BLOCK = "_tracer_block"
+
+#: Whether the headers may go straight into the header block (see the module docstring).
+direct = True
 
 _NETWORK_ERRORS = (OSError, http.client.HTTPException)
 
@@ -60,7 +75,70 @@ class HttpClientInstrumentation(Instrumentation):
         runtime = self.runtime
         assert runtime is not None
         self.replace(module.HTTPConnection, "request", lambda o: _request(o, runtime))
+        self.replace(module.HTTPConnection, "putrequest", _putrequest)
         self.replace(module.HTTPConnection, "getresponse", lambda o: _getresponse(o, runtime))
+
+    def _uninstall(self) -> None:
+        global direct
+        direct = True
+
+
+# Lowercase names, by the names a span's headers were injected under (the same few tuples).
+_lowered: dict[tuple[str, ...], frozenset[str]] = {}
+
+
+def lowercase(names: tuple[str, ...]) -> frozenset[str]:
+    """``names`` lowercased, remembered: a span's headers have the same few sets of names."""
+    found = _lowered.get(names)
+    if found is None:
+        if len(_lowered) >= 64:
+            _lowered.clear()
+        found = _lowered[names] = frozenset(name.lower() for name in names)
+    return found
+
+
+def header_block(out: dict[str, str]) -> bytes:
+    """``out`` as one piece of an HTTP/1.1 header block: ``name: value`` lines joined by CRLF
+    (http.client joins the pieces of its buffer with CRLF)."""
+    text = "\r\n".join([f"{name}: {value}" for name, value in out.items()])
+    # Every value is built or validated by tracer; this makes sure none can split a header.
+    lines = len(out) - 1
+    if text.count("\n") != lines or text.count("\r") != lines:
+        raise ValueError("a propagation header holds a line break")
+    return text.encode("latin-1")
+
+
+def without(headers: Any, names: frozenset[str]) -> Any:
+    """``headers``, or a dict of them without those named (any case) in ``names`` when it has
+    some: tracer's headers replace a caller's of the same name."""
+    if names.isdisjoint([name.lower() for name in headers]):
+        return headers
+    return {name: value for name, value in headers.items() if name.lower() not in names}
+
+
+def _putrequest(original: Callable[..., Any]) -> types.FunctionType:
+    def putrequest(self: Any, *args: Any, **kw: Any) -> Any:
+        result = original(self, *args, **kw)
+        state = getattr(self, "__dict__", None)
+        block = None if state is None else state.pop(_BLOCK, None)
+        if block is not None:
+            try:
+                self._buffer.append(block)
+            except Exception as exc:
+                safety.internal_error("http.client.headers", exc)
+        return result
+
+    return putrequest  # type: ignore[return-value]
+
+
+def _switch_off() -> None:
+    global direct
+    if direct:
+        direct = False
+        log.warning(
+            "tracer: an http.client request was sent without its connection's putrequest (a "
+            "connection class of its own?); from now on trace headers go with the caller's"
+        )
 
 
 def _request(original: Callable[..., Any], runtime: Runtime) -> types.FunctionType:
@@ -72,12 +150,19 @@ def _request(original: Callable[..., Any], runtime: Runtime) -> types.FunctionTy
         if suppress.get() or in_call():
             return original(self, method, url, body, headers, **kw)
         span = None
+        state = None
         try:
             span = runtime.client_span(method, _url(self, url), headers.get if headers else None)
             if span is not None:
-                out = dict(headers)
+                out: dict[str, str] = {}
                 runtime.inject(span, out)
-                headers = out
+                if headers:
+                    headers = without(headers, lowercase(tuple(out)))
+                state = getattr(self, "__dict__", None) if direct else None
+                if state is None:
+                    headers = {**headers, **out}
+                elif out:
+                    state[_BLOCK] = header_block(out)
         except Exception as exc:
             safety.internal_error("http.client.start", exc)
         if span is None:
@@ -85,9 +170,14 @@ def _request(original: Callable[..., Any], runtime: Runtime) -> types.FunctionTy
         try:
             result = original(self, method, url, body, headers, **kw)
         except BaseException as exc:
+            if state is not None:
+                state.pop(_BLOCK, None)
             _failed(span, exc)
             raise
         try:
+            if state is not None and state.pop(_BLOCK, None) is not None:
+                # Sent without them: this call's headers are lost, the next calls' are not.
+                _switch_off()
             state = self.__dict__
             # A span left by a request whose answer was never asked for ends here.
             left = state.get(_SPAN)
