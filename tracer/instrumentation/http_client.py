@@ -109,11 +109,18 @@ def header_block(out: dict[str, str]) -> bytes:
 
 
 def without(headers: Any, names: frozenset[str]) -> Any:
-    """``headers``, or a dict of them without those named (any case) in ``names`` when it has
-    some: tracer's headers replace a caller's of the same name."""
-    if names.isdisjoint([name.lower() for name in headers]):
+    """``headers``, or a copy of them without those named (any case) in ``names`` when it has
+    some: tracer's headers replace a caller's of the same name. The caller's mapping is left as
+    it was."""
+    present = [name for name in headers if name.lower() in names]
+    if not present:
         return headers
-    return {name: value for name, value in headers.items() if name.lower() not in names}
+    copy = getattr(headers, "copy", None)
+    # A case-insensitive dict of the library's own (urllib3's HTTPHeaderDict) stays one.
+    kept = copy() if type(headers) is not dict and callable(copy) else dict(headers)
+    for name in present:
+        kept.pop(name, None)
+    return kept
 
 
 def _putrequest(original: Callable[..., Any]) -> types.FunctionType:

@@ -19,6 +19,15 @@ What is recorded, per call:
 * a connection error, a timeout, or retries run out (``urllib3.exceptions.HTTPError``, not an
   answer) as ``network-error``; any other exception as itself; both re-raised unchanged.
 
+The propagation headers are not added to the caller's (which urllib3 and http.client would
+check, encode and write one by one): they are encoded once, as one piece of the header block, and
+urllib3's ``HTTPConnection.putrequest`` (also replaced) appends that piece after the request line
+of each request this call sends, its retries and redirects included. A caller's header of the
+same name gives way (in a copy). A call answered without that piece written (a connection class
+that does not go through urllib3's ``putrequest``, HTTP/2) switches this path off with one
+warning; from then on, and whenever urllib3's HTTP/2 support is injected, the headers go in a
+copy of the caller's.
+
 A call urllib3 makes for requests (which has its span open) adds nothing, and the http.client
 request under a urllib3 call adds nothing either (see :data:`tracer.context.calling`). Works on
 urllib3 1.26 and 2.x: ``urlopen`` and ``HTTPResponse.release_conn``/``close`` are public.
@@ -26,6 +35,9 @@ urllib3 1.26 and 2.x: ``urlopen`` and ``HTTPResponse.release_conn``/``close`` ar
 
 from __future__ import annotations
 
+import contextvars
+import logging
+import sys
 import types
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -33,13 +45,37 @@ from typing import TYPE_CHECKING, Any
 from tracer import safety
 from tracer.context import call_began, calling, in_call, suppress
 from tracer.instrumentation.base import Instrumentation
+from tracer.instrumentation.http_client import header_block, lowercase, without
 from tracer.span import Span
 
 if TYPE_CHECKING:
     from tracer.runtime import Runtime
 
+log = logging.getLogger("tracer")
+
 # Where a response not preloaded keeps its span until its body is done with.
 _SPAN = "_tracer_span"
+
+#: Whether the headers may go straight into the header block (see the module docstring).
+direct = True
+
+
+class _Block:
+    """The propagation headers of one traced ``urlopen``, encoded, on their way to the socket."""
+
+    __slots__ = ("data", "written")
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        # Whether putrequest appended them for at least one request of the call.
+        self.written = False
+
+
+# The traced urlopen being made in this context; None inside a call made within it, so that an
+# inner call never sends an outer one's headers.
+_block: contextvars.ContextVar[_Block | None] = contextvars.ContextVar(
+    "tracer_urllib3_block", default=None
+)
 
 
 def _url(pool: Any, target: str) -> str:
@@ -70,9 +106,57 @@ class Urllib3Instrumentation(Instrumentation):
 
         # A ProtocolError (the connection dropped) is an HTTPError too: no answer came.
         network_errors: tuple[type[BaseException], ...] = (HTTPError, OSError, ProtocolError)
+        from urllib3.connection import HTTPConnection
+
         self.replace(HTTPConnectionPool, "urlopen", lambda o: _urlopen(o, runtime, network_errors))
         self.replace(HTTPResponse, "release_conn", _ending)
         self.replace(HTTPResponse, "close", _ending)
+        if "putrequest" in HTTPConnection.__dict__:
+            self.replace(HTTPConnection, "putrequest", _putrequest)
+        else:
+            # No putrequest of urllib3's own to append the headers after: they go with the
+            # caller's.
+            global direct
+            direct = False
+
+    def _uninstall(self) -> None:
+        global direct
+        direct = True
+
+
+def _by_block() -> bool:
+    """Whether a call's headers may go in the header block: on, and no HTTP/2 connections
+    (which write their headers their own way) injected."""
+    if not direct:
+        return False
+    http2 = sys.modules.get("urllib3.http2")
+    return getattr(http2, "orig_HTTPSConnection", None) is None
+
+
+def _putrequest(original: Callable[..., Any]) -> types.FunctionType:
+    def putrequest(self: Any, *args: Any, **kw: Any) -> Any:
+        result = original(self, *args, **kw)
+        block = _block.get()
+        if block is not None:
+            try:
+                self._buffer.append(block.data)
+                block.written = True
+            except Exception as exc:
+                safety.internal_error("urllib3.headers", exc)
+        return result
+
+    return putrequest  # type: ignore[return-value]
+
+
+def _switch_off() -> None:
+    global direct
+    if direct:
+        direct = False
+        log.warning(
+            "tracer: a urllib3 call was answered without its headers passing through urllib3's "
+            "putrequest (a connection class of its own?); from now on trace headers go with the "
+            "caller's"
+        )
 
 
 def _urlopen(
@@ -82,8 +166,17 @@ def _urlopen(
 ) -> types.FunctionType:
     def urlopen(self: Any, method: str, url: str, *args: Any, **kw: Any) -> Any:
         if suppress.get() or in_call():
-            return original(self, method, url, *args, **kw)
+            if _block.get() is None:
+                return original(self, method, url, *args, **kw)
+            # A call made within a traced one (a log handler, a body generator) is another
+            # request: the outer call's headers are not its.
+            inner = _block.set(None)
+            try:
+                return original(self, method, url, *args, **kw)
+            finally:
+                _block.reset(inner)
         span = None
+        block = None
         try:
             if len(args) >= 2:
                 headers = args[1]
@@ -93,25 +186,40 @@ def _urlopen(
                 headers = self.headers
             span = runtime.client_span(method, _url(self, url), headers.get if headers else None)
             if span is not None:
-                copy = getattr(headers, "copy", None)
-                out = copy() if callable(copy) else dict(headers)
+                out: dict[str, str] = {}
                 runtime.inject(span, out)
-                if len(args) >= 2:
-                    args = (args[0], out, *args[2:])
+                sent = headers
+                if _by_block():
+                    if headers:
+                        sent = without(headers, lowercase(tuple(out)))
+                    if out:
+                        block = _Block(header_block(out))
                 else:
-                    kw["headers"] = out
+                    copy = getattr(headers, "copy", None)
+                    sent = copy() if callable(copy) else dict(headers)
+                    for name, value in out.items():
+                        sent[name] = value
+                if sent is not headers:
+                    if len(args) >= 2:
+                        args = (args[0], sent, *args[2:])
+                    else:
+                        kw["headers"] = sent
         except Exception as exc:
             safety.internal_error("urllib3.start", exc)
         if span is None:
             return original(self, method, url, *args, **kw)
         token = call_began()
+        own = _block.set(block)
         try:
             response = original(self, method, url, *args, **kw)
         except BaseException as exc:
             _failed(span, exc, network_errors)
             raise
         finally:
+            _block.reset(own)
             calling.reset(token)
+        if block is not None and not block.written:
+            _switch_off()
         try:
             runtime.read_response(span, int(response.status), response.headers.get)
             preload = args[10] if len(args) > 10 else kw.get("preload_content", True)
