@@ -25,8 +25,12 @@ PATCHED = [
     (starlette.routing.Mount, "handle"),
     (uvicorn.config.Config, "load"),
 ]
-if "handle" in fastapi.routing.APIRoute.__dict__:
-    # FastAPI versions that dispatch included routers themselves (see tracer's starlette.py).
+#: FastAPI versions that dispatch included routers themselves have an ``APIRoute.handle()`` of
+#: their own, which tracer patches (see its starlette.py); older ones have neither.
+FASTAPI_DISPATCHES = "handle" in fastapi.routing.APIRoute.__dict__ and hasattr(
+    fastapi.routing, "_get_scope_effective_route_context"
+)
+if FASTAPI_DISPATCHES:
     PATCHED.append((fastapi.routing.APIRoute, "handle"))
 
 
@@ -72,6 +76,9 @@ def test_uninstall_restores_every_patched_object() -> None:
     tracer.install(app_name="x", reporter=reporters.create("memory"))
     for owner, name in PATCHED:
         assert is_ours(owner.__dict__[name]), (owner, name)
+    if not FASTAPI_DISPATCHES:
+        # Nothing is added where FastAPI has nothing to patch: Route.handle() names the route.
+        assert "handle" not in fastapi.routing.APIRoute.__dict__
     tracer.uninstall()
     for owner, name in PATCHED:
         assert owner.__dict__[name] is originals[(owner, name)], (owner, name)
