@@ -60,11 +60,15 @@ def chained(processors: tuple[Any, ...], name: str) -> Hook | None:
 
     Built when the list changes, never per span: the calls are a tuple closed over, and one that
     raises is handed to :func:`tracer.safety.internal_error` (counted, logged once) while the
-    others, and the request, go on.
+    others, and the request, go on. The only processor with that hook, when it declares it
+    cannot raise (``can_raise = False``), is that hook itself: no guard to call through.
     """
     wanted = [p for p in processors if _wants(p, name)]
     if not wanted:
         return None
+    if len(wanted) == 1 and not getattr(wanted[0], "can_raise", True):
+        hook: Hook = getattr(wanted[0], name)
+        return hook
     calls = tuple(getattr(p, name) for p in wanted)
     # Looked up only when a call raised.
     wheres = tuple(_where(p, name) for p in wanted)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 import traceback
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 from tracer import ids
 from tracer.redaction import MAX_ANNOTATIONS, MAX_TAGS, bounded, bounded_error, safe_text
@@ -40,9 +40,16 @@ class SpanProcessor:
     ``duration_us`` final. Both run on the request path, so they do little, allocate little and
     never block; an exception they raise is caught, counted and logged once, and the request goes
     on. A subclass overrides what it needs: a method left as it is here is never called.
+
+    A processor whose hooks cannot raise (no lookup that can fail, no call out of tracer) says so
+    with :attr:`can_raise`: when it is the only one with a hook, the runtime calls that hook
+    straight, without the guard, which saves the request a call.
     """
 
     __slots__ = ()
+
+    #: False for a processor whose hooks never raise: the runtime may then call them unguarded.
+    can_raise: ClassVar[bool] = True
 
     def on_start(self, span: Span) -> None:
         """Called with every span the runtime starts (not with ignored requests)."""

@@ -36,8 +36,15 @@ _WINDOW = 0.25
 _IDLE_SHARE = 0.05
 
 _get_running_loop = asyncio.events._get_running_loop
-_current_task = asyncio.current_task
 _get_ident = threading.get_ident
+# The running task of a loop, by a builtin call: Python 3.10 and 3.11 define current_task() in
+# Python over this dict (a frame per call on the request path); from 3.12 it is builtin itself.
+_current_tasks = getattr(asyncio.tasks, "_current_tasks", None)
+_current_task: Callable[[Any], Any] = (
+    _current_tasks.get
+    if sys.version_info < (3, 12) and isinstance(_current_tasks, dict)
+    else asyncio.current_task
+)
 
 #: Seconds between two prunings of the span map's done tasks.
 PRUNE_INTERVAL = 1.0
@@ -52,12 +59,15 @@ class SpanMap(SpanProcessor):
     an event loop runs on the thread; there is no ``on_end``. Where the span read has ended, the
     sampler takes its local root instead while that still runs (a client call ended, the request
     goes on), else nothing: a finished span is never reported, and a span that ends in another
-    thread or task than it started in needs nothing. So a span costs the request one short call.
+    thread or task than it started in needs nothing. So a span costs the request one short call,
+    made unguarded (``can_raise``): nothing in it can raise but a failed allocation.
     The sampler drops the entries of tasks that are done (:meth:`prune`): a done task starts no
     span again, so that never races with a store.
     """
 
     __slots__ = ("table",)
+
+    can_raise = False
 
     def __init__(self) -> None:
         # Thread ident (int) or asyncio.Task -> the span it started last.
