@@ -3,10 +3,18 @@
 ``python -m benchmarks.spanmap_cost [--spans N]``
 
 For each variant (``none``: tracer alone; ``empty``: tracer with a span processor whose
-``on_start`` does nothing; ``map``: tracer with the profiler's ``SpanMap``) two processes run
-under callgrind (``--separate-threads``, ``PYTHONHASHSEED=0``), making N and 2N server spans with
-``runtime.server_span()`` and ``finish()``; the difference of their main threads' totals, divided
-by N, is one span's cost with start-up, exit and the final flush left out.
+``on_start`` does nothing; ``bare``: the same, declared unable to raise (``can_raise = False``),
+so the runtime calls it without its guard; ``map``: tracer with the profiler's ``SpanMap``) two
+processes run under callgrind (``--separate-threads``, ``PYTHONHASHSEED=0``), making N and 2N
+server spans with ``runtime.server_span()`` and ``finish()``; the difference of their main
+threads' totals, divided by N, is one span's cost with start-up, exit and the final flush left
+out.
+
+The delivery worker is kept asleep during the loop (a batch larger than 2N spans, a flush
+interval longer than the run) and wakes at the final flush: with it running alongside, the main
+thread's total also held how often the two threads handed the GIL over and which of them ran the
+garbage collector, which differ from run to run by more than the map costs. ``--busy-worker``
+measures with the delivery settings left as they are by default.
 """
 
 from __future__ import annotations
@@ -17,10 +25,11 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from typing import Any
 
 from benchmarks.instructions import read_total
 
-VARIANTS = ("none", "empty", "map")
+VARIANTS = ("none", "empty", "bare", "map")
 
 
 class _Sink:
@@ -33,12 +42,17 @@ class _Empty:
         pass
 
 
-def spans(variant: str, count: int) -> None:
+class _Bare(_Empty):
+    can_raise = False
+
+
+def spans(variant: str, count: int, busy_worker: bool = False) -> None:
     """In the process under callgrind: ``count`` server spans, then a flush."""
     import tracer
     from tracer import installer
     from tracer.profiler.sampler import SpanMap
 
+    quiet: dict[str, Any] = {} if busy_worker else {"batch_size": 100_000, "flush_interval": 3600}
     tracer.install(
         app_name="spanmap-cost",
         reporter=_Sink(),
@@ -46,6 +60,7 @@ def spans(variant: str, count: int) -> None:
         memory_watch=False,
         heap_snapshot_signal=None,
         handle_sigterm=False,
+        **quiet,
     )
     rt = installer.runtime
     assert rt is not None
@@ -53,6 +68,8 @@ def spans(variant: str, count: int) -> None:
         rt.add_processor(SpanMap())
     elif variant == "empty":
         rt.add_processor(_Empty())  # type: ignore[arg-type]
+    elif variant == "bare":
+        rt.add_processor(_Bare())  # type: ignore[arg-type]
     headers = {"host": "127.0.0.1"}
     for _ in range(count):
         span = rt.server_span("GET", "/x", headers)
@@ -63,7 +80,7 @@ def spans(variant: str, count: int) -> None:
     tracer.uninstall()
 
 
-def _main_thread(variant: str, count: int, workdir: str) -> int:
+def _main_thread(variant: str, count: int, workdir: str, busy_worker: bool) -> int:
     prefix = os.path.join(workdir, f"{variant}-{count}")
     env = {**os.environ, "PYTHONHASHSEED": "0"}
     subprocess.run(
@@ -78,6 +95,7 @@ def _main_thread(variant: str, count: int, workdir: str) -> int:
             "--child",
             variant,
             str(count),
+            *(["--busy-worker"] if busy_worker else []),
         ],
         check=True,
         capture_output=True,
@@ -91,10 +109,15 @@ def _main_thread(variant: str, count: int, workdir: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--child"]:
-        spans(argv[1], int(argv[2]))
+        spans(argv[1], int(argv[2]), "--busy-worker" in argv[3:])
         return 0
     parser = argparse.ArgumentParser(prog="python -m benchmarks.spanmap_cost", description=__doc__)
     parser.add_argument("--spans", type=int, default=3000)
+    parser.add_argument(
+        "--busy-worker",
+        action="store_true",
+        help="leave the delivery worker its default batch and interval (noisier counts)",
+    )
     args = parser.parse_args(argv)
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind is not installed (Debian: apt-get install valgrind)")
@@ -102,8 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         per = {}
         for variant in VARIANTS:
-            base = _main_thread(variant, args.spans, workdir)
-            full = _main_thread(variant, 2 * args.spans, workdir)
+            base = _main_thread(variant, args.spans, workdir, args.busy_worker)
+            full = _main_thread(variant, 2 * args.spans, workdir, args.busy_worker)
             per[variant] = (full - base) / args.spans
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
