@@ -304,11 +304,30 @@ def _failed(
         safety.internal_error("httpx.finish", inner)
 
 
+def _missing(name: str) -> None:
+    return None
+
+
+def _answer_headers(headers: Any) -> Callable[[str], str | None]:
+    """The getter read_response asks for ``x-must-collect``: ``Headers.get`` raises and catches
+    a KeyError for a missing name, and the name is nearly always missing, so the list the class
+    keeps is looked through first."""
+    items = getattr(headers, "_list", None)
+    if type(items) is list:
+        for item in items:
+            if item[1] == b"x-must-collect":
+                break
+        else:
+            return _missing
+    get: Callable[[str], str | None] = headers.get
+    return get
+
+
 def _answered(
     runtime: Runtime, span: Span, response: Any, wrap: Callable[[Any, Span], Any]
 ) -> None:
     try:
-        runtime.read_response(span, response.status_code, response.headers.get)
+        runtime.read_response(span, response.status_code, _answer_headers(response.headers))
         if response.is_closed:
             # Client.send (the public path) read the body already.
             span.finish()

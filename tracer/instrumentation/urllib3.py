@@ -221,7 +221,12 @@ def _urlopen(
         if block is not None and not block.written:
             _switch_off()
         try:
-            runtime.read_response(span, int(response.status), response.headers.get)
+            headers = response.headers
+            # HTTPHeaderDict.get raises and catches a KeyError for a missing name, the usual
+            # case; `in` does not.
+            runtime.read_response(
+                span, int(response.status), headers.get if _MUST in headers else _missing
+            )
             preload = args[10] if len(args) > 10 else kw.get("preload_content", True)
             if not preload and not _done(response):
                 response.__dict__[_SPAN] = span
@@ -232,6 +237,13 @@ def _urlopen(
         return response
 
     return urlopen  # type: ignore[return-value]
+
+
+_MUST = "x-must-collect"
+
+
+def _missing(name: str) -> None:
+    return None
 
 
 def _done(response: Any) -> bool:
