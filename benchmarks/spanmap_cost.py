@@ -10,11 +10,13 @@ server spans with ``runtime.server_span()`` and ``finish()``; the difference of 
 threads' totals, divided by N, is one span's cost with start-up, exit and the final flush left
 out.
 
-The delivery worker is kept asleep during the loop (a batch larger than 2N spans, a flush
-interval longer than the run) and wakes at the final flush: with it running alongside, the main
-thread's total also held how often the two threads handed the GIL over and which of them ran the
-garbage collector, which differ from run to run by more than the map costs. ``--busy-worker``
-measures with the delivery settings left as they are by default.
+Every trace is sampled (``sample_rate=1.0``), and the delivery worker is kept asleep during the
+loop (a batch larger than 2N spans, a flush interval longer than the run) and wakes at the final
+flush. Left to their defaults, the adaptive sampler's probability changes once a slow run under
+callgrind passes its interval (unsampled spans take another path), and the main thread's total
+also holds how often the two threads handed the GIL over and which of them ran the garbage
+collector: together these differ from run to run by more than the map costs. ``--busy-worker``
+measures with those settings left as they are by default.
 """
 
 from __future__ import annotations
@@ -52,7 +54,9 @@ def spans(variant: str, count: int, busy_worker: bool = False) -> None:
     from tracer import installer
     from tracer.profiler.sampler import SpanMap
 
-    quiet: dict[str, Any] = {} if busy_worker else {"batch_size": 100_000, "flush_interval": 3600}
+    quiet: dict[str, Any] = (
+        {} if busy_worker else {"sample_rate": 1.0, "batch_size": 100_000, "flush_interval": 3600}
+    )
     tracer.install(
         app_name="spanmap-cost",
         reporter=_Sink(),
@@ -116,22 +120,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--busy-worker",
         action="store_true",
-        help="leave the delivery worker its default batch and interval (noisier counts)",
+        help="leave sampling and delivery to their defaults (noisier counts)",
+    )
+    parser.add_argument(
+        "--variants",
+        default=",".join(VARIANTS),
+        help=f"comma-separated, of {', '.join(VARIANTS)} (none is always counted)",
     )
     args = parser.parse_args(argv)
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind is not installed (Debian: apt-get install valgrind)")
     workdir = tempfile.mkdtemp(prefix="tracer-spanmap-")
     try:
+        wanted = [v for v in VARIANTS if v == "none" or v in args.variants.split(",")]
         per = {}
-        for variant in VARIANTS:
+        for variant in wanted:
             base = _main_thread(variant, args.spans, workdir, args.busy_worker)
             full = _main_thread(variant, 2 * args.spans, workdir, args.busy_worker)
             per[variant] = (full - base) / args.spans
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     print(f"instructions per span on the main thread, {args.spans:,} spans (difference of two)")
-    for variant in VARIANTS:
+    for variant in wanted:
         print(f"{variant:8}{per[variant]:>12,.0f}{per[variant] - per['none']:>+10,.0f}")
     return 0
 
