@@ -110,6 +110,8 @@ class Pipeline:
         self._wake = threading.Event()
         self._started = False
         self._stopped = False
+        # Set when stop() did the exit's work on its own thread (the threads never ran).
+        self._exit_done = False
         self.ledger = Ledger(self._queue.__len__)
         self.spooler = Spooler(self.spool_path, self.spool_max_bytes, self.ledger, self._token)
         self.sender = Sender(
@@ -272,6 +274,7 @@ class Pipeline:
         """
         seconds = self.exit_timeout if timeout is None else check_timeout(timeout, "stop")
         if self._stopped:
+            self._settle_late()
             return self.ledger.pending() == 0
         self._stopped = True
         self.sender.stopping = True
@@ -304,10 +307,33 @@ class Pipeline:
             # The threads never ran (or this is the sender itself): do the exit's work here.
             with context.suppressed():
                 self.sender.finish()
+            self._exit_done = True
         self._close_reporter(end)
+        self._settle_late()
         self._say_what_is_left(spooled_before)
         _, _, spooled = self.ledger.settled_total()
         return spooled == 0 and self.ledger.pending() == 0 and not self._dropped_at_exit()
+
+    def _settle_late(self) -> None:
+        """Spans queued after the exit's work took the queue (another thread finished one while
+        exit ran, or after it): no thread is left to send them and the reporter is closed, so
+        they go to the spool, else are counted dropped (``exit``, or ``spool_unavailable``),
+        never left pending. Only once the exit's work is over, so that nothing is taken twice."""
+        if not self._queue or not (self._exit_done or self.sender.done.is_set()):
+            return
+        try:
+            with context.suppressed():
+                batches = self.batcher.drain()
+                reason = "exit"
+                if batches and self.spooler.enabled:
+                    self.spooler.deadline = time.monotonic() + EXIT_MIN_WRITE
+                    batches = self.spooler.store(batches, "exit")
+                    reason = "spool_unavailable"
+                    self.spooler.close()
+                for batch in batches:
+                    self.ledger.settle_live(batch, "dropped", reason)
+        except Exception as exc:
+            safety.internal_error("pipeline.exit", exc)
 
     def _dropped_at_exit(self) -> dict[str, int]:
         dropped = self.ledger.stats()["dropped_by_reason"]
