@@ -146,3 +146,38 @@ def test_httpx_a_transport_of_its_own_gets_the_headers_in_the_request(
     assert set(TRACE_HEADERS) <= set(seen[0])
     assert httpx_instrumentation.direct
     assert len(clients(memory.wait_for(1))) == 1
+
+
+def _get_http_client(url: str, headers: dict[str, str]) -> None:
+    where = urllib3.util.parse_url(url)
+    conn = http.client.HTTPConnection(str(where.host), where.port, timeout=10)
+    try:
+        conn.request("GET", str(where.path), headers=headers)
+        conn.getresponse().read()
+    finally:
+        conn.close()
+
+
+def _get_urllib3(url: str, headers: dict[str, str]) -> None:
+    with urllib3.PoolManager() as pool:
+        pool.request("GET", url, headers=headers)
+
+
+def _get_httpx(url: str, headers: dict[str, str]) -> None:
+    with httpx.Client() as client:
+        client.get(url, headers=headers)
+
+
+@pytest.mark.parametrize("get", [_get_http_client, _get_urllib3, _get_httpx])
+@pytest.mark.parametrize("name", ["Traceparent", "request-id"])
+def test_a_callers_own_trace_header_outside_any_trace_is_continued(
+    memory: MemoryReporter, echo: Server, get: Any, name: str
+) -> None:
+    trace, parent = "3" * 32, "4" * 16
+    value = f"00-{trace}-{parent}-01" if name == "Traceparent" else "caller-request"
+    get(f"{echo.url}/own-trace", {name: value, "X-Other": "1"})
+    (client,) = clients(memory.wait_for(2))
+    if name == "Traceparent":
+        assert client["trace_id"] == trace and client["parent_id"] == parent
+    else:
+        assert client["request_id"] == "caller-request"

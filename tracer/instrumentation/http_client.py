@@ -97,6 +97,25 @@ def lowercase(names: tuple[str, ...]) -> frozenset[str]:
     return found
 
 
+#: The headers of the caller's that can make a call continue a trace of the caller's
+#: (:meth:`tracer.propagation.Propagator.own`): without one of them it starts its own.
+OWN = frozenset(("traceparent", "b3", "x-b3-traceid", "request-id"))
+
+
+def own_getter(headers: Any) -> Callable[[str], str | None] | None:
+    """A lookup of lowercase names in ``headers`` when the caller set a header that may carry
+    its own trace, else None (which spares the lookups of every name each format reads)."""
+    if not headers or OWN.isdisjoint([name.lower() for name in headers]):
+        return None
+    get: Callable[[str], str | None]
+    if type(headers) is dict:
+        # A plain dict's keys are as the caller spelled them (Traceparent, Request-Id).
+        get = {name.lower(): value for name, value in headers.items()}.get
+    else:
+        get = headers.get
+    return get
+
+
 def header_block(out: dict[str, str]) -> bytes:
     """``out`` as one piece of an HTTP/1.1 header block: ``name: value`` lines joined by CRLF
     (http.client joins the pieces of its buffer with CRLF)."""
@@ -159,7 +178,7 @@ def _request(original: Callable[..., Any], runtime: Runtime) -> types.FunctionTy
         span = None
         state = None
         try:
-            span = runtime.client_span(method, _url(self, url), headers.get if headers else None)
+            span = runtime.client_span(method, _url(self, url), own_getter(headers))
             if span is not None:
                 out: dict[str, str] = {}
                 runtime.inject(span, out)

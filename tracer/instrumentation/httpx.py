@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 from tracer import safety
 from tracer.context import call_began, calling, current, in_call, suppress
 from tracer.instrumentation.base import Instrumentation, fast_path
+from tracer.instrumentation.http_client import OWN
 from tracer.span import Span
 
 if TYPE_CHECKING:
@@ -204,6 +205,9 @@ def _start_public(runtime: Runtime, request: Any, held: list[Any] | None = None)
         return None
 
 
+# The caller's headers that may carry its own trace (http_client.OWN), as Headers keeps them.
+_OWN = frozenset(name.encode("latin-1") for name in OWN)
+
 # A header name -> (as sent, lowercase), encoded: the same few names on every call.
 _encoded: dict[str, tuple[bytes, bytes]] = {}
 
@@ -223,7 +227,7 @@ def _start(runtime: Runtime, request: Any, held: list[Any] | None = None) -> Spa
         if type(items) is not list or (items and len(items[0]) != 3):
             return _start_public(runtime, request)
         get = None
-        if current.get() is None:
+        if current.get() is None and not _OWN.isdisjoint([item[1] for item in items]):
             # Outside any trace the caller's own trace headers are looked for (client_span).
             found = {lower: value for _, lower, value in items}
 

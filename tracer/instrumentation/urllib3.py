@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 from tracer import safety
 from tracer.context import call_began, calling, in_call, suppress
 from tracer.instrumentation.base import Instrumentation
-from tracer.instrumentation.http_client import header_block, lowercase, without
+from tracer.instrumentation.http_client import header_block, lowercase, own_getter, without
 from tracer.span import Span
 
 if TYPE_CHECKING:
@@ -184,7 +184,7 @@ def _urlopen(
                 headers = kw.get("headers")
             if headers is None:
                 headers = self.headers
-            span = runtime.client_span(method, _url(self, url), headers.get if headers else None)
+            span = runtime.client_span(method, _url(self, url), own_getter(headers))
             if span is not None:
                 out: dict[str, str] = {}
                 runtime.inject(span, out)
