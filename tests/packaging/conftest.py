@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -48,8 +49,17 @@ def plain_install(tmp_path_factory: pytest.TempPathFactory) -> Venv:
     path = tmp_path_factory.mktemp("plain-venv")
     venv.EnvBuilder(with_pip=True).create(path)
     env = Venv(path)
+    # Built from a copy: pip builds a source tree in place (its build/ folder), and two test
+    # workers building the checkout at once would collide there.
+    source = tmp_path_factory.mktemp("plain-source")
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(Path(ROOT) / name, source / name)
+    for name in ("tracer", "reporters"):
+        shutil.copytree(
+            Path(ROOT) / name, source / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+        )
     out = subprocess.run(
-        [env.python, "-m", "pip", "install", "--quiet", "--no-input", ROOT],
+        [env.python, "-m", "pip", "install", "--quiet", "--no-input", str(source)],
         capture_output=True,
         text=True,
         timeout=600,
