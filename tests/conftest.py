@@ -40,8 +40,9 @@ for name in ("TRACE_CONFIG_PATH", "TRACE_APP_NAME", "TRACE_REPORTER_TYPE", "TRAC
 
 
 #: Tests that take seconds of real time: an outage lived through as it happens, an exit that waits
-#: for its deadline, a benchmark run. Named here, in one place, rather than in each module; CI
-#: runs them on one Python version and leaves them out (``-m "not slow"``) on the others.
+#: for its deadline, a benchmark run, servers that fork or spawn workers. Named here, in one
+#: place, rather than in each module; the README's test command leaves them out
+#: (``-m "not slow"``), and CI runs them (``-m slow``) on one Python version.
 SLOW = frozenset(
     (
         "delivery/test_pipeline.py::test_logstash_outage_of_30_seconds_loses_nothing",
@@ -60,6 +61,23 @@ SLOW = frozenset(
         "test_benchmarks_smoke.py::test_stage_rows_run_when_asked_for",
         "test_benchmarks_smoke.py::"
         "test_framework_servers_run_every_variant_and_tracer_makes_a_span_per_request",
+        # Pre-forked and spawned servers, services in a chain, a profile under load: seconds of
+        # real time each, for servers to start, fork, serve and stop.
+        "asgi/test_workers.py::test_each_worker_delivers_its_spans_once_and_a_scrape_totals_them",
+        "frameworks/test_across_services.py::test_flask_fastapi_django_aiohttp_join_into_one_tree",
+        "frameworks/test_otel_services.py::"
+        "test_otel_fastapi_client_span_is_the_parent_of_tracers_flask_server_span",
+        "frameworks/test_otel_services.py::"
+        "test_tracers_flask_client_span_is_the_parent_of_otel_fastapi_server_span",
+        "wsgi/test_gunicorn.py::test_one_scrape_gives_the_total_of_both_workers",
+        "wsgi/test_gunicorn.py::test_each_worker_delivers_its_own_spans_exactly_once",
+        "wsgi/test_gunicorn_stop.py::"
+        "test_a_span_finished_after_sigterm_is_delivered_before_the_worker_exits",
+        "wsgi/test_gunicorn_stop.py::"
+        "test_a_process_that_ignores_sigterm_is_flushed_by_it_and_delivers_what_follows",
+        "profiler/test_services.py::test_hot_samples_are_in_the_hot_function_and_route",
+        "django/test_runserver_reload.py::test_the_reloaders_child_traces_each_request_once",
+        "metrics/test_prefork.py::test_one_scrape_totals_every_worker",
     )
 )
 
