@@ -1,13 +1,16 @@
 """Writing a file so that no reader sees half of it and no planted link is followed.
 
 A low-level module: it imports nothing of tracer, so any layer may use it (metrics writes its
-per-process file with it, memory its heap snapshots).
+per-process file with it, memory its heap snapshots, the profiler its profiles, in the private
+folders :func:`own_folder` checks).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import secrets
+import stat
 
 # Random temporary names tried before giving up: a name is taken only when something was
 # planted there (or a leftover of a crash), so a few tries are plenty.
@@ -52,3 +55,47 @@ def write_atomic(path: str, data: bytes, mode: int, *, tmp: str | None = None) -
         except OSError:
             pass
         raise
+
+
+class UnsafeFolder(PermissionError):
+    """A folder tracer writes to is not this user's own and private: another user could read
+    what is written there or plant links and files in it."""
+
+
+def own_folder(folder: str, default: bool, label: str, option: str) -> None:
+    """Create ``folder`` (0700) or check the one there: it must belong to this process's user
+    and be writable by nobody else; the default one, in a temporary directory every user can
+    write, must also be a real folder (not a link) that nobody else can read. Raises
+    :class:`UnsafeFolder` naming ``label`` (``"heap snapshot"``) and ``option``, the option
+    that sets another folder."""
+    if default:
+        try:
+            os.mkdir(folder, 0o700)
+        except FileExistsError:
+            pass
+        info = os.lstat(folder)
+    else:
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        info = os.stat(folder)
+    mode = stat.S_IMODE(info.st_mode)
+    euid = os.geteuid() if hasattr(os, "geteuid") else None
+    problem = None
+    if stat.S_ISLNK(info.st_mode):
+        problem = "is a symbolic link"
+    elif not stat.S_ISDIR(info.st_mode):
+        problem = "is not a directory"
+    elif euid is not None and info.st_uid != euid:
+        problem = f"belongs to uid {info.st_uid}, not to this process's user (uid {euid})"
+    elif mode & (0o077 if default else 0o022):
+        problem = f"has mode {mode:04o}: other users can {'use' if default else 'write'} it"
+    if problem is not None:
+        things = label.rpartition(" ")[2] + "s"
+        raise UnsafeFolder(
+            f"{label} folder {folder} {problem}; {things} are not written there (set"
+            f" {option} to a folder of this user's that only it can write)"
+        )
+
+
+def safe_name(service: str) -> str:
+    """``service`` as a part of a file name: letters, digits, ``._-``, at most 80 characters."""
+    return (re.sub(r"[^A-Za-z0-9._-]", "_", service).strip(".") or "python")[:80]

@@ -24,7 +24,6 @@ import platform
 import re
 import signal
 import socket
-import stat
 import sys
 import tempfile
 import threading
@@ -56,9 +55,8 @@ _last_leak_snapshot: float | None = None
 _refused: set[str] = set()
 
 
-class UnsafeFolder(PermissionError):
-    """The snapshot folder is not this user's own and private: another user could read the
-    snapshots or plant links and files in it."""
+#: The snapshot folder is not this user's own and private.
+UnsafeFolder = files.UnsafeFolder
 
 
 # -- the document -------------------------------------------------------------------------------
@@ -192,56 +190,21 @@ def _folder() -> tuple[str, bool]:
     return os.path.join(tempfile.gettempdir(), "tracer-heap"), True
 
 
-def _own_folder(folder: str, default: bool) -> None:
-    """Create ``folder`` (0700) or check the one there: it must belong to this process's user
-    and be writable by nobody else; the default one, in a temporary directory every user can
-    write, must also be a real folder (not a link) that nobody else can read."""
-    if default:
-        try:
-            os.mkdir(folder, 0o700)
-        except FileExistsError:
-            pass
-        info = os.lstat(folder)
-    else:
-        os.makedirs(folder, mode=0o700, exist_ok=True)
-        info = os.stat(folder)
-    mode = stat.S_IMODE(info.st_mode)
-    euid = os.geteuid() if hasattr(os, "geteuid") else None
-    problem = None
-    if stat.S_ISLNK(info.st_mode):
-        problem = "is a symbolic link"
-    elif not stat.S_ISDIR(info.st_mode):
-        problem = "is not a directory"
-    elif euid is not None and info.st_uid != euid:
-        problem = f"belongs to uid {info.st_uid}, not to this process's user (uid {euid})"
-    elif mode & (0o077 if default else 0o022):
-        problem = f"has mode {mode:04o}: other users can {'use' if default else 'write'} it"
-    if problem is not None:
-        raise UnsafeFolder(
-            f"heap snapshot folder {folder} {problem}; snapshots are not written there (set"
-            " heap_snapshot_dir to a folder of this user's that only it can write)"
-        )
-
-
 def _max_files() -> int:
     if _config is not None:
         return int(_config.heap_snapshot_max_files)
     return 5
 
 
-def _safe(service: str) -> str:
-    return (re.sub(r"[^A-Za-z0-9._-]", "_", service).strip(".") or "python")[:80]
-
-
 def _file_name(service: str, now: float) -> str:
     stamp = datetime.fromtimestamp(now, timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
-    return f"heap-{_safe(service)}-{os.getpid()}-{stamp}.json.gz"
+    return f"heap-{files.safe_name(service)}-{os.getpid()}-{stamp}.json.gz"
 
 
 def _prune(folder: str, service: str, keep: int) -> None:
     """Keep the ``keep`` newest snapshot files tracer wrote in ``folder`` for ``service`` (all
     its processes); nothing else is touched."""
-    safe = _safe(service)
+    safe = files.safe_name(service)
     found = []
     for name in os.listdir(folder):
         match = _NAME.match(name)
@@ -277,7 +240,7 @@ def _take(reason: str, leak: dict[str, Any] | None, path: str | None) -> str:
     if path is not None:
         return write(doc, os.fspath(path))
     folder, default = _folder()
-    _own_folder(folder, default)
+    files.own_folder(folder, default, "heap snapshot", "heap_snapshot_dir")
     service = doc["process"]["service"]
     target = write(doc, os.path.join(folder, _file_name(service, time.time())))
     _prune(folder, service, _max_files())

@@ -20,7 +20,6 @@ import os
 import re
 import signal
 import socket
-import stat
 import tempfile
 import threading
 import time
@@ -72,8 +71,8 @@ class ProfileBusy(RuntimeError):
     """Another profile is running: one runs at a time."""
 
 
-class UnsafeFolder(PermissionError):
-    """The profile folder is not this user's own and private."""
+#: The profile folder is not this user's own and private.
+UnsafeFolder = files.UnsafeFolder
 
 
 # -- the handle -----------------------------------------------------------------------------------
@@ -371,45 +370,10 @@ def _folder(given: str | None) -> tuple[str, bool]:
     return os.path.join(tempfile.gettempdir(), "tracer-profile"), True
 
 
-def _own_folder(folder: str, default: bool) -> None:
-    """Create ``folder`` (0700) or check the one there, as heap snapshots do: this user's,
-    writable by nobody else; the default one (in a shared temporary directory) also a real
-    folder nobody else can read."""
-    if default:
-        try:
-            os.mkdir(folder, 0o700)
-        except FileExistsError:
-            pass
-        info = os.lstat(folder)
-    else:
-        os.makedirs(folder, mode=0o700, exist_ok=True)
-        info = os.stat(folder)
-    mode = stat.S_IMODE(info.st_mode)
-    euid = os.geteuid() if hasattr(os, "geteuid") else None
-    problem = None
-    if stat.S_ISLNK(info.st_mode):
-        problem = "is a symbolic link"
-    elif not stat.S_ISDIR(info.st_mode):
-        problem = "is not a directory"
-    elif euid is not None and info.st_uid != euid:
-        problem = f"belongs to uid {info.st_uid}, not to this process's user (uid {euid})"
-    elif mode & (0o077 if default else 0o022):
-        problem = f"has mode {mode:04o}: other users can {'use' if default else 'write'} it"
-    if problem is not None:
-        raise UnsafeFolder(
-            f"profile folder {folder} {problem}; profiles are not written there (set"
-            " profile_dir to a folder of this user's that only it can write)"
-        )
-
-
-def _safe(service: str) -> str:
-    return (re.sub(r"[^A-Za-z0-9._-]", "_", service).strip(".") or "python")[:80]
-
-
 def _write_files(handle: Profile) -> dict[str, str]:
     folder, default = _folder(handle._folder)
-    _own_folder(folder, default)
-    service = _safe(_service())
+    files.own_folder(folder, default, "profile", "profile_dir")
+    service = files.safe_name(_service())
     started = handle.sampler.started_ns if handle.sampler is not None else time.time_ns()
     stamp = datetime.fromtimestamp(started / 1e9, timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
     stem = os.path.join(folder, f"profile-{service}-{handle.pid}-{stamp}")
