@@ -38,6 +38,7 @@ from tracer import patching, safety
 
 if TYPE_CHECKING:
     from tracer.runtime import Runtime
+    from tracer.span import Span
 
 log = logging.getLogger("tracer")
 
@@ -77,6 +78,22 @@ def fast_path(name: str, version: str, lowest: tuple[int, ...], below: tuple[int
         return True
     log.debug("tracer: %s %s is outside the verified range; it uses public hooks", name, version)
     return False
+
+
+def call_failed(
+    span: Span, exc: BaseException, network_errors: tuple[type[BaseException], ...], where: str
+) -> None:
+    """End the client span of a call that raised ``exc``: a network error (one of
+    ``network_errors``: no answer came) or any other exception. Either way the span failed, so
+    the collector keeps its trace; an error of tracer's own is counted under ``where``."""
+    try:
+        if isinstance(exc, network_errors):
+            span.record_network_error(exc)
+        else:
+            span.record_exception(exc)
+        span.finish()
+    except Exception as inner:
+        safety.internal_error(where, inner)
 
 
 class Instrumentation:

@@ -31,8 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from tracer import safety
 from tracer.context import in_call, suppress
-from tracer.instrumentation.base import Instrumentation
-from tracer.span import Span
+from tracer.instrumentation.base import Instrumentation, call_failed
 
 if TYPE_CHECKING:
     from tracer.runtime import Runtime
@@ -114,6 +113,18 @@ def own_getter(headers: Any) -> Callable[[str], str | None] | None:
     else:
         get = headers.get
     return get
+
+
+class Block:
+    """The propagation headers of one traced call, encoded (``name: value\r\n`` lines), on
+    their way to the socket: urllib3 and httpx write them into the library's own header block,
+    and ``written`` says whether that happened for at least one request of the call."""
+
+    __slots__ = ("data", "written")
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.written = False
 
 
 def header_block(out: dict[str, str]) -> bytes:
@@ -198,7 +209,7 @@ def _request(original: Callable[..., Any], runtime: Runtime) -> types.FunctionTy
         except BaseException as exc:
             if state is not None:
                 state.pop(_BLOCK, None)
-            _failed(span, exc)
+            call_failed(span, exc, _NETWORK_ERRORS, "http.client.finish")
             raise
         try:
             if state is not None and state.pop(_BLOCK, None) is not None:
@@ -219,17 +230,6 @@ def _request(original: Callable[..., Any], runtime: Runtime) -> types.FunctionTy
     return request  # type: ignore[return-value]
 
 
-def _failed(span: Span, exc: BaseException) -> None:
-    try:
-        if isinstance(exc, _NETWORK_ERRORS):
-            span.record_network_error(exc)
-        else:
-            span.record_exception(exc)
-        span.finish()
-    except Exception as inner:
-        safety.internal_error("http.client.finish", inner)
-
-
 def _getresponse(original: Callable[..., Any], runtime: Runtime) -> types.FunctionType:
     def getresponse(self: Any, *args: Any, **kw: Any) -> Any:
         state = getattr(self, "__dict__", None)
@@ -239,7 +239,7 @@ def _getresponse(original: Callable[..., Any], runtime: Runtime) -> types.Functi
         try:
             response = original(self, *args, **kw)
         except BaseException as exc:
-            _failed(span, exc)
+            call_failed(span, exc, _NETWORK_ERRORS, "http.client.finish")
             raise
         try:
             runtime.read_response(span, response.status, response.headers.get)

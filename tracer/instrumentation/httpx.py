@@ -43,8 +43,8 @@ from typing import TYPE_CHECKING, Any
 
 from tracer import safety
 from tracer.context import call_began, calling, current, in_call, suppress
-from tracer.instrumentation.base import Instrumentation, fast_path
-from tracer.instrumentation.http_client import OWN
+from tracer.instrumentation.base import Instrumentation, call_failed, fast_path
+from tracer.instrumentation.http_client import OWN, Block
 from tracer.span import Span
 
 if TYPE_CHECKING:
@@ -61,20 +61,9 @@ VERIFIED_HTTPCORE = ((1, 0), (1, 1))
 direct = True
 
 
-class _Block:
-    """The propagation headers of one request, encoded, on their way to the socket."""
-
-    __slots__ = ("data", "written")
-
-    def __init__(self, data: bytes) -> None:
-        # ``name: value\r\n`` lines, to go before the blank line that ends the header block.
-        self.data = data
-        self.written = False
-
-
 # The request being sent in this context with its headers in a block; None inside a request made
 # within it, so that an inner one never sends an outer one's headers.
-_block: contextvars.ContextVar[_Block | None] = contextvars.ContextVar(
+_block: contextvars.ContextVar[Block | None] = contextvars.ContextVar(
     "tracer_httpx_block", default=None
 )
 
@@ -132,7 +121,7 @@ class HttpxInstrumentation(Instrumentation):
         direct = True
 
 
-def _with_block(data: bytes, block: _Block | None, event: Any, request_event: type) -> bytes:
+def _with_block(data: bytes, block: Block | None, event: Any, request_event: type) -> bytes:
     """``data``, the bytes h11 made of ``event``, with ``block`` before the blank line that ends
     a request's header block (a proxy's CONNECT is not the request)."""
     kind: Any = type(event)
@@ -264,7 +253,7 @@ def _start(runtime: Runtime, request: Any, held: list[Any] | None = None) -> Spa
         return None
 
 
-def _block_of(request: Any, held: list[Any] | None) -> _Block | None:
+def _block_of(request: Any, held: list[Any] | None) -> Block | None:
     """The header block of ``held``'s entries; None when there are none, or (the entries then
     put in ``request.headers`` to go the usual way) when they cannot be one."""
     if not held:
@@ -274,7 +263,7 @@ def _block_of(request: Any, held: list[Any] | None) -> _Block | None:
         # Every value is built or validated by tracer; this makes sure none can split a header.
         if data.count(b"\n") != len(held) or data.count(b"\r") != len(held):
             raise ValueError("a propagation header holds a line break")
-        return _Block(data)
+        return Block(data)
     except Exception as exc:
         safety.internal_error("httpx.headers", exc)
         request.headers._list.extend(held)
@@ -282,7 +271,7 @@ def _block_of(request: Any, held: list[Any] | None) -> _Block | None:
         return None
 
 
-def _show(request: Any, block: _Block | None, held: list[Any] | None) -> None:
+def _show(request: Any, block: Block | None, held: list[Any] | None) -> None:
     """Put the headers that went in the block in ``request.headers``, once it was sent (the
     cookie jar, which copies every header, has read them by then): ``response.request``, a
     redirect's next request and an auth flow's re-send see what went out."""
@@ -292,20 +281,6 @@ def _show(request: Any, block: _Block | None, held: list[Any] | None) -> None:
         request.headers._list.extend(held)
     except Exception as exc:
         safety.internal_error("httpx.headers", exc)
-
-
-def _failed(
-    span: Span, exc: BaseException, network_errors: tuple[type[BaseException], ...]
-) -> None:
-    try:
-        # Either way the span failed, so the collector keeps its trace.
-        if isinstance(exc, network_errors):
-            span.record_network_error(exc)
-        else:
-            span.record_exception(exc)
-        span.finish()
-    except Exception as inner:
-        safety.internal_error("httpx.finish", inner)
 
 
 def _missing(name: str) -> None:
@@ -370,7 +345,7 @@ def _sync(
         try:
             response = original(self, request, *args, **kw)
         except BaseException as exc:
-            _failed(span, exc, network_errors)
+            call_failed(span, exc, network_errors, "httpx.finish")
             raise
         finally:
             _block.reset(own)
@@ -413,7 +388,7 @@ def _async(
         try:
             response = await original(self, request, *args, **kw)
         except BaseException as exc:
-            _failed(span, exc, network_errors)
+            call_failed(span, exc, network_errors, "httpx.finish")
             raise
         finally:
             _block.reset(own)

@@ -31,7 +31,7 @@ from typing import Any
 from tracer import safety
 from tracer.context import call_began, calling, in_call, suppress
 from tracer.instrumentation import requests_headers
-from tracer.instrumentation.base import Instrumentation, fast_path
+from tracer.instrumentation.base import Instrumentation, call_failed, fast_path
 from tracer.propagation import Getter
 from tracer.span import Span
 
@@ -126,15 +126,7 @@ class RequestsInstrumentation(Instrumentation):
             try:
                 response = send_with_headers(span, instance, request, store, wrapped, args, kw)
             except BaseException as exc:
-                try:
-                    # Either way the span failed, so the collector keeps its trace.
-                    if isinstance(exc, network_errors):
-                        span.record_network_error(exc)
-                    else:
-                        span.record_exception(exc)
-                    span.finish()
-                except Exception as inner:
-                    safety.internal_error("requests.finish", inner)
+                call_failed(span, exc, network_errors, "requests.finish")
                 raise
             finally:
                 _sending.reset(own)

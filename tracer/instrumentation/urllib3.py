@@ -44,9 +44,14 @@ from typing import TYPE_CHECKING, Any
 
 from tracer import safety
 from tracer.context import call_began, calling, in_call, suppress
-from tracer.instrumentation.base import Instrumentation
-from tracer.instrumentation.http_client import header_block, lowercase, own_getter, without
-from tracer.span import Span
+from tracer.instrumentation.base import Instrumentation, call_failed
+from tracer.instrumentation.http_client import (
+    Block,
+    header_block,
+    lowercase,
+    own_getter,
+    without,
+)
 
 if TYPE_CHECKING:
     from tracer.runtime import Runtime
@@ -60,20 +65,9 @@ _SPAN = "_tracer_span"
 direct = True
 
 
-class _Block:
-    """The propagation headers of one traced ``urlopen``, encoded, on their way to the socket."""
-
-    __slots__ = ("data", "written")
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-        # Whether putrequest appended them for at least one request of the call.
-        self.written = False
-
-
 # The traced urlopen being made in this context; None inside a call made within it, so that an
 # inner call never sends an outer one's headers.
-_block: contextvars.ContextVar[_Block | None] = contextvars.ContextVar(
+_block: contextvars.ContextVar[Block | None] = contextvars.ContextVar(
     "tracer_urllib3_block", default=None
 )
 
@@ -193,7 +187,7 @@ def _urlopen(
                     if headers:
                         sent = without(headers, lowercase(tuple(out)))
                     if out:
-                        block = _Block(header_block(out))
+                        block = Block(header_block(out))
                 else:
                     copy = getattr(headers, "copy", None)
                     sent = copy() if callable(copy) else dict(headers)
@@ -213,7 +207,7 @@ def _urlopen(
         try:
             response = original(self, method, url, *args, **kw)
         except BaseException as exc:
-            _failed(span, exc, network_errors)
+            call_failed(span, exc, network_errors, "urllib3.finish")
             raise
         finally:
             _block.reset(own)
@@ -250,19 +244,6 @@ def _done(response: Any) -> bool:
     """Whether a response's body is over already (nothing to read, or its connection released)."""
     fp = getattr(response, "_fp", None)
     return fp is None or bool(getattr(fp, "closed", False)) or response.length_remaining == 0
-
-
-def _failed(
-    span: Span, exc: BaseException, network_errors: tuple[type[BaseException], ...]
-) -> None:
-    try:
-        if isinstance(exc, network_errors):
-            span.record_network_error(exc)
-        else:
-            span.record_exception(exc)
-        span.finish()
-    except Exception as inner:
-        safety.internal_error("urllib3.finish", inner)
 
 
 def _ending(original: Callable[..., Any]) -> types.FunctionType:
