@@ -4,58 +4,17 @@ http reporter to a receiver of the test's."""
 from __future__ import annotations
 
 import json
-import socket
 import sys
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 import requests
 
 from tests.support.children import ROOT, Child
-from tests.support.receivers import HttpSink
-from tests.support.waiting import eventually, wait_until
-from tracer import context
+from tests.support.spans import Sink, free_port, untraced_get
+from tests.support.waiting import wait_until
 
 APP = "tests.asgi.service:app"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def untraced_get(url: str, **kw: Any) -> requests.Response:
-    """A request that carries only the headers the test chose (no client span)."""
-    with context.suppressed():
-        return requests.get(url, timeout=30, **kw)
-
-
-class Sink:
-    """A receiver of the children's batches, and the span records in them."""
-
-    def __init__(self) -> None:
-        self.http = HttpSink().start()
-        self.url = f"http://127.0.0.1:{self.http.port}/spans"
-
-    def spans(self) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
-        for received in list(self.http.received):
-            out.extend(received.body.get("spans", ()))
-        return out
-
-    def trace(self, trace_id: str, count: int) -> list[dict[str, Any]]:
-        """Every span of ``trace_id``, once ``count`` of them arrived."""
-
-        def found() -> list[dict[str, Any]]:
-            spans = [s for s in self.spans() if s["trace_id"] == trace_id]
-            return spans if len(spans) >= count else []
-
-        return eventually(found, what=f"{count} span(s) of trace {trace_id}")
-
-    def stop(self) -> None:
-        self.http.stop()
 
 
 class Served:

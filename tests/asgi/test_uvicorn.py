@@ -13,7 +13,8 @@ from websockets.sync.client import connect
 
 import tracer
 from reporters.memory import MemoryReporter
-from tests.asgi.conftest import Served, Sink, untraced_get
+from tests.asgi.conftest import Served
+from tests.support.spans import Sink, untraced_get
 from tests.support.waiting import eventually
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e"

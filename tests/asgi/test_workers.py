@@ -8,7 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.asgi.conftest import Served, Sink, untraced_get
+from tests.asgi.conftest import Served
+from tests.support.spans import Sink, untraced_get
 from tests.support.waiting import eventually
 
 TRACE = "5cf92f3577b34da6a3ce929d0e0e"

@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,19 +15,12 @@ import pytest
 import requests
 
 from tests.support.children import Child
-from tests.support.receivers import HttpSink
-from tests.support.waiting import eventually, wait_until
-from tracer import context
+from tests.support.spans import Sink, untraced_get
+from tests.support.waiting import wait_until
 
 PROJECT = Path(__file__).parent / "project"
 #: The settings module of in-process tests (children import the project as ``mysite``).
 SETTINGS = "tests.django.project.mysite.settings"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def setup_django() -> None:
@@ -39,47 +31,6 @@ def setup_django() -> None:
     if not settings.configured:
         os.environ["DJANGO_SETTINGS_MODULE"] = SETTINGS
         django.setup()
-
-
-def untraced_get(url: str, **kw: Any) -> requests.Response:
-    """A request that carries only the headers the test chose (no client span)."""
-    with context.suppressed():
-        return requests.get(url, timeout=30, **kw)
-
-
-class Sink:
-    """A receiver of the children's batches, and the span records in them."""
-
-    def __init__(self) -> None:
-        self.http = HttpSink().start()
-        self.url = f"http://127.0.0.1:{self.http.port}/spans"
-
-    def spans(self) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
-        for received in list(self.http.received):
-            out.extend(received.body.get("spans", ()))
-        return out
-
-    def server_spans(self, trace_id: str, count: int = 1) -> list[dict[str, Any]]:
-        """The server spans of ``trace_id``, once ``count`` of them arrived."""
-
-        def found() -> list[dict[str, Any]]:
-            spans = [s for s in self.spans() if s["trace_id"] == trace_id and s["kind"] == "server"]
-            return spans if len(spans) >= count else []
-
-        return eventually(found, what=f"{count} server span(s) of trace {trace_id}")
-
-    def trace(self, trace_id: str, count: int) -> list[dict[str, Any]]:
-        """Every span of ``trace_id``, once ``count`` of them arrived."""
-
-        def found() -> list[dict[str, Any]]:
-            spans = [s for s in self.spans() if s["trace_id"] == trace_id]
-            return spans if len(spans) >= count else []
-
-        return eventually(found, what=f"{count} span(s) of trace {trace_id}")
-
-    def stop(self) -> None:
-        self.http.stop()
 
 
 @pytest.fixture(scope="module")

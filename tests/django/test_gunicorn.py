@@ -10,7 +10,8 @@ import requests
 
 import tracer
 from reporters.memory import MemoryReporter
-from tests.django.conftest import Served, Sink, free_port, untraced_get
+from tests.django.conftest import Served
+from tests.support.spans import Sink, free_port, untraced_get
 from tests.support.waiting import eventually
 
 TRACE = "0af7651916cd43dd8448eb211c80319c"

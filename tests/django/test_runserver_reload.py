@@ -7,7 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.django.conftest import Served, Sink, free_port, untraced_get
+from tests.django.conftest import Served
+from tests.support.spans import Sink, free_port, untraced_get
 
 TRACE = "6e0c63257de34c926f9efcd03927272e"
 

@@ -11,7 +11,8 @@ import requests
 
 import tracer
 from reporters.memory import MemoryReporter
-from tests.django.conftest import Served, Sink, free_port, untraced_get
+from tests.django.conftest import Served
+from tests.support.spans import Sink, free_port, untraced_get
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 

@@ -11,10 +11,11 @@ import pytest
 import requests
 
 import tracer
+from tests.support.spans import untraced_get
 from tests.support.waiting import eventually
 from tests.wsgi import apps
 from tests.wsgi.servers import Wsgiref
-from tracer import context, installer, safety
+from tracer import installer, safety
 from tracer.instrumentation import wsgi as core
 from tracer.reporters.memory import MemoryReporter
 
@@ -34,12 +35,6 @@ def servers(memory: MemoryReporter, count: int = 1) -> list[dict[str, Any]]:
     eventually(lambda: len(memory.find(kind="server")) >= count, what="server spans")
     tracer.flush()
     return memory.find(kind="server")
-
-
-def untraced_get(url: str, **kwargs: Any) -> requests.Response:
-    """A request from a client tracer does not trace (the headers are the test's own)."""
-    with context.suppressed():
-        return requests.get(url, timeout=30, **kwargs)
 
 
 def test_a_request_gets_one_server_span_named_by_its_method(
