@@ -90,7 +90,7 @@ def install(config_path: str | os.PathLike[str] | None = None, **overrides: Any)
         # The runtime starts with its collector as the one span processor; features add theirs.
         rt = Runtime(cfg, pipeline, sampler)
         if cfg.n_plus_one_threshold:
-            rt.add_processor(NPlusOne(cfg.n_plus_one_threshold))
+            rt.database_processors.append(NPlusOne(cfg.n_plus_one_threshold))
         pipeline.start()
         wanted = None if cfg.instrument is None else set(cfg.instrument)
         _instrumentations.clear()

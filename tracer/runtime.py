@@ -151,6 +151,10 @@ class Runtime:
         self.chain = Chain()
         self.processors: tuple[Any, ...] = ()
         self._set_processors((self.collector,))
+        #: Processors that only database calls need (the N+1 check): added to the list by
+        #: :meth:`watch_databases` on the first database call, so that a service that makes
+        #: none pays nothing for them on its requests.
+        self.database_processors: list[SpanProcessor] = []
         # Outgoing URL -> what a client span takes from it (see client_span).
         self._targets: dict[str, tuple[str, str, str]] = {}
         # Scheme -> Host header -> cleaned "scheme://host" prefix (see server_span).
@@ -176,6 +180,19 @@ class Runtime:
         at = processors.index(self.collector) if self.collector in processors else len(processors)
         processors.insert(at, processor)
         self._set_processors(tuple(processors))
+
+    def watch_databases(self) -> None:
+        """Add :attr:`database_processors` to the list, once: called by the database
+        instrumentations when a call starts while any are waiting."""
+        pending = self.database_processors
+        while pending:
+            try:
+                # pop() is one step for the interpreter: two threads starting their first
+                # database call at once cannot both take the same processor.
+                processor = pending.pop()
+            except IndexError:
+                return
+            self.add_processor(processor)
 
     def remove_processor(self, processor: SpanProcessor) -> None:
         """Stop running ``processor``; one that is not in the list is ignored."""

@@ -22,10 +22,13 @@ from tracer.reporters.stdout import render_trace
 
 class Queries(QuietHandler):
     """``/same/N``: N identical SELECTs with different literals; ``/mixed/N``: N of each of two
-    statements; ``/none``: no query at all."""
+    statements; ``/none``: no query but the table's creation; ``/plain``: no database at all."""
 
     def do_GET(self) -> None:
         kind, _, count = self.path.strip("/").partition("/")
+        if kind == "plain":
+            self.reply(200, body=b"ok")
+            return
         n = int(count or 0)
         conn = sqlite3.connect(":memory:")
         try:
@@ -147,3 +150,24 @@ def test_the_stdout_reporter_shows_it_on_the_first_line(server: HttpServer) -> N
     lines = eventually(first_lines, what="the trace printed")
     assert len(lines) == 1
     assert lines[0].endswith("N+1: 11 x SELECT name FROM users WHERE id = ? AND name = ?")
+
+
+def test_the_check_joins_the_processors_only_at_the_first_database_call(
+    memory: MemoryReporter, server: HttpServer
+) -> None:
+    from tracer import installer
+    from tracer.instrumentation.nplusone import NPlusOne
+
+    runtime = installer.runtime
+    assert runtime is not None
+
+    def checking() -> bool:
+        return any(isinstance(p, NPlusOne) for p in runtime.processors)
+
+    # A request without a database call: its spans pay nothing for the check.
+    get(server, "/plain")
+    server_span(memory)
+    assert not checking()
+    get(server, "/same/11")
+    assert checking()
+    assert len(runtime.database_processors) == 0

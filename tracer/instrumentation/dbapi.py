@@ -41,7 +41,7 @@ import wrapt
 from tracer import safety
 from tracer.context import suppress
 from tracer.instrumentation import sqltext
-from tracer.span import CLIENT, DbTarget
+from tracer.span import CLIENT, DbTarget, Span
 
 if TYPE_CHECKING:
     from tracer.runtime import Runtime
@@ -56,12 +56,20 @@ class Calls:
         self.runtime = runtime
         # Runtime.child_span's two steps, taken here: one call less per statement, and the
         # processors' on_start sees the span with its db part.
-        self.child = runtime._child
+        self.child = runtime._child if not runtime.database_processors else self._first_child
         self.chain = runtime.chain
         self.record = record = bool(getattr(runtime.config, "record_queries", True))
         self.statement: Callable[[str], sqltext.Statement] = (
             sqltext.statement if record else sqltext.without_text
         )
+
+    def _first_child(self, kind: str, name: str, request_id: str | None = None) -> Span:
+        """``child`` until the runtime's first database call: that call adds the processors
+        only database calls need (``Runtime.database_processors``), and every later one goes
+        straight to the runtime's own step."""
+        self.runtime.watch_databases()
+        self.child = child = self.runtime._child
+        return child(kind, name, request_id)
 
     def statement_of(self, sql: Any) -> sqltext.Statement:
         """The statement of ``sql`` as a driver was given it (text, bytes, a query object)."""

@@ -13,8 +13,10 @@ the tag ``n_plus_one``::
 ``statement`` is ``db.query.text``, or the span name (``SELECT users``) when ``record_queries``
 is off, so no statement text is recorded then either.
 
-On the request path: one attribute read for a span that is neither a database call nor a local
-root; for a database call, a dict lookup and an increment (a small list made on a statement's
+It joins its runtime's processors only when the first database call starts
+(``Runtime.database_processors``), so a service that makes none pays nothing for it. From then
+on, on the request path: one attribute read for a span that is neither a database call nor a
+local root; for a database call, a dict lookup and an increment (a small list made on a statement's
 first call); for a root, nothing more unless it held database calls. At most
 :data:`MAX_STATEMENTS` distinct statements are counted per trace, so a request running thousands
 of different statements keeps a bounded dict.

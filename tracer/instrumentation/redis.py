@@ -174,6 +174,16 @@ class RedisInstrumentation(Instrumentation):
         runtime = self.runtime
         assert runtime is not None
         child_span = runtime.child_span
+        if runtime.database_processors:
+
+            def child_span(kind: str, name: str, request_id: str | None = None) -> Span:
+                # The runtime's first database call adds the processors only database calls
+                # need; every later one goes straight to the runtime's own child_span.
+                nonlocal child_span
+                runtime.watch_databases()
+                child_span = runtime.child_span
+                return child_span(kind, name, request_id)
+
         internal_error = safety.internal_error
         drop = _keep if getattr(runtime.config, "record_queries", True) else _without_text
 
