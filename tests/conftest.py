@@ -154,7 +154,22 @@ class EchoHandler(QuietHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    do_POST = do_GET
+    def do_POST(self) -> None:
+        # Read the whole body first: answering before a slow chunked upload ends would close
+        # the connection under the client while it is still sending.
+        self._read_body()
+        self.do_GET()
+
+    def _read_body(self) -> None:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                self.rfile.read(size + 2)
+                if size == 0:
+                    return
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(length)
 
 
 class Server(HttpServer):

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 import urllib3
+from urllib3._collections import HTTPHeaderDict
 
 import tracer
 from reporters.memory import MemoryReporter
@@ -86,7 +87,7 @@ def test_http_client_a_connection_of_its_own_switches_the_block_off(
 def test_urllib3_a_callers_header_of_the_same_name_gives_way_in_a_copy(
     memory: MemoryReporter, echo: Server
 ) -> None:
-    own = urllib3.HTTPHeaderDict({"TRACEPARENT": "00-" + "1" * 32 + "-" + "2" * 16 + "-01"})
+    own = HTTPHeaderDict({"TRACEPARENT": "00-" + "1" * 32 + "-" + "2" * 16 + "-01"})
     own.add("X-Twice", "a")
     own.add("X-Twice", "b")
     with urllib3.PoolManager() as pool, tracer.span("job"):

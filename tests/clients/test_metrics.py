@@ -22,7 +22,7 @@ def with_httpx(url: str) -> int:
 
 
 def with_urllib3(url: str) -> int:
-    return int(urllib3.request("GET", url).status)
+    return int(urllib3.PoolManager().request("GET", url).status)
 
 
 def with_urllib(url: str) -> int:

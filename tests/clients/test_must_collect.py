@@ -20,7 +20,7 @@ def with_httpx(url: str) -> None:
 
 
 def with_urllib3(url: str) -> None:
-    urllib3.request("GET", url)
+    urllib3.PoolManager().request("GET", url)
 
 
 def with_urllib(url: str) -> None:
