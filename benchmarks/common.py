@@ -277,6 +277,10 @@ def make_setup(variant: str, instrument: Sequence[str] = ()) -> Setup:
         return TracerSetup(metrics=True, metrics_interval=None, memory_watch=False)
     if variant == "memory":
         return TracerSetup(metrics=False, memory_watch=True)
+    if variant == "defaults":
+        # What install() does by default: request and runtime metrics and the memory watch on
+        # (metrics batches off, as in the metrics variant).
+        return TracerSetup(metrics=True, metrics_interval=None, memory_watch=True)
     if variant == "spanmap":
         # tracer plus the profiler's thread->span map in the processor list, as while a profile
         # runs, but no sampling thread: the map's own cost per request.

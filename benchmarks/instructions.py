@@ -7,7 +7,8 @@ This counts the machine instructions a server executes per request instead, unde
 callgrind, which gives the same count for the same work whatever else the machine is doing
 (repeat runs agree to about 0.5%). For each variant (``--variants``: untraced, patched, spans,
 tracer, as in rows 7a/7b; metrics, tracer with request and runtime metrics; memory, tracer with
-the memory watch) it starts the benchmark's hello-world server under callgrind, sends
+the memory watch; defaults, tracer with both, as ``install()`` has them) it starts the
+benchmark's hello-world server under callgrind, sends
 ``--warmup`` requests and then ``--requests`` more over one keep-alive connection, one at a time,
 and stops it; a second process gets the warm-up only. The difference of the two processes'
 totals, divided by ``--requests``, is the cost of one request with start-up, warm-up, exit and
@@ -49,7 +50,7 @@ from benchmarks.common import emit, make_setup
 from benchmarks.run import FULL, Context, Sizes, child_env, parse_result, service
 from benchmarks.worker import CLIENT_CALLS
 
-VARIANTS = ("untraced", "patched", "spans", "tracer", "metrics", "memory")
+VARIANTS = ("untraced", "patched", "spans", "tracer", "metrics", "memory", "defaults")
 # Asked for by name only (not in the default run): spanmap, tracer with the profiler's
 # thread->span map in the processor list and no sampler; profiled, tracer with a profile
 # running (the map and the sampling thread).
@@ -350,6 +351,11 @@ def main(argv: list[str] | None = None) -> int:
         "--requests", type=int, help="counted requests or calls (default 2000; clients 1000)"
     )
     parser.add_argument("--warmup", type=int, help="default 500; clients 300")
+    parser.add_argument(
+        "--keep",
+        metavar="DIR",
+        help="write the callgrind files to DIR and keep them (for callgrind_annotate)",
+    )
     args = parser.parse_args(argv)
     client = args.kind in CLIENT_CALLS
     default = CLIENT_VARIANTS if client else VARIANTS
@@ -367,7 +373,9 @@ def main(argv: list[str] | None = None) -> int:
     requests = min(max(args.requests or (1000 if client else 2000), 100), 20_000)
     warmup = args.warmup if args.warmup is not None else (300 if client else 500)
     warmup = min(max(warmup, 1), 5_000)
-    workdir = tempfile.mkdtemp(prefix="tracer-instructions-")
+    if args.keep:
+        os.makedirs(args.keep, exist_ok=True)
+    workdir = args.keep or tempfile.mkdtemp(prefix="tracer-instructions-")
     try:
         if args.kind == "redis":
             with redis_server(workdir) as url:
@@ -382,7 +390,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             runs = [measure(args.kind, v, warmup, requests, workdir, None) for v in variants]
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
     print(report(args.kind, runs, warmup, requests))
     return 1 if any(run.problems for run in runs) else 0
 

@@ -575,7 +575,7 @@ def skip_reason(ctx: Context, row: Row, variant: str) -> str | None:
         return NOT_INSTALLED
     if variant == "otel" and ("otel" in ctx.without or not all(map(installed, row.otel_needs))):
         return NOT_INSTALLED
-    traced = variant in ("tracer", "patched", "spans", "metrics", "memory")
+    traced = variant in ("tracer", "patched", "spans", "metrics", "memory", "defaults")
     if traced and ("tracer" in ctx.without or not tracer_available()):
         return "skipped (tracer API not available)"
     if traced:

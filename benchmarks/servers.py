@@ -157,6 +157,7 @@ def main(argv: list[str] | None = None) -> None:
             "tracer",
             "metrics",
             "memory",
+            "defaults",
             "spanmap",
             "profiled",
             "otel",
