@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tracer import safety
-from tracer.context import current
+from tracer.context import current, suppress
 from tracer.instrumentation.base import Instrumentation
 from tracer.propagation import header_map
 from tracer.span import Span
@@ -99,7 +99,9 @@ class HttpServerInstrumentation(Instrumentation):
         def make_parse_request(original: Callable[..., Any]) -> Any:
             def parse_request(self: Any) -> Any:
                 ok = original(self)
-                if ok:
+                # A server that must not trace itself (tracer serve's receivers) handles its
+                # requests with tracing suppressed.
+                if ok and not suppress.get():
                     try:
                         headers = self.headers
                         # The parsed (name, value) pairs as received; items() would re-parse.
