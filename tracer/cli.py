@@ -1,5 +1,5 @@
-"""The ``tracer`` command (also ``python -m tracer``): ``run``, ``demo``, ``init``, ``heap`` and
-``profile``.
+"""The ``tracer`` command (also ``python -m tracer``): ``run``, ``demo``, ``serve``, ``init``,
+``heap`` and ``profile``.
 
 ``tracer run app.py [args...]`` and ``tracer run -m package [args...]`` run a program as
 ``__main__`` with tracing installed, as ``python app.py`` / ``python -m package`` would;
@@ -7,7 +7,8 @@
 ``PATH`` in place of ``tracer``. In all three, every Python process started from the program
 (a server's workers, spawned or forked) installs tracer too, with the same configuration (see
 :func:`bootstrap_children`);
-``tracer demo`` starts traced services on 127.0.0.1 and prints their traces; ``tracer init``
+``tracer demo`` starts traced services on 127.0.0.1 and prints their traces; ``tracer serve``
+receives traces and shows them in a browser (:mod:`tracer.serve`); ``tracer init``
 writes a commented ``trace.config.py``; ``tracer heap show|diff`` reads heap snapshots;
 ``tracer profile show`` reads CPU profiles.
 """
@@ -260,6 +261,102 @@ _count = _whole_number("count", 0)
 _lines = _whole_number("number of lines", 1)
 
 
+def _port(text: str) -> int:
+    """An argparse ``type=`` for a TCP port, 0 (a free one) to 65535."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(
+            f"invalid port: {text!r} (a whole number from 0, a free one, to 65535)"
+        )
+    return value
+
+
+def _size(text: str) -> int:
+    """An argparse ``type=`` for ``--max-size``: 1GB, 500MB, 2G or a number of bytes."""
+    from tracer.serve.server import parse_size
+
+    try:
+        value = parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if value < 1 << 20:
+        raise argparse.ArgumentTypeError(f"invalid size: {text!r} (at least 1MB)")
+    return value
+
+
+def _token(text: str) -> str:
+    """An argparse ``type=`` for ``--token``: 8 to 256 URL-safe characters."""
+    import re
+
+    if not re.fullmatch(r"[A-Za-z0-9._~-]{8,256}", text):
+        raise argparse.ArgumentTypeError(
+            "invalid token: 8 to 256 characters of A-Z, a-z, 0-9 and . _ ~ -"
+        )
+    return text
+
+
+#: tracer.serve.server's DEFAULT_PORT and DEFAULT_OTLP_PORT, repeated so that building the
+#: parser imports no server code for the other commands.
+_SERVE_PORT, _OTLP_PORT = 8686, 4318
+
+
+def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    serve = sub.add_parser(
+        "serve",
+        help="a local trace viewer: receive OTLP, Zipkin and tracer's batches, browse them",
+        description="Receive traces and metrics (OTLP/HTTP, Zipkin v2, tracer's own batches),"
+        " store them in one SQLite file and show them in a browser. The first line printed is"
+        " the viewer's URL. Ctrl-C or SIGTERM stops it.",
+    )
+    serve.add_argument(
+        "--db",
+        metavar="PATH",
+        default=None,
+        help="the SQLite file (default: $XDG_DATA_HOME/tracer/serve.db, else"
+        " ~/.local/share/tracer/serve.db)",
+    )
+    serve.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="the address to listen on (default: 127.0.0.1); any other than a loopback one"
+        " requires a token",
+    )
+    serve.add_argument(
+        "--port",
+        type=_port,
+        default=_SERVE_PORT,
+        metavar="P",
+        help=f"the viewer's port, 0 for a free one (default: {_SERVE_PORT})",
+    )
+    serve.add_argument(
+        "--otlp-port",
+        type=_port,
+        default=_OTLP_PORT,
+        metavar="P",
+        help=f"the receiver's port, 0 for a free one (default: {_OTLP_PORT});"
+        " the viewer's port receives too",
+    )
+    serve.add_argument(
+        "--max-size",
+        type=_size,
+        default=1 << 30,
+        metavar="SIZE",
+        help="the database's size limit, e.g. 1GB, 500MB, 2G or bytes; past it the oldest"
+        " traces are deleted, whole (default: 1GB)",
+    )
+    serve.add_argument(
+        "--token",
+        type=_token,
+        default=None,
+        metavar="T",
+        help="require this token of every request (default: none on 127.0.0.1; on any other"
+        " address one is generated and printed in the URL)",
+    )
+
+
 def main(argv: list[str] | None = None, prog: str = "tracer") -> int:
     """Entry point of the ``tracer`` command and of ``python -m tracer`` (which passes its own
     ``prog``, so that usage lines show the command that was typed); returns the exit status."""
@@ -287,6 +384,27 @@ def main(argv: list[str] | None = None, prog: str = "tracer") -> int:
     demo.add_argument(
         "--requests", type=_count, default=3, metavar="N", help="checkout requests to send (3)"
     )
+    demo.add_argument(
+        "--serve",
+        action="store_true",
+        help="send the traces to a viewer (tracer serve) started in the demo, and keep it open"
+        " until Ctrl-C",
+    )
+    demo.add_argument(
+        "--port",
+        type=_port,
+        default=None,
+        metavar="P",
+        help="with --serve: the viewer's port (8686, or a free one when it is taken)",
+    )
+    demo.add_argument(
+        "--otlp-port",
+        type=_port,
+        default=None,
+        metavar="P",
+        help="with --serve: the receiver's port (4318, or a free one when it is taken)",
+    )
+    _add_serve(sub)
     init = sub.add_parser(
         "init",
         help=f"write a commented {config.FILE_NAME} (every option, with its default)",
@@ -366,9 +484,19 @@ def main(argv: list[str] | None = None, prog: str = "tracer") -> int:
         return _run_script(args.target)
     if args.command == "init":
         return _init(args.path)
+    if args.command == "serve":
+        from tracer.serve import server
+
+        return server.run(
+            args.db, args.host, args.port, args.otlp_port, args.max_size, args.token
+        )
     from tracer import demo as demo_module
 
+    if not args.serve and (args.port is not None or args.otlp_port is not None):
+        demo.error("--port and --otlp-port go with --serve")
     try:
+        if args.serve:
+            return demo_module.main_serve(args.requests, args.port, args.otlp_port)
         return demo_module.main(args.requests)
     except config.ConfigError as exc:
         print(f"tracer: configuration error: {exc}", file=sys.stderr)

@@ -219,7 +219,13 @@ _NO_OPTIONS = '"""tracer demo: no options (the services are set up by environmen
 
 
 class _Service:
-    def __init__(self, name: str, downstream: dict[str, str], config_path: str) -> None:
+    def __init__(
+        self,
+        name: str,
+        downstream: dict[str, str],
+        config_path: str,
+        settings: dict[str, str] | None = None,
+    ) -> None:
         env = {
             k: v
             for k, v in os.environ.items()
@@ -233,6 +239,7 @@ class _Service:
             TRACE_SAMPLE_RATE="1",
             PYTHONUNBUFFERED="1",
         )
+        env.update(settings or {})
         cmd = [sys.executable, "-m", "tracer", "run", "-m", "tracer.demo", "serve", name]
         cmd += [f"{k}={v}" for k, v in downstream.items()]
         self.name = name
@@ -314,6 +321,28 @@ def _topology(services: dict[str, _Service]) -> list[str]:
     return lines
 
 
+def _start_services(
+    config_path: str, settings: dict[str, str] | None = None
+) -> dict[str, _Service]:
+    """Start every demo service (pricing only with aiohttp), the frontend last, knowing the
+    others' addresses."""
+    services: dict[str, _Service] = {}
+    try:
+        services["users"] = _Service("users", {}, config_path, settings)
+        services["inventory"] = _Service("inventory", {}, config_path, settings)
+        downstream = {"users": services["users"].url, "inventory": services["inventory"].url}
+        if _has_aiohttp():
+            users = {"users": services["users"].url}
+            services["pricing"] = _Service("pricing", users, config_path, settings)
+            downstream["pricing"] = services["pricing"].url
+        services["frontend"] = _Service("frontend", downstream, config_path, settings)
+    except BaseException:
+        for service in services.values():
+            service.stop()
+        raise
+    return services
+
+
 def main(count: int = 3) -> int:
     """Run the demo, sending ``count`` checkout requests; returns a process exit code."""
     import tracer
@@ -328,14 +357,8 @@ def main(count: int = 3) -> int:
         with open(config_path, "w", encoding="utf-8") as file:
             file.write(_NO_OPTIONS)
         try:
-            services["users"] = _Service("users", {}, config_path)
-            services["inventory"] = _Service("inventory", {}, config_path)
-            downstream = {"users": services["users"].url, "inventory": services["inventory"].url}
-            if _has_aiohttp():
-                users = {"users": services["users"].url}
-                services["pricing"] = _Service("pricing", users, config_path)
-                downstream["pricing"] = services["pricing"].url
-            services["frontend"] = frontend = _Service("frontend", downstream, config_path)
+            services = _start_services(config_path)
+            frontend = services["frontend"]
             tracer.install(
                 config_path,
                 app_name="demo-client",
@@ -363,6 +386,180 @@ def main(count: int = 3) -> int:
     printer = reporters.create("stdout", format="pretty")
     printer.send({"spans": spans}, lambda error: None)
     printer.flush()
+    return 0
+
+
+# -- the demo into a viewer (--serve) ----------------------------------------------------------
+
+#: Seconds between the requests sent while the viewer stays open, so its live tail moves.
+TRICKLE_INTERVAL = 3.0
+# The services' settings under --serve: batches often enough that the dashboard and the memory
+# page have points within the demo's first seconds (a production service keeps the defaults).
+_SERVE_SETTINGS = {
+    "TRACE_REPORTER_TYPE": "http",
+    "TRACE_FLUSH_INTERVAL": "0.2",
+    "TRACE_METRICS_INTERVAL": "2",
+    "TRACE_MEMORY_INTERVAL": "2",
+}
+
+
+class _Tee:
+    """The demo client's reporter under --serve: every batch to the viewer, and its spans kept
+    here too (the demo learns its traces' ids from them)."""
+
+    def __init__(self, sender: Any) -> None:
+        from tracer import reporters
+
+        self.sender = sender
+        self.kept = reporters.create("memory")
+
+    def send(self, data: dict[str, Any], callback: Any) -> None:
+        self.kept.send(data, lambda error: None)
+        self.sender.send(data, callback)
+
+
+def _port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _start_viewer(db: str, port: int, otlp_port: int) -> Any:
+    """A started viewer on ``port`` and ``otlp_port``, or on a free port for one that is taken
+    (said on stderr)."""
+    from tracer.serve import Viewer
+
+    wanted = []
+    for what, number in (("viewer", port), ("receiver", otlp_port)):
+        if number and not _port_free(number):
+            print(
+                f"tracer demo: port {number} is taken; the {what} takes a free one", file=sys.stderr
+            )
+            number = 0
+        wanted.append(number)
+    try:
+        return Viewer(db, port=wanted[0], otlp_port=wanted[1]).start()
+    except OSError:
+        # Taken between the check and the start.
+        return Viewer(db).start()
+
+
+def _complete(spans: list[dict[str, Any]]) -> bool:
+    """Whether a trace has arrived whole: every parent is there, and every HTTP client span has
+    the server span of its callee under it."""
+    ids = {s.get("span_id") for s in spans}
+    parents = {s.get("parent_id") for s in spans}
+    for span in spans:
+        if span.get("parent_id") is not None and span["parent_id"] not in ids:
+            return False
+        if span.get("kind") == "client" and span.get("http") and span.get("span_id") not in parents:
+            return False
+    return bool(spans)
+
+
+def _wait_for_traces(
+    store: Any, trace_ids: list[str], timeout: float = 15.0
+) -> list[dict[str, Any]]:
+    """The spans of ``trace_ids`` from the viewer's store, once each trace is whole (or the
+    timeout passed: then what has arrived)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        traces = [store.trace(tid) or [] for tid in trace_ids]
+        if all(_complete(t) for t in traces) or time.monotonic() >= deadline:
+            return [span for t in traces for span in t]
+        time.sleep(0.1)
+
+
+def main_serve(count: int = 3, port: int | None = None, otlp_port: int | None = None) -> int:
+    """``tracer demo --serve``: the demo with every trace, metric and memory batch sent to a
+    viewer started here (:class:`tracer.serve.Viewer`; port 8686 and receiver 4318, or free ones
+    when taken). Prints the viewer's URL first, then what :func:`main` prints, then keeps the
+    viewer and the services open, sending a request every :data:`TRICKLE_INTERVAL` seconds,
+    until Ctrl-C or SIGTERM."""
+    import tracer
+    from tracer import reporters
+    from tracer.serve.server import DEFAULT_OTLP_PORT, DEFAULT_PORT
+
+    if count < 0:
+        raise ValueError(f"the number of requests must be 0 or more, got {count}")
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+    services: dict[str, _Service] = {}
+    with tempfile.TemporaryDirectory(prefix="tracer-demo-") as scratch:
+        config_path = os.path.join(scratch, "demo.config.py")
+        with open(config_path, "w", encoding="utf-8") as file:
+            file.write(_NO_OPTIONS)
+        viewer = _start_viewer(
+            os.path.join(scratch, "serve.db"),
+            DEFAULT_PORT if port is None else port,
+            DEFAULT_OTLP_PORT if otlp_port is None else otlp_port,
+        )
+        batches = f"{viewer.receiver_url}/api/v1/batches"
+        try:
+            print(viewer.url, flush=True)
+            # The spools are the demo's own: a batch left undelivered at Ctrl-C must not be
+            # replayed into a later demo's output.
+            spool = os.path.join(scratch, "spool")
+            settings = dict(
+                _SERVE_SETTINGS,
+                TRACE_REPORTER_CONFIG=json.dumps({"url": batches}),
+                TRACE_SPOOL_DIR=spool,
+            )
+            services = _start_services(config_path, settings)
+            frontend = services["frontend"]
+            client = _Tee(reporters.create("http", url=batches))
+            tracer.install(
+                config_path,
+                app_name="demo-client",
+                reporter=client,
+                spool_path=os.path.join(spool, "demo-client.sqlite"),
+                flush_interval=0.1,
+                sample_rate=1.0,
+            )
+            print("\n".join(_topology(services)), flush=True)
+            for i in range(count):
+                item = ITEMS[i % len(ITEMS)]
+                status, _ = urllib_get(f"{frontend.url}/checkout?item={item}", timeout=10)
+                print(f"  GET /checkout?item={item} -> {status}", flush=True)
+            if not count:
+                print("  no requests sent (--requests 0)", flush=True)
+            tracer.flush()
+            trace_ids = list(dict.fromkeys(s["trace_id"] for s in client.kept.spans))
+            spans = _wait_for_traces(viewer.store, trace_ids)
+            spans.sort(key=lambda s: s.get("start_us") or 0)
+            print(flush=True)
+            printer = reporters.create("stdout", format="pretty")
+            printer.send({"spans": spans}, lambda error: None)
+            printer.flush()
+            print(
+                f"\nThe viewer is open at {viewer.url} (a checkout request every"
+                f" {TRICKLE_INTERVAL:g} s); Ctrl-C stops it.",
+                flush=True,
+            )
+            i = count
+            while not stop.wait(TRICKLE_INTERVAL):
+                item = ITEMS[i % len(ITEMS)]
+                i += 1
+                try:
+                    urllib_get(f"{frontend.url}/checkout?item={item}", timeout=10)
+                except (OSError, http.client.HTTPException):
+                    pass  # a service that went away: the viewer stays open
+        except KeyboardInterrupt:
+            pass
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            for service in services.values():
+                service.stop()
+            tracer.uninstall()
+            viewer.stop()
     return 0
 
 
