@@ -183,7 +183,8 @@ def _load_json(body: bytes, what: str) -> Any:
     if not isinstance(body, (bytes, bytearray, memoryview)):
         raise IngestError(f"{what}: the body is not bytes")
     try:
-        return json.loads(bytes(body))
+        # JSON on the wire is UTF-8 (RFC 8259); json.loads alone would guess UTF-16 and -32 too.
+        return json.loads(bytes(body).decode("utf-8"))
     except RecursionError:
         raise IngestError(f"{what}: JSON nested too deeply") from None
     except UnicodeDecodeError:
@@ -414,7 +415,7 @@ def _foreign_record(
         kind,
         start_ns,
         end_ns,
-        flags,
+        _flags,
         state,
         attributes,
         events,
@@ -467,7 +468,8 @@ def _foreign_record(
         "error": error,
         "annotations": annotations,
         "tags": {},
-        "sampled": True if not flags else bool(flags & _FLAG_SAMPLED),
+        # A span that was exported was sampled; SDKs do not all set the flag's bit.
+        "sampled": True,
         "must_collect": False,
         "tracestate": state or None,
         "source": source,
