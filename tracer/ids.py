@@ -15,25 +15,27 @@ import re
 _rng = random.Random()
 _bits = _rng.getrandbits
 
-# Ids are drawn from a pool of 48-hex strings (a trace id and a span id each), refilled a few
-# hundred at once: one draw, one conversion and C-level slicing for the whole pool, so that taking
-# ids is a list.pop(), which is also atomic between threads. The mask sets the lowest bit of every
-# trace id and span id, so none is ever all zeros. A forked child empties its pool (and reseeds),
-# so that parent and child never hand out the same ids.
+# Ids are drawn from a pool of (trace id, span id) pairs, refilled a few hundred at once: one
+# draw, one conversion and C-level slicing and pairing for the whole pool, so that taking ids is a
+# list.pop(), which is also atomic between threads, and slices nothing. The mask sets the lowest
+# bit of every trace id and span id, so none is ever all zeros. A forked child empties its pool
+# (and reseeds), so that parent and child never hand out the same ids.
 _POOL_SIZE = 256
 # The pairs that go into the pool: all but the first, which the refilling caller takes.
-_CHUNKS = [slice(i, i + 48) for i in range(48, 48 * _POOL_SIZE, 48)]
+_TRACE_CHUNKS = [slice(i, i + 32) for i in range(48, 48 * _POOL_SIZE, 48)]
+_SPAN_CHUNKS = [slice(i + 32, i + 48) for i in range(48, 48 * _POOL_SIZE, 48)]
 _MASK = sum(((1 << 64) | 1) << (192 * i) for i in range(_POOL_SIZE))
-_pool: list[str] = []
+_pool: list[tuple[str, str]] = []
 _take = _pool.pop
 
 
-def _refill() -> str:
+def _refill() -> tuple[str, str]:
     text = (_bits(192 * _POOL_SIZE) | _MASK).to_bytes(24 * _POOL_SIZE, "big").hex()
     # The caller gets the first pair, which never enters the pool: other threads may empty the
     # pool again before this thread could pop from it.
-    _pool.extend(map(text.__getitem__, _CHUNKS))
-    return text[:48]
+    trace_ids = map(text.__getitem__, _TRACE_CHUNKS)
+    _pool.extend(zip(trace_ids, map(text.__getitem__, _SPAN_CHUNKS), strict=True))
+    return text[:32], text[32:48]
 
 
 def _after_fork_in_child() -> None:
@@ -60,7 +62,7 @@ def new_trace_id() -> str:
         both = _take()
     except IndexError:
         both = _refill()
-    return both[:32]
+    return both[0]
 
 
 def new_span_id() -> str:
@@ -69,16 +71,15 @@ def new_span_id() -> str:
         both = _take()
     except IndexError:
         both = _refill()
-    return both[32:]
+    return both[1]
 
 
 def new_ids() -> tuple[str, str]:
     """A fresh trace id and span id at once, neither all zeros."""
     try:
-        both = _take()
+        return _take()
     except IndexError:
-        both = _refill()
-    return both[:32], both[32:]
+        return _refill()
 
 
 def valid_request_id(value: str) -> bool:

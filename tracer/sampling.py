@@ -84,12 +84,17 @@ class Sampler:
                 return True
             point = _rng.random() if trace_id is None else sample_point(trace_id)
             return point < fixed
-        point = _rng.random() if trace_id is None else sample_point(trace_id)
         # Counted without a lock: a lost increment under contention only nudges the estimate.
         self._count += 1
         if self.clock() >= self._next:
             self._roll()
-        return point < self.probability
+        probability = self.probability
+        if probability >= 1.0:
+            # Every point is below 1: the first interval, and any quiet one, keep every trace
+            # without computing it.
+            return True
+        point = _rng.random() if trace_id is None else sample_point(trace_id)
+        return point < probability
 
     def _roll(self) -> None:
         with self._lock:
@@ -196,8 +201,18 @@ class Collector(SpanProcessor):
 
     def on_end(self, span: Span) -> None:
         """Called once per finished span, on the thread that finished it."""
-        self.note_failure(span)
         local = span.local
+        # note_failure(span), written out: this runs for every span, and the two calls cost
+        # more than the checks themselves.
+        if not local.must_collect:
+            status = span.status_code
+            slow_us = self.slow_us
+            if (
+                span.error is not None
+                or (status is not None and status >= self.error_status)
+                or (slow_us is not None and span.duration_us > slow_us)
+            ):
+                self.force(local)
         if local.sampled:
             self.submit(span)
             return

@@ -282,6 +282,10 @@ class Recorder(SpanProcessor):
     of the runtime (``on_start`` counts a server request started, ``on_end`` records a finished
     server or client span)."""
 
+    # on_start is a comparison and an increment, and record() guards itself: the runtime may
+    # call them without its guard (see SpanProcessor.can_raise).
+    can_raise = False
+
     def __init__(self, buckets: tuple[float, ...], loops: LoopWatcher | None = None) -> None:
         self.buckets = tuple(float(b) for b in buckets)
         self.bounds_us = [round(b * 1e6) for b in self.buckets]
