@@ -1050,6 +1050,9 @@ def assert_only_ingest_errors(decoder: str, body: bytes, media: str) -> None:
         decoded = DECODERS[decoder](body, media)
     except IngestError as exc:
         assert isinstance(exc.reason, str) and exc.reason and "\n" not in exc.reason
+        # The decoders' last guard names no field: every malformed input found here must be
+        # caught, and explained, before it.
+        assert "malformed body (" not in exc.reason, exc.reason
     else:
         assert isinstance(decoded, Decoded)
         json.dumps([decoded.spans, decoded.histograms, decoded.memory, decoded.leaks])
@@ -1070,34 +1073,95 @@ def test_arbitrary_json(decoder: str, document: Any) -> None:
     assert_only_ingest_errors(decoder, json.dumps(document).encode(), "application/json")
 
 
+SMALL_BATCH = {
+    "service": "s",
+    "host": "h",
+    "pid": 3,
+    "spans": [
+        {
+            "trace_id": "0af7651916cd43dd8448eb211c80319c",
+            "span_id": "b7ad6b7169203331",
+            "parent_id": None,
+            "kind": "server",
+            "name": "GET /",
+            "start_us": 5,
+            "duration_us": 3,
+            "events": [{"type": "sr", "time_us": 5}, {"type": "ss", "time_us": 8}],
+            "http": {"method": "GET", "status_code": 500, "url": "http://h/x", "path": "/x"},
+            "error": {"type": "E", "message": "m", "stack": "s"},
+            "tags": {"a": [1, {"b": 2}], "tracer.request_id": "r"},
+            "annotations": [{"time_us": 6, "data": {"x": 1}}],
+            "request_id": "r",
+        },
+        {
+            "trace_id": "0af7651916cd43dd8448eb211c80319c",
+            "span_id": "c7ad6b7169203331",
+            "parent_id": "b7ad6b7169203331",
+            "kind": "client",
+            "name": "SELECT t",
+            "start_us": 6,
+            "duration_us": 1,
+            "db": {"db.system.name": "sqlite", "server.address": "db", "server.port": 5},
+            "error": {"type": "network-error", "message": "OSError: down"},
+        },
+    ],
+}
+METRICS_BATCH = metrics_batch()
+
+
+def valid_documents() -> dict[str, Any]:
+    groups, _ = otlp_encode.prepare(SMALL_BATCH, {})
+    metrics = otlp_metrics.to_json(METRICS_BATCH, {})
+    assert metrics is not None
+    stats = {"event": "stats", "time": "2026-12-07T12:00:00Z", "rss_bytes": 1}
+    leak = {"event": "leak", "measure": "rss", "end": "2026-12-07T12:00:00Z", "growth": 1}
+    return {
+        "otlp_traces": json.loads(otlp_encode.to_json(groups)),
+        "otlp_metrics": json.loads(metrics),
+        "zipkin": zipkin_encode.encode_spans(SMALL_BATCH)[0],
+        "tracer": [SMALL_BATCH, METRICS_BATCH, {"memory": stats}, {"memory": leak},
+                   {"profile": {"samples": 1}}],
+    }  # fmt: skip
+
+
+VALID = valid_documents()
+
+
+def leaves(node: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
+    """Every path into ``node``, containers included."""
+    yield path
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from leaves(value, (*path, key))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from leaves(value, (*path, index))
+
+
+def test_the_valid_documents_decode() -> None:
+    for decoder, document in VALID.items():
+        decoded = DECODERS[decoder](json.dumps(document).encode(), "application/json")
+        assert decoded.spans or decoded.histograms
+
+
+@FUZZ
+@given(st.sampled_from(sorted(VALID)), st.data())
+def test_damaged_json(decoder: str, data: st.DataObject) -> None:
+    document = json.loads(json.dumps(VALID[decoder]))
+    for _ in range(data.draw(st.integers(1, 3))):
+        paths = list(leaves(document))[1:]
+        path = data.draw(st.sampled_from(paths))
+        parent = document
+        for step in path[:-1]:
+            parent = parent[step]
+        parent[path[-1]] = data.draw(json_values | shaped)
+    assert_only_ingest_errors(decoder, json.dumps(document).encode(), "application/json")
+
+
 @FUZZ
 @given(st.data())
 def test_damaged_protobuf(data: st.DataObject) -> None:
-    groups, _ = otlp_encode.prepare(
-        {
-            "service": "s",
-            "spans": [
-                {
-                    "trace_id": "0af7651916cd43dd8448eb211c80319c",
-                    "span_id": "b7ad6b7169203331",
-                    "kind": "server",
-                    "name": "GET /",
-                    "start_us": 5,
-                    "duration_us": 3,
-                    "http": {
-                        "method": "GET",
-                        "status_code": 500,
-                        "url": "http://h/x",
-                        "path": "/x",
-                    },
-                    "error": {"type": "E", "message": "m", "stack": "s"},
-                    "tags": {"a": [1, {"b": 2}]},
-                    "annotations": [{"time_us": 6, "data": {"x": 1}}],
-                }
-            ],
-        },
-        {},
-    )
+    groups, _ = otlp_encode.prepare(SMALL_BATCH, {})
     body = bytearray(otlp_encode.to_protobuf(groups))
     for _ in range(data.draw(st.integers(1, 4))):
         at = data.draw(st.integers(0, len(body) - 1))

@@ -1189,7 +1189,7 @@ def _zipkin_span(span: Any, where: str) -> dict[str, Any]:
     parent = span.get("parentId")
     parent_id = _hex_id(parent, 16, f"{where}: parentId") if parent else None
     kind_text = span.get("kind")
-    if kind_text is not None and kind_text not in _ZIPKIN_KINDS:
+    if kind_text is not None and (not isinstance(kind_text, str) or kind_text not in _ZIPKIN_KINDS):
         raise IngestError(f"{where}: kind must be SERVER, CLIENT, PRODUCER or CONSUMER")
     kind = "internal" if kind_text is None else _ZIPKIN_KINDS[kind_text]
     start_us = _zipkin_int(span.get("timestamp"), f"{where}: timestamp")
@@ -1438,7 +1438,7 @@ def _tracer_span(record: Any, batch: dict[str, Any], where: str) -> dict[str, An
     parent = record.get("parent_id")
     parent_id = None if parent is None else _hex_id(parent, 16, f"{where}: parent_id")
     kind = record.get("kind")
-    if kind not in _TRACER_KINDS:
+    if not isinstance(kind, str) or kind not in _TRACER_KINDS:
         raise IngestError(f"{where}: kind must be server, client, internal or websocket")
     start = record.get("start_us")
     duration = record.get("duration_us")
@@ -1558,7 +1558,8 @@ def _tracer_metrics(batch: dict[str, Any], where: str, out: Decoded) -> None:
     for f_index, family in enumerate(families):
         field = f"{where}: metrics.cumulative.families[{f_index}]"
         family = _dict(family, field)
-        kind = _PROM_HISTOGRAMS.get(family.get("name"))  # type: ignore[arg-type]
+        name = family.get("name")
+        kind = _PROM_HISTOGRAMS.get(name) if isinstance(name, str) else None
         if kind is None:
             continue
         for s_index, series in enumerate(_list(family.get("series"), f"{field}.series")):
