@@ -265,7 +265,6 @@ _UPLOAD_DEFAULTS: dict[str, Any] = {
     "events": list,
     "http": None,
     "error": None,
-    "db": None,
     "annotations": list,
     "tags": dict,
     "attributes": dict,
@@ -827,7 +826,8 @@ class Viewer:
             return self
         self.static = _static_names()
         self.db.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self._store = Store(self.db, max_size=self.max_size)
+        with suppressed():
+            self._store = Store(self.db, max_size=self.max_size)
         try:
             ui_port, otlp_port = self._ports
             self._servers.append(self._listen(ui_port))
@@ -835,7 +835,8 @@ class Viewer:
                 self._servers.append(self._listen(otlp_port))
         except BaseException:
             self._close_servers()
-            self._store.close()
+            with suppressed():
+                self._store.close()
             self._store = None
             raise
         for server in self._servers:
@@ -872,7 +873,8 @@ class Viewer:
         with self._idle:
             self._idle.wait_for(lambda: self._active == 0, timeout=STOP_TIMEOUT)
         if self._store is not None:
-            self._store.close()
+            with suppressed():
+                self._store.close()
             self._store = None
 
     def __enter__(self) -> Viewer:
