@@ -82,7 +82,7 @@ def steps(count: int) -> list[Step]:
     from tracer.context import current
     from tracer.instrumentation.aiohttp_server import _route_name
     from tracer.propagation import header_map
-    from tracer.span import record
+    from tracer.span import record, record_template
 
     tracer.install(
         app_name="request-path",
@@ -176,8 +176,9 @@ def steps(count: int) -> list[Step]:
 
     def build_records(n: int) -> None:
         add = records.append
+        template = record_template(service, host, pid)
         for f in frozen:
-            add(record(f, service, host, pid))
+            add(record(f, service, host, pid, template))
 
     def free_records(n: int) -> None:
         frozen.clear()

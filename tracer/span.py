@@ -355,9 +355,22 @@ _RECORD_TEMPLATE: dict[str, Any] = dict.fromkeys(
 )
 
 
-def record(frozen: Frozen, service: str, host: str, pid: int) -> dict[str, Any]:
+def record_template(service: str, host: str, pid: int) -> dict[str, Any]:
+    """The start of every record of one process (see :func:`record`): its service, host and pid
+    in place, so that a batch of records does not store them one record at a time."""
+    out = _RECORD_TEMPLATE.copy()
+    out["service"] = service
+    out["host"] = host
+    out["pid"] = pid
+    return out
+
+
+def record(
+    frozen: Frozen, service: str, host: str, pid: int, template: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """The span record (docs/reporters.md, "The span record"), built from :meth:`Span.freeze`'s
-    tuple."""
+    tuple; with ``template`` (:func:`record_template` of the same service, host and pid) as its
+    start."""
     # Unpacked in one step, in the order of the index constants above (KIND ... ROUTE).
     (
         kind,
@@ -383,17 +396,23 @@ def record(frozen: Frozen, service: str, host: str, pid: int) -> dict[str, Any]:
     ) = frozen
     if len(name) > MAX_NAME or not name.isascii():
         name = safe_text(name, MAX_NAME)
-    out = _RECORD_TEMPLATE.copy()
+    if template is None:
+        out = _RECORD_TEMPLATE.copy()
+        out["service"] = service
+        out["host"] = host
+        out["pid"] = pid
+    else:
+        out = template.copy()
     out["trace_id"] = trace_id
-    out["tracestate"] = tracestate
+    # None in the template already: a root has no parent, most spans no tracestate.
+    if tracestate is not None:
+        out["tracestate"] = tracestate
     out["request_id"] = request_id
     out["span_id"] = span_id
-    out["parent_id"] = parent_id
+    if parent_id is not None:
+        out["parent_id"] = parent_id
     out["kind"] = kind
     out["name"] = name
-    out["service"] = service
-    out["host"] = host
-    out["pid"] = pid
     out["start_us"] = start
     out["duration_us"] = duration or 0
     # Dapper's events: sr/ss for a server span, cs/cr for a client span (the end once finished),

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from tracer import context, safety
 from tracer.delivery.batches import Batch
 from tracer.delivery.ledger import Ledger
-from tracer.span import Frozen, record
+from tracer.span import Frozen, record, record_template
 
 if TYPE_CHECKING:
     from tracer.delivery.sender import Sender
@@ -120,6 +120,7 @@ class Batcher:
         costlier than building the records.
         """
         service, host, pid = self.service, self.host, self.pid
+        template = record_template(service, host, pid)
         out: list[dict[str, Any]] = []
         for i in range(0, len(frozen), RECORD_SLICE):
             paused = gc.isenabled()
@@ -128,7 +129,7 @@ class Batcher:
             try:
                 for f in frozen[i : i + RECORD_SLICE]:
                     try:
-                        out.append(record(f, service, host, pid))
+                        out.append(record(f, service, host, pid, template))
                     except Exception as exc:
                         safety.internal_error("span.record", exc)
                         # Already counted as taken (so as created): not a "serialise_error".
