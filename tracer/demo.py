@@ -495,6 +495,8 @@ def main_serve(count: int = 3, port: int | None = None, otlp_port: int | None = 
         raise ValueError(f"the number of requests must be 0 or more, got {count}")
     stop = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+    # Ctrl-C must end the demo even when it was started with SIGINT ignored (a background job).
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     services: dict[str, _Service] = {}
     with tempfile.TemporaryDirectory(prefix="tracer-demo-") as scratch:
         config_path = os.path.join(scratch, "demo.config.py")
@@ -559,6 +561,7 @@ def main_serve(count: int = 3, port: int | None = None, otlp_port: int | None = 
             pass
         finally:
             signal.signal(signal.SIGTERM, previous)
+            signal.signal(signal.SIGINT, previous_int)
             for service in services.values():
                 service.stop()
             tracer.uninstall()
