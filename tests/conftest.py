@@ -78,6 +78,9 @@ SLOW = frozenset(
         "profiler/test_services.py::test_hot_samples_are_in_the_hot_function_and_route",
         "django/test_runserver_reload.py::test_the_reloaders_child_traces_each_request_once",
         "metrics/test_prefork.py::test_one_scrape_totals_every_worker",
+        # tracer demo --serve: four services started, their traces, metrics and memory batches
+        # waited for in the viewer.
+        "serve/test_server.py::test_the_demo_serves_its_traces_until_interrupted",
     )
 )
 
