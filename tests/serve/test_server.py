@@ -30,7 +30,7 @@ from tests.support.children import Child
 from tests.support.waiting import eventually
 from tracer import cli, reporters
 from tracer.serve import Viewer
-from tracer.serve.server import MAX_BODY, parse_size
+from tracer.serve.server import DEFAULT_OTLP_PORT, DEFAULT_PORT, MAX_BODY, parse_size
 
 
 class Answer:
@@ -186,8 +186,8 @@ def test_help_lists_every_option_with_its_default(capsys: pytest.CaptureFixture[
     for option, default in (
         ("--db PATH", "$XDG_DATA_HOME/tracer/serve.db"),
         ("--host HOST", "(default: 127.0.0.1)"),
-        ("--port P", "(default: 8686)"),
-        ("--otlp-port P", "(default: 4318)"),
+        ("--port P", f"(default: {DEFAULT_PORT})"),
+        ("--otlp-port P", f"(default: {DEFAULT_OTLP_PORT})"),
         ("--max-size SIZE", "(default: 1GB)"),
         ("--token T", "(default: none on 127.0.0.1"),
     ):
