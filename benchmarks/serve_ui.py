@@ -202,7 +202,7 @@ _OBSERVER = """
 window.__rowsWanted = %d;
 window.__rowsAt = null;
 new MutationObserver(function (changes, observer) {
-  var rows = document.getElementsByClassName('span-row');
+  var rows = document.querySelectorAll('#waterfall .span-row[data-span-id]');
   if (rows.length >= window.__rowsWanted) {
     window.__rowsAt = performance.now();
     observer.disconnect();
@@ -324,7 +324,7 @@ def screenshots(folder: str) -> int:
                     shots[page] = _shoot(driver, folder, page)
                 trace = _failing_trace(base)
                 driver.get(f"{base}/trace/{trace}")
-                _wait(driver, "div.span-row")
+                _wait(driver, "div.span-row[data-span-id]")
                 # The details of the failing span, as a person would click it.
                 driver.find_element(By.CSS_SELECTOR, "div.span-row.error").click()
                 shots["trace"] = _shoot(driver, folder, "trace")

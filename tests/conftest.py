@@ -81,6 +81,16 @@ SLOW = frozenset(
         # tracer demo --serve: four services started, their traces, metrics and memory batches
         # waited for in the viewer.
         "serve/test_server.py::test_the_demo_serves_its_traces_until_interrupted",
+        # The viewer in a browser: the demo's services, an OpenTelemetry service calling a
+        # tracer one, a viewer stopped and started again.
+        "browser/test_demo.py::test_the_search_page_lists_the_demos_traces",
+        "browser/test_demo.py::"
+        "test_each_trace_page_shows_every_span_nested_and_the_failing_call_marked",
+        "browser/test_demo.py::test_the_service_map_shows_the_demos_calls",
+        "browser/test_demo.py::test_the_dashboard_shows_each_services_routes",
+        "browser/test_otel_chain.py::"
+        "test_an_otel_client_span_and_tracers_server_span_join_in_one_waterfall",
+        "browser/test_restart.py::test_a_restarted_viewer_shows_the_trace_it_stored",
     )
 )
 

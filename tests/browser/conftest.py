@@ -26,6 +26,9 @@ from benchmarks.serve_ui import CHROMEDRIVER, CHROMIUM, start_driver
 from tests.support.children import Child
 from tests.support.waiting import DEADLINE, eventually
 
+#: A span's row in the waterfall (the time axis's row is a ``.span-row`` of no span).
+ROW = "#waterfall .span-row[data-span-id]"
+
 
 def missing_browser() -> str | None:
     """Why the browser tests cannot run here, or None when they can."""
@@ -58,7 +61,23 @@ def driver() -> Iterator[Any]:
 
 def console_errors(driver: Any) -> list[dict[str, Any]]:
     """The SEVERE entries the browser's console got since the last call (reading empties it)."""
-    return [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+    return [
+        entry
+        for entry in driver.get_log("browser")
+        # The browser asks for /favicon.ico on its own, whatever the page says.
+        if entry["level"] == "SEVERE" and "/favicon.ico - " not in entry["message"]
+    ]
+
+
+def allow_console_errors(driver: Any, *allowed: str) -> None:
+    """Take the console's errors now, failing unless each holds one of the ``allowed`` texts
+    (a test that loads what is not there expects the browser's own 404 line, say)."""
+    unexpected = [
+        entry
+        for entry in console_errors(driver)
+        if not any(text in entry["message"] for text in allowed)
+    ]
+    assert unexpected == []
 
 
 @pytest.fixture(autouse=True)
@@ -66,7 +85,8 @@ def no_console_errors(driver: Any) -> Iterator[None]:
     """Each test starts on an empty console and fails when a page logged an error in it."""
     console_errors(driver)
     yield
-    assert console_errors(driver) == []
+    errors = console_errors(driver)
+    assert errors == [], "\n".join(e["message"] for e in errors)
 
 
 def wait_for(
@@ -118,6 +138,10 @@ class Viewer:
         self.url = first.strip()
         assert self.url.startswith("http://127.0.0.1:") and self.url.endswith("/"), first
         self.base = self.url.rstrip("/")
+        second = self.child.wait_for("receiver http://")
+        #: The receivers' address (the OTLP port), ``http://127.0.0.1:<port>``.
+        self.receiver = second.split()[1]
+        assert self.receiver.startswith("http://127.0.0.1:"), second
 
     def request(
         self,
