@@ -253,14 +253,21 @@ def main(argv: list[str] | None = None) -> int:
         decode_otlp_traces = None  # type: ignore[assignment]
     if decode_otlp_traces is not None:
         otlp_store = Store(os.path.join(folder, "otlp.db"), max_size=1 << 40)
+        # The first 200,000 spans are enough for a rate.
+        bodies, taken = [], 0
+        for body, batch in zip(otlp_bytes, all_batches, strict=True):
+            if taken >= 200_000:
+                break
+            bodies.append(body)
+            taken += len(batch)
         begin = time.perf_counter()
-        for body in otlp_bytes:
+        for body in bodies:
             otlp_store.add(decode_otlp_traces(body, "application/x-protobuf"))
         seconds = time.perf_counter() - begin
         otlp_store.close()
-        results["ingest_otlp_spans_per_s"] = round(spans / seconds)
+        results["ingest_otlp_spans_per_s"] = round(taken / seconds)
         print(
-            f"ingest through decode_otlp_traces + Store.add: {spans / seconds:,.0f} spans/s",
+            f"ingest through decode_otlp_traces + Store.add: {taken / seconds:,.0f} spans/s",
             flush=True,
         )
     # Search while a writer keeps adding (fresh traces, after the stored ones).

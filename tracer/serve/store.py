@@ -4,8 +4,8 @@ memory readings, leak events and profiles, in one file, on the standard library'
 Layout (docs/design.md, "The viewer's store", says why):
 
 * ``traces``: one row per trace (start, duration, root service and name, span and error counts,
-  spans per service) and a 1,024-bit Bloom filter of what a search can ask for (services,
-  operations, ``key=value`` tags) in sixteen integer columns, so that a search is one walk of
+  spans per service) and a 2,048-bit Bloom filter of what a search can ask for (services,
+  operations, ``key=value`` tags) in 32 integer columns, so that a search is one walk of
   the start index in SQL; the few candidates it lets through are checked against the spans.
 * ``spans``: one row per span, in arrival order, with the columns the summaries, edges and
   aggregates need as integers and 8-byte blobs (names interned in ``names``) and the rest of
@@ -45,9 +45,9 @@ __all__ = ["FORMAT", "Store", "TraceSummary"]
 FORMAT = 1
 
 #: The Bloom filter of a trace: ``_BLOOM_WORDS`` 64-bit columns, ``_BLOOM_HASHES`` bits a key.
-_BLOOM_WORDS = 16
+_BLOOM_WORDS = 32
 _BLOOM_BITS = _BLOOM_WORDS * 64
-_BLOOM_HASHES = 3
+_BLOOM_HASHES = 5
 _BLOOM_COLUMNS = [f"b{i}" for i in range(_BLOOM_WORDS)]
 
 #: Latency buckets: bucket ``b`` holds durations in ``[_GROWTH**b, _GROWTH**(b+1))`` microseconds,
@@ -109,10 +109,10 @@ class TraceSummary(TypedDict):
 
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS names (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
+CREATE TABLE IF NOT EXISTS names (id INTEGER PRIMARY KEY, name BLOB NOT NULL UNIQUE);
 CREATE TABLE IF NOT EXISTS traces (
     tno INTEGER PRIMARY KEY, tid BLOB NOT NULL UNIQUE, start_us INTEGER NOT NULL,
-    duration_us INTEGER NOT NULL, root_service TEXT NOT NULL, root_name TEXT NOT NULL,
+    duration_us INTEGER NOT NULL, root_service INTEGER NOT NULL, root_name INTEGER NOT NULL,
     spans INTEGER NOT NULL, errors INTEGER NOT NULL, services TEXT NOT NULL,
     {", ".join(f"{c} INTEGER NOT NULL" for c in _BLOOM_COLUMNS)});
 CREATE INDEX IF NOT EXISTS traces_start ON traces (start_us);
@@ -159,6 +159,16 @@ def _utf8(text: str) -> bytes:
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
+def _safe(text: str) -> str:
+    """``text`` as a TEXT column takes it: a lone surrogate (possible in JSON) becomes U+FFFD.
+    Only labels go through here; records and names keep theirs."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    return text
+
+
 def _dumps(value: Any) -> bytes:
     return _utf8(_ENCODER.encode(value))
 
@@ -174,9 +184,13 @@ def _compress(value: Any) -> bytes:
     return packer.compress(_dumps(value)) + packer.flush()
 
 
-def _decompress(data: bytes) -> Any:
+def _inflate(data: bytes) -> bytes:
     unpacker = zlib.decompressobj(-15, _ZDICT)
-    return _loads(unpacker.decompress(data) + unpacker.flush())
+    return unpacker.decompress(data) + unpacker.flush()
+
+
+def _decompress(data: bytes) -> Any:
+    return _loads(_inflate(data))
 
 
 def _hex_bytes(value: Any, size: int) -> bytes | None:
@@ -437,9 +451,7 @@ class Store:
             self._ids.clear()
             self._series.clear()
             self._hist_state.clear()
-            self._next_tno = 1 + int(
-                self._db.execute("SELECT coalesce(max(tno), 0) FROM traces").fetchone()[0]
-            )
+            self._next_tno = 0  # read again from the file when next needed
             raise
         self._db.execute("COMMIT")
 
@@ -491,10 +503,10 @@ class Store:
         found = self._ids.get(name)
         if found is None:
             db = self._db
-            row = db.execute("SELECT id FROM names WHERE name = ?", (name,)).fetchone()
+            row = db.execute("SELECT id FROM names WHERE name = ?", (_utf8(name),)).fetchone()
             if row is None:
                 found = int(
-                    db.execute("INSERT INTO names (name) VALUES (?)", (name,)).lastrowid or 0
+                    db.execute("INSERT INTO names (name) VALUES (?)", (_utf8(name),)).lastrowid or 0
                 )
             else:
                 found = int(row[0])
@@ -505,18 +517,18 @@ class Store:
         found = self._names.get(name_id)
         if found is None:
             row = conn.execute("SELECT name FROM names WHERE id = ?", (name_id,)).fetchone()
-            found = "" if row is None else str(row[0])
+            found = "" if row is None else bytes(row[0]).decode("utf-8", "surrogatepass")
             self._names[name_id] = found
         return found
 
     def _known_id(self, conn: sqlite3.Connection, name: str) -> int | None:
-        row = conn.execute("SELECT id FROM names WHERE name = ?", (name,)).fetchone()
+        row = conn.execute("SELECT id FROM names WHERE name = ?", (_utf8(name),)).fetchone()
         return None if row is None else int(row[0])
 
     def _series_id(
         self, source: int, service: int, kind: int, method: str, route: str, cls: str
     ) -> int:
-        key = (source, service, kind, method, route, cls)
+        key = (source, service, kind, _safe(method), _safe(route), cls)
         found = self._series.get(key)
         if found is None:
             db = self._db
@@ -556,7 +568,7 @@ class Store:
                         [
                             (
                                 self._id(str(p["service"])),
-                                str(p["host"]),
+                                _safe(str(p["host"])),
                                 _int_or(p["pid"]),
                                 _int_or(p["time_us"]),
                                 p["rss_bytes"],
@@ -617,6 +629,9 @@ class Store:
         new_traces: list[tuple[Any, ...]] = []
         old_traces: list[tuple[Any, ...]] = []
         client_id = self._id("client")
+        if not self._next_tno:
+            row = db.execute("SELECT coalesce(max(tno), 0) FROM traces").fetchone()
+            self._next_tno = 1 + int(row[0])
         for tid, group in by_trace.items():
             found = known.get(tid)
             words: list[int] = []
@@ -743,7 +758,7 @@ class Store:
             new=True,
         )
 
-    def _summary(self, spans: dict[bytes, _Span]) -> tuple[int, int, str, str, int, int, str]:
+    def _summary(self, spans: dict[bytes, _Span]) -> tuple[int, int, int, int, int, int, str]:
         """(start, duration, root service, root name, spans, errors, services JSON): the root is
         the earliest span whose parent is not in the trace."""
         start = min(s.start for s in spans.values())
@@ -758,11 +773,11 @@ class Store:
         return (
             start,
             end - start,
-            self._ids_name(root.service),
-            self._ids_name(root.name),
+            root.service,
+            root.name,
             len(spans),
             errors,
-            json.dumps(dict(sorted(services.items())), ensure_ascii=False),
+            json.dumps(dict(sorted(services.items()))),
         )
 
     def _ids_name(self, name_id: int) -> str:
@@ -899,11 +914,11 @@ class Store:
             [
                 (
                     self._id(str(e["service"])),
-                    str(e["host"]),
+                    _safe(str(e["host"])),
                     _int_or(e["pid"]),
                     _int_or(e["time_us"]),
-                    str(e.get("measure")),
-                    json.dumps(e, ensure_ascii=False),
+                    _safe(str(e.get("measure"))),
+                    json.dumps(e),
                 )
                 for e in leaks
             ],
@@ -925,12 +940,12 @@ class Store:
                 "INSERT OR IGNORE INTO profiles (service, host, pid, started_at_us, reason,"
                 " summary, data) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
-                    summary["service"],
-                    summary["host"],
+                    _safe(str(summary["service"])),
+                    _safe(str(summary["host"])),
                     summary["pid"],
                     _int_or(profile.get("started_at_us"), 0),
-                    str(profile.get("reason")),
-                    _dumps(summary).decode("utf-8", "surrogatepass"),
+                    _safe(str(profile.get("reason"))),
+                    json.dumps(summary),
                     zlib.compress(_dumps(profile), 6),
                 ),
             )
@@ -1063,8 +1078,8 @@ class Store:
                         "trace_id": bytes(row[1]).hex(),
                         "start_us": row[2],
                         "duration_us": row[3],
-                        "root_service": row[4],
-                        "root_name": row[5],
+                        "root_service": self._name(conn, row[4]),
+                        "root_name": self._name(conn, row[5]),
                         "spans": row[6],
                         "errors": row[7],
                         "services": services,
@@ -1087,19 +1102,27 @@ class Store:
 
     def _has_tags(self, conn: sqlite3.Connection, tno: int, wanted: list[tuple[str, str]]) -> bool:
         left = set(wanted)
+        # A span whose JSON holds none of the values (as they are, or escaped as JSON strings)
+        # cannot match: most false positives of the filter end at that test, unparsed.
+        needles = [(_utf8(v), _utf8(_ENCODER.encode(v)[1:-1])) for _, v in wanted]
         for row in conn.execute(
             "SELECT tno, span_id, parent_id, start_us, duration_us, service, name, kind, data"
             " FROM spans WHERE tno = ?",
             (tno,),
         ):
-            record = self._record(conn, b"", row)
+            raw = _inflate(row[8])
+            if not any(a in raw or b in raw for a, b in needles):
+                continue
+            record = self._record(conn, b"", row, raw)
             left.difference_update(_tag_pairs(record))
             if not left:
                 return True
         return False
 
-    def _record(self, conn: sqlite3.Connection, tid: bytes, row: Sequence[Any]) -> SpanRecord:
-        rest: dict[str, Any] = _decompress(row[8])
+    def _record(
+        self, conn: sqlite3.Connection, tid: bytes, row: Sequence[Any], raw: bytes | None = None
+    ) -> SpanRecord:
+        rest: dict[str, Any] = _loads(_inflate(row[8]) if raw is None else raw)
         start = int(row[3])
         record: SpanRecord = {
             "trace_id": tid.hex(),
