@@ -146,7 +146,9 @@ def make_trace(rng: random.Random, start: int) -> list[dict[str, Any]]:
         for _ in range(min(queries, budget)):
             table = rng.choice(TABLES)
             qdur = rng.randrange(100, 5_000)
-            db = _span(rng, trace_id, server["span_id"], "client", callee, f"SELECT {table}", qat, qdur)
+            db = _span(
+                rng, trace_id, server["span_id"], "client", callee, f"SELECT {table}", qat, qdur
+            )
             db["db"] = {
                 "db.system.name": "postgresql",
                 "db.namespace": "shop",
@@ -167,7 +169,11 @@ def make_trace(rng: random.Random, start: int) -> list[dict[str, Any]]:
                 "    raise RuntimeError('payment gateway timed out')\nRuntimeError: payment"
                 " gateway timed out\n",
             }
-            client["error"] = {"type": "HTTPError", "message": "500 Internal Server Error", "stack": ""}
+            client["error"] = {
+                "type": "HTTPError",
+                "message": "500 Internal Server Error",
+                "stack": "",
+            }
             root["error"] = {"type": "HTTPError", "message": "500 from " + callee, "stack": ""}
         at += cdur + 100
     return spans
