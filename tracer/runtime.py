@@ -34,7 +34,7 @@ from tracer.redaction import (
     split_path,
 )
 from tracer.sampling import Collector, Sampler
-from tracer.span import CLIENT, SERVER, Chain, LocalTrace, Span, SpanProcessor
+from tracer.span import CLIENT, SERVER, Chain, LocalTrace, Span, SpanProcessor, new_root
 
 # A client URL whose calls are not traced (an ignored host, or one that does not parse).
 _IGNORED: tuple[str, str, str] = ("", "", "")
@@ -300,29 +300,36 @@ class Runtime:
             inbound = self.propagator.extract(hmap.get, query)
         if inbound is None:
             tid, sid = ids.new_ids()
-            local = LocalTrace(self.sampler.decide(tid), False, self.chain)
-            span = Span(SERVER, f"{method} {path}", tid, tid, None, local, True, sid)
+            span = new_root(
+                SERVER,
+                f"{method} {path}",
+                tid,
+                tid,
+                None,
+                sid,
+                self.sampler.decide(tid),
+                self.chain,
+            )
         else:
             tid = inbound.trace_id or ids.new_trace_id()
             sampled = inbound.sampled
             if sampled is None:
                 sampled = self.sampler.decide(tid)
-            local = LocalTrace(sampled, False, self.chain)
-            if inbound.must_collect:
-                self.collector.force(local)
-            span = Span(
+            span = new_root(
                 SERVER,
                 f"{method} {path}",
                 tid,
                 inbound.request_id or tid,
                 inbound.parent_id,
-                local,
-                True,
+                ids.new_span_id(),
+                sampled,
+                self.chain,
             )
+            if inbound.must_collect:
+                self.collector.force(span.local)
             span.tracestate = inbound.tracestate
             if inbound.parent_service is not None:
                 span.set_tag("parent_service", inbound.parent_service)
-        local.root = span
         span.method = method
         span.path = path
         if absolute is None:

@@ -150,3 +150,26 @@ def test_a_wall_clock_set_back_gives_no_negative_duration() -> None:
     span.start_us += 3_000_000  # as if the clock went back 3 s while the span ran
     span.finish()
     assert span.duration_us == 0
+
+
+def _slots(obj: object) -> dict[str, Any]:
+    """Every slot of ``obj`` that is set, with its value (an unset slot is left out)."""
+    names = [n for cls in type(obj).__mro__ for n in getattr(cls, "__slots__", ())]
+    return {n: getattr(obj, n) for n in names if hasattr(obj, n)}
+
+
+def test_new_root_sets_every_slot_as_the_two_classes_do() -> None:
+    chain = span_module.Chain()
+    made = span_module.new_root(
+        "server", "GET /x", "a" * 32, "r-1", "b" * 16, "c" * 16, False, chain
+    )
+    local = LocalTrace(False, False, chain)
+    called = Span("server", "GET /x", "a" * 32, "r-1", "b" * 16, local, True, "c" * 16)
+    local.root = called
+    got, want = _slots(made), _slots(called)
+    assert set(got) == set(Span.__slots__)
+    got_local, want_local = _slots(got.pop("local")), _slots(want.pop("local"))
+    assert got_local.pop("root") is made and want_local.pop("root") is called
+    assert got_local == want_local
+    assert abs(got.pop("start_us") - want.pop("start_us")) < 10_000_000
+    assert got == want
