@@ -453,7 +453,7 @@ def _span(name: str) -> Span:
     return Span(INTERNAL, name, tid, tid, None, LocalTrace(True), True)
 
 
-def test_the_span_map_skips_ended_spans_and_prunes_done_tasks() -> None:
+def test_the_span_map_skips_ended_spans_and_prunes_ended_threads() -> None:
     from tracer.profiler.sampler import _open_span
 
     table = SpanMap()
@@ -463,37 +463,52 @@ def test_the_span_map_skips_ended_spans_and_prunes_done_tasks() -> None:
     table.on_start(root)
     child = Span(INTERNAL, "child", root.trace_id, root.trace_id, root.span_id, root.local, False)
     table.on_start(child)
-    assert _open_span(table.table[me]) is child
+    assert _open_span(table.thread_span(me)) is child
     child.finish()
-    assert _open_span(table.table[me]) is root  # the request goes on after its call ended
+    assert _open_span(table.thread_span(me)) is root  # the request goes on after its call ended
     root.finish()
-    assert _open_span(table.table[me]) is None
+    assert _open_span(table.thread_span(me)) is None
     again = _span("again")
     table.on_start(again)
-    assert table.table[me] is again
+    assert table.thread_span(me) is again
 
-    async def one(i: int) -> None:
-        span = _span(f"task {i}")
+    # Another thread's span is its own, and its entry goes once the thread ended.
+    theirs: list[Any] = []
+
+    def other() -> None:
+        span = _span("other thread")
         table.on_start(span)
-        await asyncio.sleep(0)
-        span.finish()
+        theirs.append((threading.get_ident(), span))
 
-    async def many() -> list[Any]:
+    thread = threading.Thread(target=other)
+    thread.start()
+    thread.join()
+    ident, span = theirs[0]
+    assert table.thread_span(ident) is span and table.thread_span(me) is again
+    assert table.prune() == 1
+    assert table.thread_span(ident) is None and table.thread_span(me) is again
+
+
+def test_a_task_s_span_is_read_from_its_own_context() -> None:
+    from tracer.context import current
+    from tracer.profiler.sampler import task_span
+
+    async def main() -> None:
         waiting = asyncio.Event()
+        entered = asyncio.Event()
 
-        async def open_one() -> None:
-            table.on_start(_span("open"))
+        async def request(name: str) -> None:
+            current.set(_span(name))
+            entered.set()
             await waiting.wait()
 
-        still = asyncio.ensure_future(open_one())
-        await asyncio.gather(*(one(i) for i in range(40)))
-        assert len(table.table) == 1 + 40 + 1
-        assert table.prune() == 40
-        keys = list(table.table)
+        tasks = [asyncio.ensure_future(request(f"task {i}")) for i in range(3)]
+        while not all(task_span(t) is not None for t in tasks):
+            await asyncio.sleep(0)
+        # Each task has its own span, read from outside the task.
+        assert [task_span(t).name for t in tasks] == ["task 0", "task 1", "task 2"]  # type: ignore[union-attr]
+        assert task_span(asyncio.current_task()) is None
         waiting.set()
-        await still
-        return keys
+        await asyncio.gather(*tasks)
 
-    keys = asyncio.run(many())
-    # The thread's entry and the task still running are kept.
-    assert len(keys) == 2 and me in keys
+    asyncio.run(main())

@@ -10,20 +10,25 @@ increment keyed by ``(stack, thread, span)``. The frames themselves are dropped 
 sample ends, so nothing of another thread's stack outlives it.
 
 Which request a sample belongs to comes from :class:`SpanMap`, a span processor that is in the
-runtime's list only while a profile runs: a thread's innermost open span, and on an event loop
-the running task's. Every span read here is read, never changed.
+runtime's list only while a profile runs: the span a thread started last (while it runs; else its
+local root while that runs), and on an event loop the span current in the running task, read
+from the task's context. Every span read here is read, never changed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import sys
 import threading
 import time
 from collections.abc import Callable
+from contextvars import Context
+from functools import partial
 from types import CodeType, FrameType
 from typing import Any
 
+from tracer.context import current
 from tracer.span import Span, SpanProcessor
 
 #: Frames walked per sample at most, from the leaf; deeper stacks end in a "(truncated)" frame.
@@ -35,57 +40,90 @@ _WINDOW = 0.25
 # A thread that used less CPU than this share of the interval since the last sample was idle.
 _IDLE_SHARE = 0.05
 
-_get_running_loop = asyncio.events._get_running_loop
 _get_ident = threading.get_ident
-# The running task of a loop, by a builtin call: Python 3.10 and 3.11 define current_task() in
-# Python over this dict (a frame per call on the request path); from 3.12 it is builtin itself.
-_current_tasks = getattr(asyncio.tasks, "_current_tasks", None)
-_current_task: Callable[[Any], Any] = (
-    _current_tasks.get
-    if sys.version_info < (3, 12) and isinstance(_current_tasks, dict)
-    else asyncio.current_task
-)
 
-#: Seconds between two prunings of the span map's done tasks.
+
+def _task_context(task: Any) -> Context | None:
+    """The context a task runs its steps in (read from another thread, never changed).
+
+    Python 3.12 has ``Task.get_context()``. Before it, asyncio's C tasks keep the context
+    unexposed, but hand it to the garbage collector first among the objects they refer to,
+    and its pure-Python tasks hold it in ``_context``.
+    """
+    get = getattr(task, "get_context", None)
+    if get is not None:
+        context: Context = get()
+        return context
+    own = getattr(task, "_context", None)
+    if isinstance(own, Context):
+        return own
+    for referent in gc.get_referents(task):
+        if isinstance(referent, Context):
+            return referent
+    return None
+
+
+def task_span(task: Any) -> Span | None:
+    """The span current in ``task`` now (its context's ``tracer.context.current``)."""
+    context = _task_context(task)
+    return None if context is None else context.get(current)
+
+
+#: Seconds between two prunings of the span map's ended threads.
 PRUNE_INTERVAL = 1.0
 #: The function that stands for the frames past MAX_DEPTH.
 TRUNCATED = ("(truncated)", "", 0)
 
 
-class SpanMap(SpanProcessor):
-    """Which span each thread, and each asyncio task, started last (a span processor).
+class _PerThread(threading.local):
+    """Each thread's own dict (``threading.local``), handed to the map that made it the first
+    time the thread stores in it, so that the sampler's thread can read it."""
 
-    ``on_start`` is one dictionary store keyed by the thread's ident, or by the running task when
-    an event loop runs on the thread; there is no ``on_end``. Where the span read has ended, the
-    sampler takes its local root instead while that still runs (a client call ended, the request
-    goes on), else nothing: a finished span is never reported, and a span that ends in another
-    thread or task than it started in needs nothing. So a span costs the request one short call,
-    made unguarded (``can_raise``): nothing in it can raise but a failed allocation.
-    The sampler drops the entries of tasks that are done (:meth:`prune`): a done task starts no
-    span again, so that never races with a store.
+    def __init__(self, threads: dict[int, dict[str, Any]]) -> None:
+        threads[_get_ident()] = self.__dict__
+
+
+class SpanMap(SpanProcessor):
+    """Which span each thread started last (a span processor).
+
+    ``on_start`` is no Python function: it is ``setattr(per_thread, "span", span)`` bound with
+    :func:`functools.partial`, where ``per_thread`` is a ``threading.local`` whose dict, one per
+    thread, the map keeps by thread ident (:attr:`threads`). So a span costs the request one
+    call made in C, without a Python frame, made unguarded (``can_raise``: nothing in it can
+    raise but a failed allocation). There is no ``on_end``: where the span read has ended, the
+    sampler takes its local root instead while that still runs (a client call ended, the
+    request goes on), else nothing.
+
+    An event loop's thread runs many requests at once: for it the sampler reads the running
+    task's own context (:func:`task_span`) at sample time, so the request pays nothing for
+    tasks and the map holds no task.
     """
 
-    __slots__ = ("table",)
+    __slots__ = ("_local", "on_start", "threads")
 
     can_raise = False
+    on_start: Callable[[Span], None]  # type: ignore[assignment]
 
     def __init__(self) -> None:
-        # Thread ident (int) or asyncio.Task -> the span it started last.
-        self.table: dict[Any, Span] = {}
+        # Thread ident -> that thread's dict; "span" in it is the span it started last.
+        self.threads: dict[int, dict[str, Any]] = {}
+        self._local = _PerThread(self.threads)
+        self.on_start = partial(setattr, self._local, "span")
 
-    def on_start(self, span: Span) -> None:
-        loop = _get_running_loop()
-        self.table[_get_ident() if loop is None else _current_task(loop) or _get_ident()] = span
+    def thread_span(self, ident: int) -> Span | None:
+        """The span the thread ``ident`` started last, or None."""
+        own = self.threads.get(ident)
+        return None if own is None else own.get("span")
 
     def prune(self) -> int:
-        """Drop the entries of done tasks (from the sampler's thread); how many were dropped.
-        Thread entries stay: there are as many as threads, and a new thread may reuse an
-        ident."""
-        table = self.table
-        done = [key for key in list(table) if not isinstance(key, int) and key.done()]
-        for key in done:
-            table.pop(key, None)
-        return len(done)
+        """Drop the entries of threads that ended (from the sampler's thread); how many were
+        dropped. A new thread that reuses an ident registers its own dict again."""
+        alive = set(sys._current_frames())  # the idents only: no frame is kept
+        threads = self.threads
+        gone = [ident for ident in list(threads) if ident not in alive]
+        for ident in gone:
+            threads.pop(ident, None)
+        return len(gone)
 
 
 def _open_span(span: Span | None) -> Span | None:
@@ -300,8 +338,7 @@ class Sampler:
         interval_ns = int(self.interval * 1e9)
         idle_ns = int(interval_ns * _IDLE_SHARE)
         span_map = self.span_map
-        table = span_map.table if span_map is not None else None
-        tasks = _loop_tasks() if table is not None else {}
+        tasks = _loop_tasks() if span_map is not None else {}
         frames = sys._current_frames()
         try:
             for ident, frame in frames.items():
@@ -328,10 +365,11 @@ class Sampler:
                         continue
                 stack = self._walk(frame)
                 span = None
-                if table is not None:
+                if span_map is not None:
                     task = tasks.get(ident)
-                    found = table.get(task) if task is not None else None
-                    span = _open_span(table.get(ident) if found is None else found)
+                    span = _open_span(
+                        span_map.thread_span(ident) if task is None else task_span(task)
+                    )
                 recording.add(
                     recording.stack(stack),
                     recording.thread(ident, name),
