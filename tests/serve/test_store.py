@@ -709,3 +709,17 @@ def test_a_file_of_another_format_is_refused(tmp_path: Path) -> None:
     conn.close()
     with pytest.raises(ValueError, match="format 99"):
         Store(path)
+
+
+def test_the_name_caches_stay_bounded_and_right(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tracer.serve import store as module
+
+    monkeypatch.setattr(module, "_NAMES_KEPT", 8)
+    for i in range(40):
+        store.add(Decoded(spans=[_span(900 + i, 1, None, "svc", f"GET /items/{i}", T0 + i, 5)]))
+    assert len(store._ids) <= 8 and len(store._names) <= 8
+    names = [s["root_name"] for s in store.search(limit=100)]
+    assert names == [f"GET /items/{i}" for i in reversed(range(40))]
+    assert (store.trace(f"{905:032x}") or [{}])[0]["name"] == "GET /items/5"

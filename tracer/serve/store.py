@@ -63,6 +63,10 @@ _MINUTE_US = 60_000_000
 CHECK_EVERY = 2_000
 _RETAIN_TO = 0.9
 
+#: Names kept in memory by id and by text, each way: span names can be as many as requests (a
+#: path with an id in it), so the caches are emptied when full rather than left to grow.
+_NAMES_KEPT = 200_000
+
 #: The fields a span row keeps in columns; the rest of the record is the compressed JSON.
 _COLUMNS = (
     "trace_id",
@@ -510,6 +514,8 @@ class Store:
                 )
             else:
                 found = int(row[0])
+            if len(self._ids) >= _NAMES_KEPT:
+                self._ids.clear()
             self._ids[name] = found
         return found
 
@@ -518,6 +524,8 @@ class Store:
         if found is None:
             row = conn.execute("SELECT name FROM names WHERE id = ?", (name_id,)).fetchone()
             found = "" if row is None else bytes(row[0]).decode("utf-8", "surrogatepass")
+            if len(self._names) >= _NAMES_KEPT:
+                self._names.clear()
             self._names[name_id] = found
         return found
 
