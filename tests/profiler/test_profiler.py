@@ -96,7 +96,7 @@ def span_maps() -> list[Any]:
 def test_a_profile_writes_three_private_files_and_reports_a_batch(tmp_path: Path) -> None:
     reporter = install(tmp_path)
     with tracer.profile(10) as handle:
-        with tracer.span("alpha"):
+        with tracer.span("alpha") as alpha:
             burn_alpha(0.3)
     assert not handle.running
     paths = handle.wait()
@@ -114,6 +114,14 @@ def test_a_profile_writes_three_private_files_and_reports_a_batch(tmp_path: Path
     assert batch["routes"] == ["alpha"]
     assert batch["files"] == paths
     assert batch["samples"] == handle.summary["samples"] > 0
+    # The stacks of each sampled trace, for a flame graph per trace.
+    (traced,) = batch["traces"]
+    assert batch["traces_sampled"] == 1
+    assert alpha is not None
+    assert traced["trace_id"] == alpha.trace_id and traced["route"] == "alpha"
+    assert 0 < traced["samples"] <= batch["samples"]
+    assert "burn_alpha" in traced["collapsed"]
+    assert not traced["collapsed"].startswith("route ")
 
 
 def test_one_profile_at_a_time_and_a_hard_cap(tmp_path: Path) -> None:

@@ -52,6 +52,10 @@ _NAME = re.compile(
 )
 # The most stacks a profile batch carries to reporters (the hottest); the files have them all.
 BATCH_STACKS = 2000
+# The most traces a profile batch carries stacks of (those with the most samples), and the most
+# stacks per trace: a flame graph per trace in a viewer, bounded.
+BATCH_TRACES = 50
+BATCH_TRACE_STACKS = 200
 
 _lock = threading.RLock()
 _runtime: Runtime | None = None
@@ -422,6 +426,8 @@ def _submit(handle: Profile) -> None:
         "routes": sorted({s[3] for s in recording.spans if s is not None}),
         "collapsed": "\n".join(lines[:BATCH_STACKS]),
         "stacks_left_out": max(len(lines) - BATCH_STACKS, 0),
+        "traces": formats.collapsed_by_trace(recording, BATCH_TRACES, BATCH_TRACE_STACKS),
+        "traces_sampled": len({s[0] for s in recording.spans if s is not None}),
     }
     rt.pipeline.submit_report("profile", body)
 

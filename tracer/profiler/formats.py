@@ -100,6 +100,39 @@ def collapsed(recording: Recording) -> str:
     return "".join(f"{line} {count}\n" for line, count in sorted(lines.items()))
 
 
+def collapsed_by_trace(
+    recording: Recording, traces: int = 50, stacks: int = 200
+) -> list[dict[str, Any]]:
+    """The collapsed stacks of each sampled trace, for a flame graph per trace: the ``traces``
+    traces with the most samples, each ``{"trace_id", "route", "samples", "collapsed"}`` with
+    its ``stacks`` hottest lines (``<root frame>;...;<leaf frame> <samples>``, no route head)."""
+    names = [_clean(frame_name(fn)) for fn in recording.functions]
+    per: dict[str, dict[str, int]] = {}
+    routes: dict[str, str] = {}
+    for (stack, _thread, span), (count, _cpu) in recording.counts.items():
+        labels = recording.spans[span]
+        if labels is None:
+            continue
+        trace_id = labels[0]
+        routes.setdefault(trace_id, labels[3])
+        lines = per.setdefault(trace_id, {})
+        line = ";".join(names[f] for f in recording.stacks[stack])
+        lines[line] = lines.get(line, 0) + count
+    totals = {trace_id: sum(lines.values()) for trace_id, lines in per.items()}
+    out = []
+    for trace_id in sorted(per, key=lambda t: (-totals[t], t))[:traces]:
+        hottest = sorted(per[trace_id].items(), key=lambda item: (-item[1], item[0]))[:stacks]
+        out.append(
+            {
+                "trace_id": trace_id,
+                "route": routes[trace_id],
+                "samples": totals[trace_id],
+                "collapsed": "\n".join(f"{line} {count}" for line, count in hottest),
+            }
+        )
+    return out
+
+
 # -- pprof ----------------------------------------------------------------------------------------
 
 
