@@ -119,7 +119,8 @@ CREATE TABLE IF NOT EXISTS traces (
     duration_us INTEGER NOT NULL, root_service INTEGER NOT NULL, root_name INTEGER NOT NULL,
     spans INTEGER NOT NULL, errors INTEGER NOT NULL, services TEXT NOT NULL,
     {", ".join(f"{c} INTEGER NOT NULL" for c in _BLOOM_COLUMNS)});
-CREATE INDEX IF NOT EXISTS traces_start ON traces (start_us);
+CREATE INDEX IF NOT EXISTS traces_scan ON traces (
+    start_us, duration_us, errors, {", ".join(_BLOOM_COLUMNS)});
 CREATE TABLE IF NOT EXISTS spans (
     id INTEGER PRIMARY KEY, tno INTEGER NOT NULL, span_id BLOB NOT NULL, parent_id BLOB,
     start_us INTEGER NOT NULL, duration_us INTEGER NOT NULL, service INTEGER NOT NULL,
@@ -1056,11 +1057,12 @@ class Store:
                 if mask:
                     where.append(f"({column} & ?) = ?")
                     params.extend((_signed(mask), _signed(mask)))
+        # Every filter SQL can test is in the index: the walk reads no table row, and only the
+        # candidates it yields are looked up.
         sql = (
-            "SELECT tno, tid, start_us, duration_us, root_service, root_name, spans, errors,"
-            " services FROM traces"
+            "SELECT tno FROM traces INDEXED BY traces_scan"
             + (" WHERE " + " AND ".join(where) if where else "")
-            + " ORDER BY start_us DESC, tno DESC"
+            + " ORDER BY start_us DESC"
         )
         found: list[TraceSummary] = []
         with self._read() as conn:
@@ -1073,7 +1075,12 @@ class Store:
                 op_id = self._known_id(conn, operation)
                 if op_id is None:
                     return []
-            for row in conn.execute(sql, params):
+            for (tno,) in conn.execute(sql, params):
+                row = conn.execute(
+                    "SELECT tno, tid, start_us, duration_us, root_service, root_name, spans,"
+                    " errors, services FROM traces WHERE tno = ?",
+                    (tno,),
+                ).fetchone()
                 services: dict[str, int] = json.loads(row[8])
                 if service is not None and service not in services:
                     continue
