@@ -60,12 +60,18 @@ def driver() -> Iterator[Any]:
 
 
 def console_errors(driver: Any) -> list[dict[str, Any]]:
-    """The SEVERE entries the browser's console got since the last call (reading empties it)."""
+    """The console's errors since the last call (reading empties it): the browser's SEVERE
+    entries, and the pages' own warnings, which is how the pages report a failure they caught
+    (a page's exception is shown to the person and passed to ``console.warn``)."""
     return [
         entry
         for entry in driver.get_log("browser")
+        if (
+            entry["level"] == "SEVERE"
+            or (entry["level"] == "WARNING" and entry.get("source") == "console-api")
+        )
         # The browser asks for /favicon.ico on its own, whatever the page says.
-        if entry["level"] == "SEVERE" and "/favicon.ico - " not in entry["message"]
+        and "/favicon.ico - " not in entry["message"]
     ]
 
 
