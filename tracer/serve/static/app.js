@@ -739,65 +739,57 @@
     // One row per span, built in a fragment and added at once; bars are placed in percent so
     // nothing needs measuring.
     const rows = new Array(order.length);
+    // Rows are clones of two prepared rows (with and without a toggle): cloning is cheaper than
+    // building each element anew, which counts in a trace of thousands of spans.
+    const pattern = (withToggle) => {
+      const row = el("div", { class: "span-row" },
+        el("div", { class: "span-label" },
+          withToggle ? el("button", { type: "button", class: "toggle", title: "collapse", text: "▾" }) : el("span", { class: "toggle-space" }),
+          el("span", { class: "dot" }), el("span", { class: "span-service" }), el("span", { class: "span-name" })),
+        el("div", { class: "span-timeline" }, el("div", { class: "bar" }), el("span", { class: "bar-time" })));
+      return row;
+    };
+    const parentRow = pattern(true), leafRow = pattern(false);
     const fragment = document.createDocumentFragment();
     for (const n of order) {
       const s = n.span;
-      const row = document.createElement("div");
-      row.className = "span-row" + (s.error ? " error" : "") + (critical.has(n) ? " critical" : "");
+      const row = (n.children.length ? parentRow : leafRow).cloneNode(true);
+      if (s.error) row.classList.add("error");
+      if (critical.has(n)) row.classList.add("critical");
       row.setAttribute("data-span-id", s.span_id);
       if (s.parent_id) row.setAttribute("data-parent-id", s.parent_id);
       row.setAttribute("data-depth", n.depth);
       row.setAttribute("data-service", s.service);
-      row.dataset.index = n.index;
-      const label = document.createElement("div");
-      label.className = "span-label";
+      row.setAttribute("data-index", n.index);
+      const label = row.firstChild, line = row.lastChild;
       label.style.paddingLeft = Math.min(n.depth, 40) * 14 + 4 + "px";
-      if (n.children.length) {
-        const toggle = document.createElement("button");
-        toggle.type = "button";
-        toggle.className = "toggle";
-        toggle.textContent = "▾";
-        toggle.title = "collapse";
-        label.append(toggle);
-      } else {
-        const spacer = document.createElement("span");
-        spacer.className = "toggle-space";
-        label.append(spacer);
-      }
       const colour = serviceColour(s.service);
-      const dot = document.createElement("span");
-      dot.className = "dot";
+      const dot = label.childNodes[1];
       dot.style.background = colour;
-      const service = document.createElement("span");
-      service.className = "span-service";
-      service.textContent = s.service;
-      const name = document.createElement("span");
-      name.className = "span-name";
-      name.textContent = s.name;
-      label.append(dot, service, name);
+      dot.nextSibling.textContent = s.service;
+      label.lastChild.textContent = s.name;
       if (s.kind === "server" && n.parent && n.parent.span.kind === "client") {
         const hop = document.createElement("span");
         hop.className = "hop-network";
         hop.textContent = hopText(s, n.parent.span);
         label.append(hop);
       }
-      const line = document.createElement("div");
-      line.className = "span-timeline";
-      const bar = document.createElement("div");
-      bar.className = "bar";
+      const bar = line.firstChild, time = line.lastChild;
       const left = (((s.start_us || 0) - t0) / total) * 100;
+      const width = Math.max(0.1, ((s.duration_us || 0) / total) * 100);
       bar.style.left = left + "%";
-      bar.style.width = Math.max(0.1, ((s.duration_us || 0) / total) * 100) + "%";
+      bar.style.width = width + "%";
       bar.style.background = colour;
-      const time = document.createElement("span");
-      time.className = "bar-time";
       time.textContent = fmtDuration(s.duration_us);
-      if (left > 70) {
+      // The duration sits right of its bar, or left of it when the bar ends near the edge.
+      if (left + width <= 85) time.style.left = left + width + "%";
+      else if (left > 15) {
         time.classList.add("before");
         time.style.right = 100 - left + "%";
-      } else time.style.left = "calc(" + left + "% + " + 4 + "px + " + Math.max(0.1, ((s.duration_us || 0) / total) * 100) + "%)";
-      line.append(bar, time);
-      row.append(label, line);
+      } else {
+        time.classList.add("inside");
+        time.style.right = 100 - left - width + "%";
+      }
       rows[n.index] = row;
       fragment.append(row);
     }
@@ -1024,7 +1016,7 @@
     for (const [name, l] of level) (columns[l] = columns[l] || []).push(name);
     const used = columns.filter(Boolean);
     used.forEach((c) => c.sort());
-    const nodeW = 180, nodeH = 46, colGap = 170, rowGap = 40, margin = 30;
+    const nodeW = 160, nodeH = 46, colGap = 150, rowGap = 40, margin = 24;
     const pos = new Map();
     const tallest = Math.max(...used.map((c) => c.length));
     const height = margin * 2 + tallest * nodeH + (tallest - 1) * rowGap;
@@ -1082,7 +1074,7 @@
       const g = svg("g", { class: "node" + (info.errors ? " error" : ""), "data-service": name, transform: "translate(" + p.x + " " + p.y + ")" });
       g.append(svg("rect", { width: nodeW, height: nodeH, rx: 6, class: "node-box", stroke: serviceColour(name) }));
       g.append(svg("rect", { width: 6, height: nodeH, rx: 2, fill: serviceColour(name) }));
-      g.append(svg("text", { x: 14, y: 19, class: "node-name", text: name.length > 24 ? name.slice(0, 23) + "…" : name }));
+      g.append(svg("text", { x: 14, y: 19, class: "node-name", text: name.length > 21 ? name.slice(0, 20) + "…" : name }));
       g.append(svg("text", { x: 14, y: 36, class: "node-stats", text: fmtCount(info.spans) + " spans" + (info.errors ? " · " + fmtCount(info.errors) + " errors" : "") }));
       g.append(svg("title", { text: name }));
       g.addEventListener("click", () => location.assign("/search" + query({ service: name })));
