@@ -487,9 +487,7 @@ def main(argv: list[str] | None = None, prog: str = "tracer") -> int:
     if args.command == "serve":
         from tracer.serve import server
 
-        return server.run(
-            args.db, args.host, args.port, args.otlp_port, args.max_size, args.token
-        )
+        return server.run(args.db, args.host, args.port, args.otlp_port, args.max_size, args.token)
     from tracer import demo as demo_module
 
     if not args.serve and (args.port is not None or args.otlp_port is not None):
