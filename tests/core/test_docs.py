@@ -17,7 +17,7 @@ MAX_README_LINES = 250
 
 DEMO_COMMAND = (
     "python3 -m venv .venv && .venv/bin/pip install -e '.[requests,aiohttp]'"
-    " && .venv/bin/python -m tracer demo"
+    " && .venv/bin/python -m tracer demo --serve"
 )
 # Options may follow (`-n 2`), so the test command is matched up to pytest.
 TEST_COMMAND = (
