@@ -293,6 +293,17 @@ class _Service:
         return spans
 
 
+def _checkouts(frontend: str, count: int) -> None:
+    """Send ``count`` checkout requests to ``frontend``, printing each answer; the third asks for
+    the item whose inventory record is broken."""
+    for i in range(count):
+        item = ITEMS[i % len(ITEMS)]
+        status, _ = urllib_get(f"{frontend}/checkout?item={item}", timeout=10)
+        print(f"  GET /checkout?item={item} -> {status}", flush=True)
+    if not count:
+        print("  no requests sent (--requests 0)", flush=True)
+
+
 def _topology(services: dict[str, _Service]) -> list[str]:
     """What calls what, with which library, as the demo runs it."""
     via = "requests" if _installed("requests") else "urllib"
@@ -367,13 +378,7 @@ def main(count: int = 3) -> int:
                 sample_rate=1.0,
             )
             print("\n".join(_topology(services)), flush=True)
-            # The third request asks for the item whose inventory record is broken.
-            for i in range(count):
-                item = ITEMS[i % len(ITEMS)]
-                status, _ = urllib_get(f"{frontend.url}/checkout?item={item}", timeout=10)
-                print(f"  GET /checkout?item={item} -> {status}", flush=True)
-            if not count:
-                print("  no requests sent (--requests 0)", flush=True)
+            _checkouts(frontend.url, count)
             tracer.flush()
         finally:
             spans: list[dict[str, Any]] = []
@@ -530,12 +535,7 @@ def main_serve(count: int = 3, port: int | None = None, otlp_port: int | None = 
                 sample_rate=1.0,
             )
             print("\n".join(_topology(services)), flush=True)
-            for i in range(count):
-                item = ITEMS[i % len(ITEMS)]
-                status, _ = urllib_get(f"{frontend.url}/checkout?item={item}", timeout=10)
-                print(f"  GET /checkout?item={item} -> {status}", flush=True)
-            if not count:
-                print("  no requests sent (--requests 0)", flush=True)
+            _checkouts(frontend.url, count)
             tracer.flush()
             trace_ids = list(dict.fromkeys(s["trace_id"] for s in client.kept.spans))
             spans = _wait_for_traces(viewer.store, trace_ids)
