@@ -41,6 +41,9 @@ _WINDOW = 0.25
 _IDLE_SHARE = 0.05
 
 _get_ident = threading.get_ident
+_gc_isenabled = gc.isenabled
+_gc_disable = gc.disable
+_gc_enable = gc.enable
 
 
 def _task_context(task: Any) -> Context | None:
@@ -149,6 +152,22 @@ def _loop_tasks() -> dict[int, Any]:
         if ident is not None:
             out[ident] = task
     return out
+
+
+def _current_frames() -> dict[int, Any]:
+    """``sys._current_frames()`` with the garbage collector held off while it runs.
+
+    CPython 3.11 builds that dict holding the lock of its thread list; a collection started by
+    one of its allocations may free a ``threading.local``, whose cleanup takes the same lock,
+    and the process hangs with the GIL held. The collector is turned back on only when it was on.
+    """
+    if not _gc_isenabled():
+        return sys._current_frames()
+    _gc_disable()
+    try:
+        return sys._current_frames()
+    finally:
+        _gc_enable()
 
 
 def _thread_clock(native_id: int | None) -> int | None:
@@ -339,7 +358,7 @@ class Sampler:
         idle_ns = int(interval_ns * _IDLE_SHARE)
         span_map = self.span_map
         tasks = _loop_tasks() if span_map is not None else {}
-        frames = sys._current_frames()
+        frames = _current_frames()
         try:
             for ident, frame in frames.items():
                 if ident == own:
