@@ -1,8 +1,9 @@
 """Trace and span ids: generation and validation.
 
-Ids come from a private PRNG rather than ``random``'s global one, so an application calling
-``random.seed()`` cannot make two processes produce the same ids; it is reseeded in every forked
-child for the same reason.
+Ids come from a private PRNG (the pure-Python build) or ``os.urandom`` (the compiled accelerator,
+:mod:`tracer._accel`) rather than ``random``'s global one, so an application calling
+``random.seed()`` cannot make two processes produce the same ids; a forked child draws afresh for
+the same reason.
 """
 
 from __future__ import annotations
@@ -11,6 +12,9 @@ import hashlib
 import os
 import random
 import re
+from collections.abc import Callable
+
+from tracer._accel import speedups as _speedups
 
 _rng = random.Random()
 _bits = _rng.getrandbits
@@ -41,6 +45,8 @@ def _refill() -> tuple[str, str]:
 def _after_fork_in_child() -> None:
     _pool.clear()
     _rng.seed()
+    if _speedups is not None:
+        _speedups.forget_ids()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
@@ -56,7 +62,7 @@ _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}
 # helper: a span takes its ids on the request path, where a call more is measurable.
 
 
-def new_trace_id() -> str:
+def py_new_trace_id() -> str:
     """A fresh trace id: 32 lowercase hex characters, never all zeros."""
     try:
         both = _take()
@@ -65,7 +71,7 @@ def new_trace_id() -> str:
     return both[0]
 
 
-def new_span_id() -> str:
+def py_new_span_id() -> str:
     """A fresh span id: 16 lowercase hex characters, never all zeros."""
     try:
         both = _take()
@@ -74,12 +80,23 @@ def new_span_id() -> str:
     return both[1]
 
 
-def new_ids() -> tuple[str, str]:
+def py_new_ids() -> tuple[str, str]:
     """A fresh trace id and span id at once, neither all zeros."""
     try:
         return _take()
     except IndexError:
         return _refill()
+
+
+# The accelerator's twins of the three above (hex of bytes from os.urandom, 256 pairs at a time,
+# the lowest bit of each id set in the same way) when it is there.
+new_trace_id: Callable[[], str] = py_new_trace_id
+new_span_id: Callable[[], str] = py_new_span_id
+new_ids: Callable[[], tuple[str, str]] = py_new_ids
+if _speedups is not None:
+    new_trace_id = _speedups.new_trace_id
+    new_span_id = _speedups.new_span_id
+    new_ids = _speedups.new_ids
 
 
 def valid_request_id(value: str) -> bool:

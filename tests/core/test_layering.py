@@ -21,6 +21,7 @@ DESIGN = ROOT / "docs" / "design.md"
 # the package itself, covers only its __init__). Modules of one layer may import each other; a
 # module may import from its own layer and those below it only.
 LAYERS: tuple[tuple[str, ...], ...] = (
+    ("tracer._accel",),
     ("tracer.safety", "tracer.ids", "tracer.redaction", "tracer.patching", "tracer.gchook",
      "tracer.context", "tracer.encoding", "tracer.files", "tracer.freethreading"),
     ("tracer.span",),

@@ -46,24 +46,40 @@ class Venv:
 @pytest.fixture(scope="session")
 def plain_install(tmp_path_factory: pytest.TempPathFactory) -> Venv:
     """``pip install <checkout>`` into a new virtualenv: the wheel as users get it."""
-    path = tmp_path_factory.mktemp("plain-venv")
+    return install(tmp_path_factory, "plain")
+
+
+@pytest.fixture(scope="session")
+def no_compiler_install(tmp_path_factory: pytest.TempPathFactory) -> Venv:
+    """The same install on a machine whose C compiler fails (``CC=false``): tracer installs
+    without its accelerator."""
+    return install(tmp_path_factory, "no-compiler", CC="false")
+
+
+def install(tmp_path_factory: pytest.TempPathFactory, name: str, **extra: str) -> Venv:
+    """A new virtualenv with ``pip install`` of a copy of this checkout, ``extra`` in pip's
+    environment."""
+    path = tmp_path_factory.mktemp(f"{name}-venv")
     venv.EnvBuilder(with_pip=True).create(path)
     env = Venv(path)
     # Built from a copy: pip builds a source tree in place (its build/ folder), and two test
     # workers building the checkout at once would collide there.
-    source = tmp_path_factory.mktemp("plain-source")
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy2(Path(ROOT) / name, source / name)
-    for name in ("tracer", "reporters"):
+    source = tmp_path_factory.mktemp(f"{name}-source")
+    for file in ("pyproject.toml", "setup.py", "README.md"):
+        shutil.copy2(Path(ROOT) / file, source / file)
+    for folder in ("tracer", "reporters"):
         shutil.copytree(
-            Path(ROOT) / name, source / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+            Path(ROOT) / folder,
+            source / folder,
+            # The accelerator built in place for this checkout's own runs is left behind.
+            ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.so"),
         )
     out = subprocess.run(
         [env.python, "-m", "pip", "install", "--quiet", "--no-input", str(source)],
         capture_output=True,
         text=True,
         timeout=600,
-        env=env.env(),
+        env=env.env(**extra),
         cwd=path,
     )
     if out.returncode != 0:

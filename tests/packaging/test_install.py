@@ -7,6 +7,8 @@ import json
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from .conftest import Venv
 
 
@@ -100,3 +102,25 @@ def test_the_short_reporters_name_is_the_same_modules(plain_install: Venv, tmp_p
     out = plain_install.run("-c", code, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+BUILD = "from tracer import _accel, ids; ids.new_ids(); print(_accel.build())"
+
+
+def test_the_installed_package_has_its_accelerator(plain_install: Venv, tmp_path: Path) -> None:
+    from tests.core.test_accelerator import _compiler
+
+    if not _compiler():
+        pytest.skip("no C compiler or no Python headers here")
+    out = plain_install.run("-c", BUILD, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "compiled"
+
+
+@pytest.mark.slow
+def test_without_a_compiler_tracer_installs_pure_python(
+    no_compiler_install: Venv, tmp_path: Path
+) -> None:
+    out = no_compiler_install.run("-c", BUILD, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "pure"

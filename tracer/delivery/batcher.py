@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from tracer import context, safety
 from tracer.delivery.batches import Batch
 from tracer.delivery.ledger import Ledger
-from tracer.span import Frozen, record, record_template
+from tracer.span import Frozen, fast_record, record, record_template
 
 if TYPE_CHECKING:
     from tracer.delivery.sender import Sender
@@ -121,6 +121,9 @@ class Batcher:
         """
         service, host, pid = self.service, self.host, self.pid
         template = record_template(service, host, pid)
+        # The accelerator's record of the common span, when it is built (None for a span that
+        # needs the Python path).
+        fast = fast_record
         out: list[dict[str, Any]] = []
         for i in range(0, len(frozen), RECORD_SLICE):
             paused = gc.isenabled()
@@ -129,7 +132,10 @@ class Batcher:
             try:
                 for f in frozen[i : i + RECORD_SLICE]:
                     try:
-                        out.append(record(f, service, host, pid, template))
+                        made = None if fast is None else fast(f, template)
+                        out.append(
+                            record(f, service, host, pid, template) if made is None else made
+                        )
                     except Exception as exc:
                         safety.internal_error("span.record", exc)
                         # Already counted as taken (so as created): not a "serialise_error".

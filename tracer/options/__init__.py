@@ -841,6 +841,12 @@ VARIABLES: tuple[Variable, ...] = (
         "The directory of the default spool file (`<app_name>.sqlite`); spool_path overrides it.",
     ),
     Variable(
+        "TRACE_PURE_PYTHON",
+        "1 (or true, yes, on) runs tracer on its pure-Python code only, without the compiled"
+        " accelerator that `pip install` builds when a C compiler is there. Read when tracer is"
+        " imported.",
+    ),
+    Variable(
         "TRACER_STRICT",
         "For tracer's own tests: an error tracer swallows (counted and logged once, never"
         " raised into the application) is also recorded, so that a test can fail on it. Any"
