@@ -75,7 +75,11 @@ def start_driver(user_data_dir: str) -> Any:
 
 
 def child_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TRACE_")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("TRACE_") or k == "TRACE_PURE_PYTHON"
+    }
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
     env["PYTHONUNBUFFERED"] = "1"
     return env

@@ -21,8 +21,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 def subprocess_env(**extra: str) -> dict[str, str]:
     """The environment for a child Python that must import this checkout's tracer."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRACE_")}
-    if "TRACE_SPOOL_DIR" in os.environ:
-        env["TRACE_SPOOL_DIR"] = os.environ["TRACE_SPOOL_DIR"]
+    # The spool's folder, and the build the suite runs on (TRACE_PURE_PYTHON), go to children.
+    for name in ("TRACE_SPOOL_DIR", "TRACE_PURE_PYTHON"):
+        if name in os.environ:
+            env[name] = os.environ[name]
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
     env.update(extra)
     return env
