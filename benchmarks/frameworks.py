@@ -246,7 +246,11 @@ class Run:
 
 
 def child_env(variant: str, workdir: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TRACE_", "OTEL_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("TRACE_", "OTEL_")) or k == "TRACE_PURE_PYTHON"
+    }
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     env.update(BENCH_VARIANT=variant, BENCH_DIR=workdir, TRACE_SPOOL="0")
     env.update({k[6:]: v for k, v in os.environ.items() if k.startswith("BENCH_TRACE_")})

@@ -801,8 +801,13 @@ def select(rows: tuple[Row, ...], only: list[str]) -> list[Row]:
 
 def child_env() -> dict[str, str]:
     # Children import benchmarks (and the tracer package) from this checkout; both tracers run
-    # with the options set here, whatever the shell exported.
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TRACE_"))}
+    # with the options set here, whatever the shell exported; TRACE_PURE_PYTHON=1 (the build,
+    # not an option) measures the pure-Python build.
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("OTEL_", "TRACE_")) or k == "TRACE_PURE_PYTHON"
+    }
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
     env["PYTHONUNBUFFERED"] = "1"
     return env
