@@ -47,10 +47,17 @@ take_pair(void)
             if (os == NULL) {
                 return NULL;
             }
-            urandom = PyObject_GetAttrString(os, "urandom");
+            PyObject *source = PyObject_GetAttrString(os, "urandom");
             Py_DECREF(os);
-            if (urandom == NULL) {
+            if (source == NULL) {
                 return NULL;
+            }
+            /* Another thread may have set it while the import ran. */
+            if (urandom == NULL) {
+                urandom = source;
+            }
+            else {
+                Py_DECREF(source);
             }
         }
         PyObject *fresh = PyObject_CallFunction(urandom, "n", (Py_ssize_t)sizeof(id_buffer));
@@ -171,16 +178,14 @@ event(PyObject *type, PyObject *time_us)
     return out;
 }
 
+/* The record's events for a kind whose event names are `types` (an exact pair, or NULL for a
+ * kind without events); the caller holds a reference to `types` throughout, since adding
+ * start and duration may run Python code. */
 static PyObject *
-events_of(PyObject *kind, PyObject *start, PyObject *duration)
+events_of(PyObject *types, PyObject *start, PyObject *duration)
 {
-    PyObject *types = PyDict_GetItemWithError(event_types, kind); /* borrowed */
     if (types == NULL) {
-        return PyErr_Occurred() ? NULL : PyList_New(0);
-    }
-    if (!PyTuple_CheckExact(types) || PyTuple_GET_SIZE(types) != 2) {
-        PyErr_SetString(PyExc_TypeError, "event types must be pairs");
-        return NULL;
+        return PyList_New(0);
     }
     PyObject *first = event(PyTuple_GET_ITEM(types, 0), start);
     if (first == NULL) {
@@ -276,8 +281,21 @@ record(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     PyObject *kind = FIELD(F_KIND), *start = FIELD(F_START_US), *duration = FIELD(F_DURATION_US);
     PyObject *method = FIELD(F_METHOD), *status = FIELD(F_STATUS_CODE);
+    /* The kind's event names, held (with the table) while Python code may run below. */
+    PyObject *table = Py_NewRef(event_types);
+    PyObject *types = PyDict_GetItemWithError(table, kind);
+    Py_XINCREF(types);
+    Py_DECREF(table);
+    if (types == NULL && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (types != NULL && !(PyTuple_CheckExact(types) && PyTuple_GET_SIZE(types) == 2)) {
+        Py_DECREF(types);
+        Py_RETURN_NONE;
+    }
     PyObject *out = PyDict_Copy(template);
     if (out == NULL) {
+        Py_XDECREF(types);
         return NULL;
     }
     int truth = PyObject_IsTrue(duration);
@@ -303,7 +321,7 @@ record(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     else if (put_new(out, k_duration_us, PyLong_FromLong(0)) < 0) {
         goto fail;
     }
-    if (put_new(out, k_events, events_of(kind, start, duration)) < 0) {
+    if (put_new(out, k_events, events_of(types, start, duration)) < 0) {
         goto fail;
     }
     if (method != Py_None || status != Py_None) {
@@ -330,8 +348,165 @@ record(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         goto fail;
     }
 #undef FIELD
+    Py_XDECREF(types);
     return out;
 fail:
+    Py_XDECREF(types);
+    Py_DECREF(out);
+    return NULL;
+}
+
+/* ---- request headers ------------------------------------------------------------------- */
+
+/* name.lower() of an ASCII str without a method call (the name itself when it has no upper
+ * case letter); any other object's own lower(). */
+static PyObject *
+lower_name(PyObject *name)
+{
+    if (!PyUnicode_CheckExact(name) || !PyUnicode_IS_ASCII(name)) {
+        return PyObject_CallMethod(name, "lower", NULL);
+    }
+    Py_ssize_t n = PyUnicode_GET_LENGTH(name);
+    const Py_UCS1 *text = PyUnicode_1BYTE_DATA(name);
+    Py_ssize_t i = 0;
+    while (i < n && !(text[i] >= 'A' && text[i] <= 'Z')) {
+        i++;
+    }
+    if (i == n) {
+        Py_INCREF(name);
+        return name;
+    }
+    PyObject *out = PyUnicode_New(n, 127);
+    if (out == NULL) {
+        return NULL;
+    }
+    Py_UCS1 *low = PyUnicode_1BYTE_DATA(out);
+    for (Py_ssize_t j = 0; j < n; j++) {
+        Py_UCS1 c = text[j];
+        low[j] = (c >= 'A' && c <= 'Z') ? (Py_UCS1)(c + 32) : c;
+    }
+    return out;
+}
+
+/* The two items of one header, as `for name, value in items` unpacks it (new references). */
+static int
+unpack_pair(PyObject *item, PyObject **name, PyObject **value)
+{
+    if ((PyTuple_CheckExact(item) && PyTuple_GET_SIZE(item) == 2) ||
+        (PyList_CheckExact(item) && PyList_GET_SIZE(item) == 2)) {
+        PyObject *const *both = PySequence_Fast_ITEMS(item);
+        *name = both[0];
+        *value = both[1];
+        Py_INCREF(*name);
+        Py_INCREF(*value);
+        return 0;
+    }
+    PyObject *iterator = PyObject_GetIter(item);
+    if (iterator == NULL) {
+        return -1;
+    }
+    *name = PyIter_Next(iterator);
+    *value = *name == NULL ? NULL : PyIter_Next(iterator);
+    PyObject *extra = *value == NULL ? NULL : PyIter_Next(iterator);
+    Py_DECREF(iterator);
+    if (extra != NULL || *value == NULL) {
+        int got = *name == NULL ? 0 : (*value == NULL ? 1 : 3);
+        Py_XDECREF(extra);
+        Py_XDECREF(*name);
+        Py_XDECREF(*value);
+        if (!PyErr_Occurred()) {
+            PyErr_Format(PyExc_ValueError,
+                         got > 2 ? "too many values to unpack (expected 2)"
+                                 : "not enough values to unpack (expected 2, got %d)",
+                         got);
+        }
+        return -1;
+    }
+    if (PyErr_Occurred()) {
+        Py_DECREF(*name);
+        Py_DECREF(*value);
+        return -1;
+    }
+    return 0;
+}
+
+/* The f-string "{first},{second}". */
+static PyObject *
+joined(PyObject *first, PyObject *second)
+{
+    PyObject *a = PyUnicode_CheckExact(first) ? (Py_INCREF(first), first)
+                                              : PyObject_Format(first, NULL);
+    if (a == NULL) {
+        return NULL;
+    }
+    PyObject *b = PyUnicode_CheckExact(second) ? (Py_INCREF(second), second)
+                                               : PyObject_Format(second, NULL);
+    if (b == NULL) {
+        Py_DECREF(a);
+        return NULL;
+    }
+    PyObject *out = PyUnicode_FromFormat("%U,%U", a, b);
+    Py_DECREF(a);
+    Py_DECREF(b);
+    return out;
+}
+
+/* header_map(items): tracer.propagation.py_header_map's twin. */
+static PyObject *
+header_map(PyObject *module, PyObject *items)
+{
+    PyObject *out = PyDict_New();
+    if (out == NULL) {
+        return NULL;
+    }
+    PyObject *iterator = PyObject_GetIter(items);
+    if (iterator == NULL) {
+        Py_DECREF(out);
+        return NULL;
+    }
+    PyObject *item;
+    while ((item = PyIter_Next(iterator)) != NULL) {
+        PyObject *raw, *value;
+        int failed = unpack_pair(item, &raw, &value);
+        Py_DECREF(item);
+        if (failed) {
+            goto fail;
+        }
+        PyObject *name = lower_name(raw);
+        Py_DECREF(raw);
+        if (name == NULL) {
+            Py_DECREF(value);
+            goto fail;
+        }
+        PyObject *before = PyDict_GetItemWithError(out, name); /* borrowed */
+        if (before == NULL && PyErr_Occurred()) {
+            Py_DECREF(name);
+            Py_DECREF(value);
+            goto fail;
+        }
+        if (before != NULL) {
+            PyObject *both = joined(before, value);
+            Py_DECREF(value);
+            if (both == NULL) {
+                Py_DECREF(name);
+                goto fail;
+            }
+            value = both;
+        }
+        failed = PyDict_SetItem(out, name, value);
+        Py_DECREF(name);
+        Py_DECREF(value);
+        if (failed) {
+            goto fail;
+        }
+    }
+    if (PyErr_Occurred()) {
+        goto fail;
+    }
+    Py_DECREF(iterator);
+    return out;
+fail:
+    Py_DECREF(iterator);
     Py_DECREF(out);
     return NULL;
 }
@@ -344,6 +519,10 @@ configure(PyObject *module, PyObject *args)
     PyObject *types;
     Py_ssize_t longest, fields;
     if (!PyArg_ParseTuple(args, "O!nn:configure", &PyDict_Type, &types, &longest, &fields)) {
+        return NULL;
+    }
+    if (!PyDict_CheckExact(types)) {
+        PyErr_SetString(PyExc_TypeError, "event types must be a dict");
         return NULL;
     }
     if (fields != F_COUNT) {
@@ -366,6 +545,8 @@ static PyMethodDef methods[] = {
     {"new_trace_id", new_trace_id, METH_NOARGS, "A fresh trace id."},
     {"new_span_id", new_span_id, METH_NOARGS, "A fresh span id."},
     {"forget_ids", forget_ids, METH_NOARGS, "Empty the id buffer (in a forked child)."},
+    {"header_map", header_map, METH_O,
+     "Request headers as one dict: lowercase names, repeated headers joined with ','."},
     {"record", (PyCFunction)(void (*)(void))record, METH_FASTCALL,
      "The span record of a frozen span, or None when it needs the Python path."},
     {NULL, NULL, 0, NULL},

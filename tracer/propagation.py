@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Protocol
 from urllib.parse import parse_qs
 
 from tracer import ids
+from tracer._accel import speedups as _speedups
 
 if TYPE_CHECKING:
     from tracer.span import Span
@@ -112,11 +113,12 @@ def inbound_invalid(header: str) -> None:
         counter(header)
 
 
-def header_map(items: Iterable[tuple[str, str]]) -> dict[str, str]:
+def py_header_map(items: Iterable[tuple[str, str]]) -> dict[str, str]:
     """Request headers as one dict: lowercase names, repeated headers joined with ``,``.
 
     Built once per request, it turns the dozen header lookups of extraction into dict lookups,
-    and lets the server see with one set check that no trace header came at all.
+    and lets the server see with one set check that no trace header came at all. The
+    pure-Python build's :func:`header_map`, and the reference of the accelerator's.
     """
     out: dict[str, str] = {}
     for name, value in items:
@@ -126,6 +128,12 @@ def header_map(items: Iterable[tuple[str, str]]) -> dict[str, str]:
         else:
             out[name] = value
     return out
+
+
+#: :func:`py_header_map`, or the accelerator's twin of it when it is built.
+header_map: Callable[[Iterable[tuple[str, str]]], dict[str, str]] = (
+    py_header_map if _speedups is None else _speedups.header_map
+)
 
 
 # -- validation helpers ------------------------------------------------------------------------

@@ -203,3 +203,42 @@ def test_the_compiled_record_refuses_what_is_not_a_frozen_span() -> None:
     assert fast(frozen, dict(template)) is not None
     with pytest.raises(TypeError):
         fast(frozen)  # type: ignore[call-arg]
+
+
+# -- request headers ------------------------------------------------------------------------------
+
+header_names = st.sampled_from(
+    ["Host", "host", "X-Span-Id", "TraceParent", "İx", "ß", "a"]
+) | st.text(max_size=8)
+header_values = st.text(max_size=8) | st.integers()
+
+
+@compiled
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.tuples(header_names, header_values), max_size=12))
+def test_the_compiled_header_map_is_the_python_one(pairs: list[tuple[str, Any]]) -> None:
+    from tracer.propagation import header_map, py_header_map
+
+    assert header_map is not py_header_map
+    expected = py_header_map(pairs)
+    for items in (pairs, [list(p) for p in pairs], iter(pairs), (iter(p) for p in pairs)):
+        made = header_map(items)
+        assert made == expected
+        assert list(made) == list(expected)
+
+
+@compiled
+def test_the_compiled_header_map_fails_as_the_python_one() -> None:
+    from multidict import CIMultiDict
+
+    from tracer.propagation import header_map, py_header_map
+
+    raw = [("Host", "a"), ("HOST", "b"), ("Accept", "*/*")]
+    assert header_map(CIMultiDict(raw).items()) == py_header_map(CIMultiDict(raw).items())
+    assert header_map(raw) == {"host": "a,b", "accept": "*/*"}
+    for bad in ([("a", "b", "c")], [("a",)], [7], None):
+        with pytest.raises((ValueError, TypeError)) as c_error:
+            header_map(bad)  # type: ignore[arg-type]
+        with pytest.raises((ValueError, TypeError)) as py_error:
+            py_header_map(bad)  # type: ignore[arg-type]
+        assert c_error.type is py_error.type
