@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from tracer import freethreading, ids, propagation, safety
+from tracer import _accel, freethreading, ids, propagation, safety
 from tracer.config import Config
 from tracer.context import current
 from tracer.delivery import Pipeline
@@ -111,6 +111,85 @@ def chained(processors: tuple[Any, ...], name: str) -> Hook | None:
     return each
 
 
+def accelerated_end(
+    processors: tuple[Any, ...], collector: Collector, pipeline: Pipeline
+) -> Hook | None:
+    """The accelerator's end hook for the usual processor lists, the collector alone or the
+    request histogram and then the collector; None for any other list, or without the
+    accelerator.
+
+    It is what :func:`chained` builds from the same list, and takes those Python hooks itself
+    for every span but the common one (a server span of a series met before, a sampled trace
+    with nothing to force, a queue with room): only that one is recorded and queued in C.
+    """
+    end_chain = getattr(_accel.speedups, "end_chain", None)
+    if (
+        end_chain is None
+        or freethreading.locks_needed()
+        or not processors
+        or len(processors) > 2
+        or processors[-1] is not collector
+        or type(collector) is not Collector
+        or type(pipeline) is not Pipeline
+        or collector.submit != pipeline.submit
+    ):
+        return None
+    histogram = None
+    if len(processors) == 2:
+        # Only the metrics recorder says what its histogram is (tracer.metrics.recording).
+        parts = getattr(processors[0], "end_histogram", None)
+        if parts is None:
+            return None
+        histogram = parts()
+    hook: Hook = end_chain(
+        Span,
+        LocalTrace,
+        SERVER,
+        collector,
+        pipeline,
+        safety.internal_error,
+        _where(collector, "on_end"),
+        histogram,
+    )
+    return hook
+
+
+def accelerated_server_span(runtime: Runtime) -> Callable[..., Span | None] | None:
+    """The accelerator's :meth:`Runtime.server_span` for ``runtime``, or None (without the
+    accelerator, or where a request always needs the Python method: ignore rules, recorded
+    request headers, or every request's headers extracted).
+
+    It makes the common request's span itself (a path of printable ASCII with no query, a
+    standard method, no trace header, a Host met before) as the method would, and hands every
+    other request to the method, unchanged.
+    """
+    start = getattr(_accel.speedups, "server_start", None)
+    names = runtime.propagator.header_names
+    if (
+        start is None
+        or freethreading.locks_needed()
+        or runtime._ignoring
+        or runtime.record_headers
+        or names is None
+    ):
+        return None
+    python = Runtime.server_span.__get__(runtime)
+    fast: Callable[..., Span | None] = start(
+        python,
+        Span,
+        LocalTrace,
+        Chain,
+        SERVER,
+        METHODS,
+        MAX_PATH,
+        tuple(sorted(names)),
+        runtime._prefixes,
+        runtime.sampler,
+        runtime.chain,
+    )
+    return fast
+
+
 def idle_stats() -> dict[str, Any]:
     """What :meth:`Runtime.stats` says with nothing counted: the same keys, built by the same
     code (an empty ledger and collector), so ``tracer.stats()`` before ``install()`` has the
@@ -182,6 +261,11 @@ class Runtime:
         # nothing here can be held across fork().
         self._invalid: Counter[str] = Counter()
         propagation.set_invalid_counter(freethreading.serialized(self._count_invalid))
+        fast = accelerated_server_span(self)
+        if fast is not None:
+            # What instrumentations call: the accelerator's, which takes this class's method
+            # for every request but the common one.
+            setattr(self, "server_span", fast)  # noqa: B010 (a method, shadowed per instance)
 
     def _count_invalid(self, header: str) -> None:
         self._invalid[header] += 1
@@ -222,7 +306,11 @@ class Runtime:
         self.processors = processors
         chain = self.chain
         on_start = chained(processors, "on_start")
-        on_end = chained(processors, "on_end") or _nothing
+        on_end = (
+            accelerated_end(processors, self.collector, self.pipeline)
+            or chained(processors, "on_end")
+            or _nothing
+        )
         if freethreading.locks_needed():
             # Without the GIL, one lock keeps the processors' counters exact (see freethreading).
             lock = freethreading.make_lock()

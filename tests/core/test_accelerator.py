@@ -242,3 +242,340 @@ def test_the_compiled_header_map_fails_as_the_python_one() -> None:
         with pytest.raises((ValueError, TypeError)) as py_error:
             py_header_map(bad)  # type: ignore[arg-type]
         assert c_error.type is py_error.type
+
+
+# -- the end of a span ---------------------------------------------------------------------------
+
+
+class _Nowhere:
+    def send(self, data: Any, callback: Any) -> None:
+        callback(None)
+
+
+_DB_CALL = (("sqlite", "main", None, None), ("SELECT ?", "SELECT", "t"))
+
+
+@st.composite
+def ending_spans(draw: Any) -> dict[str, Any]:
+    """What a finished span may hold when its runtime's end hook gets it."""
+    return {
+        "kind": draw(st.sampled_from(["server", "server", "client", "internal", "websocket"])),
+        "method": draw(st.sampled_from(["GET", "POST"])),
+        "route": draw(st.none() | st.sampled_from(["/a", "/b/{id}"])),
+        "url": draw(st.sampled_from(["http://h/a", "https://h/a", "http://h:81/b"]) | st.none()),
+        "status": draw(st.none() | st.sampled_from([200, 204, 404, 499, 500, 503])),
+        "error": draw(st.none() | st.just({"type": "E", "message": "m", "stack": None})),
+        "duration": draw(
+            st.sampled_from([0, 1, 4_999, 5_000, 5_001, 2_500_000, 10**7, 10**12, 2**70])
+            | st.integers(0, 20_000_000)
+        ),
+        "sampled": draw(st.booleans()),
+        "must_collect": draw(st.booleans()),
+        "root": draw(st.booleans()),
+        "same_trace": draw(st.booleans()),
+        "db": draw(st.none() | st.just(_DB_CALL)),
+        "done": draw(st.integers(0, 9)) > 0,
+    }
+
+
+def _world(metrics: bool, limits: dict[str, Any], accelerated: bool) -> Any:
+    from tracer.delivery import Pipeline
+    from tracer.metrics.recording import Recorder
+    from tracer.runtime import accelerated_end, chained
+    from tracer.sampling import Collector
+
+    pipeline = Pipeline(
+        _Nowhere(), "svc", "host", max_queue=limits["max_queue"], batch_size=limits["batch_size"]
+    )
+    collector = Collector(
+        pipeline.submit,
+        error_status=limits["error_status"],
+        slow_threshold_ms=limits["slow_ms"],
+    )
+    recorder = Recorder((0.005, 0.01, 0.1, 1.0, 2.5))
+    processors: tuple[Any, ...] = (recorder, collector) if metrics else (collector,)
+    hook = accelerated_end(processors, collector, pipeline) if accelerated else None
+    if accelerated:
+        assert hook is not None and type(hook).__name__ == "builtin_function_or_method"
+    else:
+        hook = chained(processors, "on_end")
+    return pipeline, collector, recorder, hook
+
+
+def _run(specs: list[dict[str, Any]], metrics: bool, limits: dict[str, Any], fast: bool) -> Any:
+    from tracer import safety
+
+    pipeline, collector, recorder, hook = _world(metrics, limits, fast)
+    before = dict(safety._counts)
+    local = None
+    spans = []
+    # Twice over: the second time every series is one met before, which the accelerator counts
+    # itself.
+    for i, spec in enumerate(specs + specs):
+        if local is None or not spec["same_trace"]:
+            local = LocalTrace(spec["sampled"], spec["must_collect"])
+        span = Span(spec["kind"], f"span {i}", f"t{i}", f"r{i}", None, local, spec["root"], f"s{i}")
+        span.start_us = 1_000_000 + i
+        span.method = spec["method"]
+        span.route = spec["route"]
+        span.url = spec["url"]
+        span.status_code = spec["status"]
+        span.error = spec["error"]
+        span.duration_us = spec["duration"]
+        span.db = spec["db"] if spec["kind"] == "client" else None
+        span._done = spec["done"]
+        hook(span)
+        spans.append(span)
+    errors = [type(e).__name__ for e in safety.take_strict_errors()]
+    counts = {k: v - before.get(k, 0) for k, v in safety._counts.items() if v != before.get(k, 0)}
+    return {
+        "queue": list(pipeline._queue),
+        "woken": pipeline._wake.is_set(),
+        "ledger": pipeline.stats(),
+        "collector": collector.stats(),
+        "server": recorder.server,
+        "client": recorder.client,
+        "db": recorder.db,
+        "locals": [
+            (s.local.must_collect, s.local.closed, len(s.local.held or ()), s.local.sampled)
+            for s in spans
+        ],
+        "errors": errors,
+        "counts": counts,
+    }
+
+
+@compiled
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(ending_spans(), min_size=1, max_size=14),
+    st.booleans(),
+    st.fixed_dictionaries(
+        {
+            "max_queue": st.sampled_from([2, 5, 100_000]),
+            "batch_size": st.sampled_from([1, 3, 1000]),
+            "error_status": st.sampled_from([400, 500]),
+            "slow_ms": st.none() | st.sampled_from([0.001, 3.0, 2_000.0]),
+        }
+    ),
+)
+def test_the_compiled_end_hook_does_what_the_python_chain_does(
+    specs: list[dict[str, Any]], metrics: bool, limits: dict[str, Any]
+) -> None:
+    python = _run(specs, metrics, limits, fast=False)
+    compiled_ = _run(specs, metrics, limits, fast=True)
+    assert compiled_ == python
+    # The same tuples Span.freeze() makes, in the same order.
+    assert [type(f) for f in compiled_["queue"]] == [tuple] * len(python["queue"])
+
+
+@compiled
+def test_the_compiled_end_hook_records_and_queues_the_common_span_itself() -> None:
+    """A server span of a known series: counted in its bucket and queued as its frozen tuple,
+    by the accelerator alone (the Python hooks are not called)."""
+    from tracer.delivery import Pipeline
+    from tracer.metrics.recording import Recorder
+    from tracer.runtime import accelerated_end
+    from tracer.sampling import Collector
+
+    pipeline = Pipeline(_Nowhere(), "svc", "host", batch_size=2)
+    collector = Collector(pipeline.submit)
+    recorder = Recorder((0.005, 0.01))
+    calls: list[str] = []
+    python_record = recorder.record
+
+    def record(span: Span) -> None:
+        calls.append("record")
+        python_record(span)
+
+    recorder.record = record
+    hook = accelerated_end((recorder, collector), collector, pipeline)
+    assert hook is not None
+
+    def span(duration: int) -> Span:
+        s = Span("server", "GET /", "t", "r", None, LocalTrace(True), True, "s")
+        s.method, s.route, s.url, s.status_code = "GET", "/", "http://h/", 200
+        s.duration_us, s._done = duration, True
+        return s
+
+    first = span(7_000)
+    hook(first)  # a new series: the Python hook makes it
+    assert calls == ["record"]
+    second = span(3_000)
+    hook(second)
+    assert calls == ["record"]  # the known series: counted in C
+    (series,) = recorder.server.values()
+    assert series == [1, 1, 0, 10_000]  # <= 5 ms, <= 10 ms, +Inf, the sum
+    assert list(pipeline._queue) == [first.freeze(), second.freeze()]
+    assert pipeline._wake.is_set()  # a batch's worth is queued: the worker is woken
+
+
+@compiled
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork here")
+def test_a_forked_childs_spans_go_to_its_own_queue() -> None:
+    """The child's pipeline makes a queue of its own at the fork: its spans go there, never
+    into the copy of its parent's."""
+    code = (
+        "import os, tracer\n"
+        "from tracer import installer\n"
+        "class Nowhere:\n"
+        "    def send(self, data, callback): callback(None)\n"
+        "tracer.install(app_name='f', reporter=Nowhere(), sample_rate=1, batch_size=100_000,\n"
+        "               flush_interval=3600)\n"
+        "rt = installer.runtime\n"
+        "assert type(rt.chain.on_end).__name__ == 'builtin_function_or_method'\n"
+        "with tracer.span('before'):\n"
+        "    pass\n"
+        "parent_queue = rt.pipeline._queue\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    with tracer.span('child'):\n"
+        "        pass\n"
+        "    names = [f[1] for f in rt.pipeline._queue]\n"
+        "    os._exit(0 if names == ['child'] and len(parent_queue) == 1 else 3)\n"
+        "_, status = os.waitpid(pid, 0)\n"
+        "print(os.waitstatus_to_exitcode(status))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=subprocess_env(),
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "0"
+
+
+# -- the start of a server span ------------------------------------------------------------------
+
+_TARGETS = [
+    "/",
+    "/a/b",
+    "/users/42",
+    "/a?x=1",
+    "/a?requestId=r-1",
+    "/a#top",
+    "http://h.example/x?y=1",
+    "a",
+    "",
+    "/caf\u00e9",
+    "/tab\there",
+    "/\x7f",
+    "/" + "a" * 2100,
+]
+_HEADERS = [
+    ("Host", "127.0.0.1:8080"),
+    ("host", "h.example"),
+    ("HOST", "[::1]:81"),
+    ("Host", "bad host\r\n"),
+    ("traceparent", "00-" + "1" * 32 + "-" + "2" * 16 + "-01"),
+    ("TraceParent", "00-" + "3" * 32 + "-" + "4" * 16 + "-00"),
+    ("traceparent", "garbage"),
+    ("request-id", "req-1"),
+    ("X-Span-Id", "abc"),
+    ("b3", "1"),
+    ("x-must-collect", "1"),
+    ("accept", "*/*"),
+    ("user-agent", "wrk"),
+]
+
+
+def _span_fields(span: Span | None) -> Any:
+    if span is None:
+        return None
+    fresh = ("trace_id", "request_id", "span_id", "start_us", "local")
+    out = {name: getattr(span, name) for name in Span.__slots__ if name not in fresh}
+    out["request_id is trace_id"] = span.request_id == span.trace_id
+    out["ids"] = (len(span.trace_id), len(span.span_id))
+    out["local"] = {n: getattr(span.local, n) for n in LocalTrace.__slots__ if n != "root"}
+    out["root"] = span.local.root is span
+    return out
+
+
+@compiled
+@settings(max_examples=400, deadline=None)
+@given(
+    st.sampled_from(["GET", "POST", "DELETE", "get", "BREW", ""]),
+    st.sampled_from(_TARGETS),
+    st.lists(st.sampled_from(_HEADERS), max_size=5),
+    st.sampled_from([None, "http", "https", "ws"]),
+    st.booleans(),
+)
+def test_the_compiled_server_span_is_the_python_one(
+    method: str, target: str, pairs: list[tuple[str, str]], scheme: str | None, multidict: bool
+) -> None:
+    from multidict import CIMultiDict
+
+    from tracer import installer
+    from tracer.propagation import py_header_map
+    from tracer.runtime import Runtime
+
+    if installer.runtime is None:
+        tracer_install()
+    rt = installer.runtime
+    assert rt is not None
+    fast = rt.server_span
+    assert type(fast).__name__ == "builtin_function_or_method"
+    headers: Any = CIMultiDict(pairs) if multidict else py_header_map(pairs)
+    args: tuple[Any, ...] = (method, target, headers)
+    if scheme is not None:
+        args += (scheme,)
+    if multidict:
+        args = (*args, "http") if scheme is None else args
+        args += (True,)
+    recorder = next(p for p in rt.processors if hasattr(p, "end_histogram"))
+    # The first request from a Host makes its URL prefix (the Python method, either way).
+    Runtime.server_span(rt, *args)
+    started = recorder.started[0]
+    expected = Runtime.server_span(rt, *args)
+    made = fast(*args)
+    assert _span_fields(made) == _span_fields(expected)
+    # on_start ran once for each (the active-requests count).
+    assert recorder.started[0] - started == (2 if made is not None else 0)
+
+
+def tracer_install() -> None:
+    import tracer
+
+    tracer.install(app_name="fast-start", reporter=_Nowhere(), sample_rate=1, flush_interval=3600)
+
+
+@compiled
+def test_the_compiled_server_span_makes_the_common_span_itself() -> None:
+    """A request with a plain path, a standard method, no trace header and a Host met before is
+    made in C; a request with a trace header or a query goes to the Python method."""
+    from tracer import installer
+    from tracer.redaction import MAX_PATH, METHODS
+    from tracer.span import SERVER, Chain
+
+    tracer_install()
+    rt = installer.runtime
+    assert rt is not None
+    python_calls: list[tuple[Any, ...]] = []
+    python = rt.server_span
+
+    def method(*args: Any) -> Any:
+        python_calls.append(args)
+        return python(*args)
+
+    names = rt.propagator.header_names
+    assert names is not None and _accel.speedups is not None
+    fast = _accel.speedups.server_start(
+        method, Span, LocalTrace, Chain, SERVER, METHODS, MAX_PATH, tuple(sorted(names)),
+        rt._prefixes, rt.sampler, rt.chain,
+    )  # fmt: skip
+    host = {"host": "api.example:8080"}
+    first = fast("GET", "/orders/7", host)  # a new Host: its prefix is made by the method
+    assert len(python_calls) == 1 and first is not None
+    span = fast("GET", "/orders/8", host)
+    assert len(python_calls) == 1  # made in C
+    assert span.name == "GET /orders/8" and span.url == "http://api.example:8080/orders/8"
+    assert span.kind == SERVER and span.local.root is span and span.local.sampled is True
+    assert span.parent_id is None and span.request_id == span.trace_id
+    assert len(span.trace_id) == 32 and len(span.span_id) == 16
+    fast("GET", "/orders/8?full=1", host)
+    fast("GET", "/orders/8", {**host, "traceparent": "00-" + "5" * 32 + "-" + "6" * 16 + "-01"})
+    assert len(python_calls) == 3
+    for s in (first, span):
+        s.finish()
