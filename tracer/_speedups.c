@@ -1506,6 +1506,340 @@ fail:
     return NULL;
 }
 
+
+/* ---- the end of a span: Span.finish ------------------------------------------------------ */
+
+/* Span.finish as the Python method does it (py_finish, its twin, for a subclass or a span whose
+ * times are not plain ints): SS (or CR) taken, the duration set, then the chain's on_end. The
+ * offsets are the class's, read once by finish_method(). */
+static struct {
+    PyTypeObject *span_type;
+    PyTypeObject *local_type;
+    PyTypeObject *chain_type;
+    PyObject *server_kind;
+    PyObject *python;
+    SpanOffsets at;
+    Py_ssize_t is_local_root_at, sent_us_at, root_at, chain_at, on_end_at, must_at;
+} fin;
+
+static PyObject *s_on_end;
+
+static PyObject *
+span_finish(PyObject *span, PyObject *unused)
+{
+    if (Py_TYPE(span) != fin.span_type) {
+        return PyObject_CallOneArg(fin.python, span);
+    }
+    PyObject *done = SLOT(span, fin.at._done);
+    PyObject *root = SLOT(span, fin.is_local_root_at);
+    PyObject *local = SLOT(span, fin.at.local);
+    PyObject *start = SLOT(span, fin.at.start_us);
+    PyObject *sent = SLOT(span, fin.sent_us_at);
+    PyObject *kind = SLOT(span, fin.at.kind);
+    if (done == NULL || root == NULL || local == NULL || start == NULL || sent == NULL ||
+        kind == NULL || Py_TYPE(local) != fin.local_type || !PyLong_CheckExact(start) ||
+        !PyLong_CheckExact(sent) || !PyBool_Check(done) || !PyBool_Check(root)) {
+        return PyObject_CallOneArg(fin.python, span);
+    }
+    if (done == Py_True) {
+        Py_RETURN_NONE;
+    }
+    int ok_start, ok_sent;
+    long long start_us = as_long_long(start, &ok_start);
+    long long sent_us = as_long_long(sent, &ok_sent);
+    if (!ok_start || !ok_sent) {
+        return PyObject_CallOneArg(fin.python, span);
+    }
+    set_slot(span, fin.at._done, Py_True);
+    if (root == Py_True) {
+        /* LocalTrace.root points back at this span: a cycle left to the garbage collector. */
+        set_slot(local, fin.root_at, Py_None);
+    }
+    long long end_us;
+    int server = kind == fin.server_kind ||
+                 (PyUnicode_CheckExact(kind) && PyUnicode_Compare(kind, fin.server_kind) == 0);
+    if (sent_us >= start_us && server) {
+        /* SS was taken when the response went out. */
+        end_us = sent_us;
+    }
+    else {
+        struct timespec ts;
+        if (clock_gettime(CLOCK_REALTIME, &ts) != 0) {
+            return PyErr_SetFromErrno(PyExc_OSError);
+        }
+        end_us = (long long)ts.tv_sec * 1000000LL + ts.tv_nsec / 1000;
+    }
+    /* A wall clock set back during the span would make it negative. */
+    PyObject *duration = PyLong_FromLongLong(end_us >= start_us ? end_us - start_us : 0);
+    if (duration == NULL) {
+        return NULL;
+    }
+    set_slot(span, fin.at.duration_us, duration);
+    Py_DECREF(duration);
+    PyObject *chain = SLOT(local, fin.chain_at);
+    if (chain == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "chain");
+        return NULL;
+    }
+    PyObject *on_end = Py_TYPE(chain) == fin.chain_type ? SLOT(chain, fin.on_end_at) : NULL;
+    if (on_end != NULL) {
+        Py_INCREF(on_end);
+    }
+    else if ((on_end = PyObject_GetAttr(chain, s_on_end)) == NULL) {
+        return NULL;
+    }
+    PyObject *result = PyObject_CallOneArg(on_end, span);
+    Py_DECREF(on_end);
+    if (result == NULL) {
+        return NULL;
+    }
+    Py_DECREF(result);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef span_finish_def = {
+    "finish", span_finish, METH_NOARGS,
+    "End the span (SS for a server span, CR for a client span) and hand it to the processors "
+    "of its runtime.",
+};
+
+/* finish_method(span_type, local_type, chain_type, server_kind, python_finish) -> a method
+ * descriptor of span_type for Span.finish. */
+static PyObject *
+finish_method(PyObject *module, PyObject *args)
+{
+    PyTypeObject *span_type, *local_type, *chain_type;
+    PyObject *server_kind, *python;
+    if (!PyArg_ParseTuple(args, "O!O!O!UO:finish_method", &PyType_Type, &span_type, &PyType_Type,
+                          &local_type, &PyType_Type, &chain_type, &server_kind, &python)) {
+        return NULL;
+    }
+    if (s_on_end == NULL && (s_on_end = PyUnicode_InternFromString("on_end")) == NULL) {
+        return NULL;
+    }
+#define OFFSET(name) if ((fin.at.name = slot_offset(span_type, #name)) < 0) return NULL;
+    SPAN_SLOTS(OFFSET)
+#undef OFFSET
+    if ((fin.is_local_root_at = slot_offset(span_type, "is_local_root")) < 0 ||
+        (fin.sent_us_at = slot_offset(span_type, "sent_us")) < 0 ||
+        (fin.root_at = slot_offset(local_type, "root")) < 0 ||
+        (fin.chain_at = slot_offset(local_type, "chain")) < 0 ||
+        (fin.on_end_at = slot_offset(chain_type, "on_end")) < 0 ||
+        (fin.must_at = slot_offset(local_type, "must_collect")) < 0) {
+        return NULL;
+    }
+    Py_INCREF(span_type);
+    Py_XSETREF(fin.span_type, span_type);
+    Py_INCREF(local_type);
+    Py_XSETREF(fin.local_type, local_type);
+    Py_INCREF(chain_type);
+    Py_XSETREF(fin.chain_type, chain_type);
+    Py_INCREF(server_kind);
+    Py_XSETREF(fin.server_kind, server_kind);
+    Py_INCREF(python);
+    Py_XSETREF(fin.python, python);
+    return PyDescr_NewMethod(span_type, &span_finish_def);
+}
+
+/* ---- the response headers ------------------------------------------------------------------ */
+
+/* Runtime.response_headers for a span whose trace need not be kept (nothing failed, nothing is
+ * slow, no x-must-collect): x-parent, x-client-send and the caller's x-span-id, into aiohttp's
+ * headers or as the lines of an http.server head. Any other span goes to the Python method. */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *python;
+    PyObject *service_token;   /* x-parent's value */
+    PyObject *head_start;      /* b"x-parent: ...\r\nx-client-send: " */
+    long long error_status;
+    int has_slow;
+    long long slow_us;
+} HeadersState;
+
+static PyObject *s_x_parent, *s_x_client_send, *s_x_span_id, *s_empty_bytes;
+
+static int
+headers_traverse(HeadersState *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->python);
+    return 0;
+}
+
+static int
+headers_clear(HeadersState *self)
+{
+    Py_CLEAR(self->python);
+    Py_CLEAR(self->service_token);
+    Py_CLEAR(self->head_start);
+    return 0;
+}
+
+static void
+headers_dealloc(HeadersState *self)
+{
+    PyObject_GC_UnTrack(self);
+    headers_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyTypeObject HeadersStateType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "tracer._speedups.HeadersState",
+    .tp_basicsize = sizeof(HeadersState),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_dealloc = (destructor)headers_dealloc,
+    .tp_traverse = (traverseproc)headers_traverse,
+    .tp_clear = (inquiry)headers_clear,
+};
+
+static PyObject *
+response_headers(PyObject *state, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    HeadersState *st = (HeadersState *)state;
+    if (kwnames != NULL || nargs < 1 || nargs > 2 || Py_TYPE(args[0]) != fin.span_type) {
+        return PyObject_Vectorcall(st->python, args, nargs, kwnames);
+    }
+    PyObject *span = args[0];
+    PyObject *headers = nargs > 1 ? args[1] : Py_None;
+    PyObject *local = SLOT(span, fin.at.local);
+    PyObject *error = SLOT(span, fin.at.error);
+    PyObject *status = SLOT(span, fin.at.status_code);
+    PyObject *duration = SLOT(span, fin.at.duration_us);
+    PyObject *start = SLOT(span, fin.at.start_us);
+    PyObject *parent = SLOT(span, fin.at.parent_id);
+    if (local == NULL || Py_TYPE(local) != fin.local_type || error != Py_None || status == NULL ||
+        duration == NULL || start == NULL || parent == NULL || !PyLong_CheckExact(start) ||
+        (parent != Py_None && !(PyUnicode_CheckExact(parent) && PyUnicode_IS_ASCII(parent)))) {
+        return PyObject_Vectorcall(st->python, args, nargs, NULL);
+    }
+    PyObject *must = SLOT(local, fin.must_at);
+    if (must != Py_False) {
+        return PyObject_Vectorcall(st->python, args, nargs, NULL);
+    }
+    int ok;
+    if (status != Py_None) {
+        long long code = as_long_long(status, &ok);
+        if (!ok || code >= st->error_status) {
+            return PyObject_Vectorcall(st->python, args, nargs, NULL);
+        }
+    }
+    if (st->has_slow) {
+        long long d = as_long_long(duration, &ok);
+        if (!ok || d > st->slow_us) {
+            return PyObject_Vectorcall(st->python, args, nargs, NULL);
+        }
+    }
+    PyObject *sent = PyObject_Str(start);
+    if (sent == NULL) {
+        return NULL;
+    }
+    if (headers != Py_None) {
+        int failed = PyObject_SetItem(headers, s_x_parent, st->service_token) < 0 ||
+                     PyObject_SetItem(headers, s_x_client_send, sent) < 0 ||
+                     (parent != Py_None && PyObject_SetItem(headers, s_x_span_id, parent) < 0);
+        Py_DECREF(sent);
+        if (failed) {
+            return NULL;
+        }
+        Py_INCREF(s_empty_bytes);
+        return s_empty_bytes;
+    }
+    Py_ssize_t head = PyBytes_GET_SIZE(st->head_start);
+    Py_ssize_t digits = PyUnicode_GET_LENGTH(sent);
+    Py_ssize_t parent_length = parent == Py_None ? 0 : PyUnicode_GET_LENGTH(parent);
+    Py_ssize_t size = head + digits + 2 + (parent == Py_None ? 0 : 11 + parent_length + 2);
+    PyObject *out = PyBytes_FromStringAndSize(NULL, size);
+    if (out == NULL) {
+        Py_DECREF(sent);
+        return NULL;
+    }
+    char *at = PyBytes_AS_STRING(out);
+    memcpy(at, PyBytes_AS_STRING(st->head_start), head);
+    at += head;
+    memcpy(at, PyUnicode_1BYTE_DATA(sent), digits);
+    at += digits;
+    memcpy(at, "\r\n", 2);
+    at += 2;
+    if (parent != Py_None) {
+        memcpy(at, "x-span-id: ", 11);
+        at += 11;
+        memcpy(at, PyUnicode_1BYTE_DATA(parent), parent_length);
+        at += parent_length;
+        memcpy(at, "\r\n", 2);
+    }
+    Py_DECREF(sent);
+    return out;
+}
+
+static PyMethodDef response_headers_def = {
+    "response_headers", (PyCFunction)(void (*)(void))response_headers,
+    METH_FASTCALL | METH_KEYWORDS,
+    "The headers a traced server adds to its response (Runtime.response_headers).",
+};
+
+/* response_start(python, collector, service_token, head_start) -> the runtime's
+ * response_headers; finish_method() must have run (the span's offsets). */
+static PyObject *
+response_start(PyObject *module, PyObject *args)
+{
+    PyObject *python, *collector, *token, *head_start;
+    if (!PyArg_ParseTuple(args, "OOUS:response_start", &python, &collector, &token,
+                          &head_start)) {
+        return NULL;
+    }
+    if (fin.span_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "finish_method() has not run");
+        return NULL;
+    }
+    if (s_empty_bytes == NULL) {
+#define NAME(var, text) if ((var = PyUnicode_InternFromString(text)) == NULL) return NULL;
+        NAME(s_x_parent, "x-parent") NAME(s_x_client_send, "x-client-send")
+        NAME(s_x_span_id, "x-span-id")
+#undef NAME
+        if ((s_empty_bytes = PyBytes_FromStringAndSize("", 0)) == NULL) {
+            return NULL;
+        }
+    }
+    PyObject *limits[2];
+    limits[0] = PyObject_GetAttrString(collector, "error_status");
+    limits[1] = limits[0] == NULL ? NULL : PyObject_GetAttrString(collector, "slow_us");
+    if (limits[1] == NULL) {
+        Py_XDECREF(limits[0]);
+        return NULL;
+    }
+    int a, b = 1;
+    long long error_status = as_long_long(limits[0], &a);
+    int has_slow = limits[1] != Py_None;
+    long long slow_us = has_slow ? as_long_long(limits[1], &b) : 0;
+    Py_DECREF(limits[0]);
+    Py_DECREF(limits[1]);
+    if (!a || !b) {
+        PyErr_SetString(PyExc_TypeError, "the collector's limits are not ints");
+        return NULL;
+    }
+    if (PyType_Ready(&HeadersStateType) < 0) {
+        return NULL;
+    }
+    HeadersState *st = PyObject_GC_New(HeadersState, &HeadersStateType);
+    if (st == NULL) {
+        return NULL;
+    }
+    Py_INCREF(python);
+    st->python = python;
+    Py_INCREF(token);
+    st->service_token = token;
+    Py_INCREF(head_start);
+    st->head_start = head_start;
+    st->error_status = error_status;
+    st->has_slow = has_slow;
+    st->slow_us = slow_us;
+    PyObject_GC_Track(st);
+    PyObject *hook = PyCFunction_New(&response_headers_def, (PyObject *)st);
+    Py_DECREF(st);
+    return hook;
+}
+
 /* configure(event_types, max_name, field_count): what record() needs from tracer.span, handed
  * over once at import. */
 static PyObject *
@@ -1544,6 +1878,10 @@ static PyMethodDef methods[] = {
      "Request headers as one dict: lowercase names, repeated headers joined with ','."},
     {"record", (PyCFunction)(void (*)(void))record, METH_FASTCALL,
      "The span record of a frozen span, or None when it needs the Python path."},
+    {"finish_method", finish_method, METH_VARARGS,
+     "Span.finish as a method of the class, the Python method as its twin."},
+    {"response_start", response_start, METH_VARARGS,
+     "The runtime's response_headers: the common span's in C, any other by the Python method."},
     {"server_start", server_start, METH_VARARGS,
      "The runtime's server_span: the common request in C, any other by the Python method."},
     {"end_chain", end_chain, METH_VARARGS,

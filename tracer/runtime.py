@@ -190,6 +190,20 @@ def accelerated_server_span(runtime: Runtime) -> Callable[..., Span | None] | No
     return fast
 
 
+def accelerated_response_headers(runtime: Runtime) -> Callable[..., bytes] | None:
+    """The accelerator's :meth:`Runtime.response_headers` for ``runtime``, or None: it writes
+    the headers of a span whose trace need not be kept (no error, no failing status, nothing
+    slow, no ``x-must-collect``) and hands every other span to the method."""
+    start = getattr(_accel.speedups, "response_start", None)
+    if start is None or freethreading.locks_needed() or type(runtime.collector) is not Collector:
+        return None
+    python = Runtime.response_headers.__get__(runtime)
+    fast: Callable[..., bytes] = start(
+        python, runtime.collector, runtime.service_token, runtime._head_start
+    )
+    return fast
+
+
 def idle_stats() -> dict[str, Any]:
     """What :meth:`Runtime.stats` says with nothing counted: the same keys, built by the same
     code (an empty ledger and collector), so ``tracer.stats()`` before ``install()`` has the
@@ -261,11 +275,14 @@ class Runtime:
         # nothing here can be held across fork().
         self._invalid: Counter[str] = Counter()
         propagation.set_invalid_counter(freethreading.serialized(self._count_invalid))
+        # What instrumentations call, where the accelerator is built: its own, which takes
+        # this class's methods for every request but the common one.
         fast = accelerated_server_span(self)
         if fast is not None:
-            # What instrumentations call: the accelerator's, which takes this class's method
-            # for every request but the common one.
             setattr(self, "server_span", fast)  # noqa: B010 (a method, shadowed per instance)
+        headers = accelerated_response_headers(self)
+        if headers is not None:
+            setattr(self, "response_headers", headers)  # noqa: B010
 
     def _count_invalid(self, header: str) -> None:
         self._invalid[header] += 1

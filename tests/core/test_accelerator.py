@@ -14,6 +14,7 @@ import subprocess
 import sys
 import sysconfig
 import threading
+import types
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from hypothesis import strategies as st
 
 from tests.support.children import subprocess_env, wait_child
 from tracer import _accel, ids
-from tracer.span import MAX_NAME, LocalTrace, Span, fast_record, record, record_template
+from tracer.span import MAX_NAME, Chain, LocalTrace, Span, fast_record, record, record_template
 
 compiled = pytest.mark.skipif(
     _accel.speedups is None, reason="the accelerator is not built or TRACE_PURE_PYTHON is set"
@@ -538,7 +539,14 @@ def test_the_compiled_server_span_is_the_python_one(
 def tracer_install() -> None:
     import tracer
 
-    tracer.install(app_name="fast-start", reporter=_Nowhere(), sample_rate=1, flush_interval=3600)
+    tracer.install(
+        app_name="fast-start",
+        reporter=_Nowhere(),
+        sample_rate=1,
+        flush_interval=3600,
+        # Every failed response is kept, however many the examples make: none is rate-limited.
+        max_forced_per_second=10**9,
+    )
 
 
 @compiled
@@ -579,3 +587,111 @@ def test_the_compiled_server_span_makes_the_common_span_itself() -> None:
     assert len(python_calls) == 3
     for s in (first, span):
         s.finish()
+
+
+# -- Span.finish and the response headers ------------------------------------------------------
+
+
+@st.composite
+def finishing_spans(draw: Any) -> dict[str, Any]:
+    return {
+        "kind": draw(st.sampled_from(["server", "client", "internal", "websocket"])),
+        "root": draw(st.booleans()),
+        "start": draw(st.sampled_from([0, 1_700_000_000_000_000, 4_000_000_000_000_000])),
+        "sent": draw(st.sampled_from([0, 1_700_000_000_000_005, 4_000_000_000_000_009, 3])),
+        "done": draw(st.integers(0, 4)) == 0,
+    }
+
+
+def _finished(spec: dict[str, Any], finish: Any) -> tuple[Any, ...]:
+    ended: list[Span] = []
+    chain = Chain()
+    chain.on_end = ended.append
+    local = LocalTrace(True, False, chain)
+    span = Span(spec["kind"], "s", "t", "t", None, local, spec["root"], "s1")
+    if spec["root"]:
+        local.root = span
+    span.start_us = spec["start"]
+    span.sent_us = spec["sent"]
+    span._done = spec["done"]
+    finish(span)
+    finish(span)  # a second call changes nothing
+    far = span.start_us > 2_000_000_000_000_000  # a start in the future: the duration is 0
+    took_sent = span.sent_us >= span.start_us and span.kind == "server"
+    return (
+        span._done,
+        local.root is None,
+        len(ended),
+        span.duration_us if (took_sent or far or spec["done"]) else span.duration_us > 0,
+    )
+
+
+@compiled
+@settings(max_examples=200, deadline=None)
+@given(finishing_spans())
+def test_the_compiled_finish_is_the_python_one(spec: dict[str, Any]) -> None:
+    from tracer.span import py_finish
+
+    assert Span.finish is not py_finish
+    assert _finished(spec, Span.finish) == _finished(spec, py_finish)
+
+
+@compiled
+def test_the_compiled_finish_is_a_method_and_takes_subclasses_to_the_python_one() -> None:
+    from tracer.span import py_finish
+
+    class Mine(Span):
+        __slots__ = ("extra",)
+
+    local = LocalTrace(True)
+    mine = Mine("internal", "m", "t", "t", None, local, False, "s")
+    mine.finish()
+    assert mine.finished and mine.duration_us >= 0
+    plain = Span("internal", "p", "t", "t", None, local, False, "s")
+    bound = plain.finish
+    bound()
+    assert plain.finished
+    assert isinstance(Span.__dict__["finish"], types.MethodDescriptorType)
+    assert py_finish.__doc__ and Span.finish.__doc__
+
+
+@compiled
+@settings(max_examples=300, deadline=None)
+@given(
+    st.none() | st.sampled_from([200, 404, 499, 500, 503]),
+    st.none() | st.just({"type": "E", "message": "m", "stack": None}),
+    st.booleans(),
+    st.none() | st.sampled_from(["a" * 16, "caf\u00e9"]),
+    st.booleans(),
+)
+def test_the_compiled_response_headers_are_the_python_ones(
+    status: int | None, error: Any, must_collect: bool, parent: str | None, multidict: bool
+) -> None:
+    from multidict import CIMultiDict
+
+    from tracer import installer
+    from tracer.runtime import Runtime
+
+    if installer.runtime is None:
+        tracer_install()
+    rt = installer.runtime
+    assert rt is not None
+    assert type(rt.response_headers).__name__ == "builtin_function_or_method"
+
+    def answer(put: Any) -> Any:
+        local = LocalTrace(True, must_collect, rt.chain)
+        span = Span("server", "GET /", "t", "t", parent, local, True, "s")
+        span.start_us = 1_765_000_000_123_456
+        span.status_code = status
+        span.error = error
+        try:
+            if multidict:
+                headers: Any = CIMultiDict({"Content-Type": "text/plain"})
+                out: Any = (put(span, headers), list(headers.items()))
+            else:
+                out = put(span)
+        except Exception as exc:
+            out = type(exc).__name__
+        return out, local.must_collect
+
+    assert answer(rt.response_headers) == answer(lambda *a: Runtime.response_headers(rt, *a))
