@@ -81,9 +81,10 @@ def steps(count: int) -> list[Step]:
     import tracer
     from tracer import ids, installer
     from tracer.context import current
+    from tracer.delivery.batcher import RECORD_SLICE
     from tracer.instrumentation.aiohttp_server import _route_name
     from tracer.propagation import header_map
-    from tracer.span import fast_record, record, record_template
+    from tracer.span import fast_records, record, record_template
 
     tracer.install(
         app_name="request-path",
@@ -181,13 +182,18 @@ def steps(count: int) -> list[Step]:
         queue.clear()
 
     def build_records(n: int) -> None:
-        add = records.append
         template = record_template(service, host, pid)
-        # As the delivery worker builds them: the accelerator's record first, when it is built.
-        fast = fast_record
-        for f in frozen:
-            made = None if fast is None else fast(f, template)
-            add(record(f, service, host, pid, template) if made is None else made)
+        # As the delivery worker builds them: a slice at a time, the accelerator's records
+        # first, when it is built.
+        fast = fast_records
+        for i in range(0, len(frozen), RECORD_SLICE):
+            chunk = frozen[i : i + RECORD_SLICE]
+            made = [None] * len(chunk) if fast is None else fast(chunk, template)
+            if None in made:
+                for j, f in enumerate(chunk):
+                    if made[j] is None:
+                        made[j] = record(f, service, host, pid, template)
+            records.extend(made)
 
     def free_records(n: int) -> None:
         frozen.clear()

@@ -1840,6 +1840,48 @@ response_start(PyObject *module, PyObject *args)
     return hook;
 }
 
+
+/* records(frozen_spans, template) -> a list of the same length: each span's record as record()
+ * builds it, or None for a span that needs the Python path (or whose record failed: the Python
+ * path then says why). One call per slice of a batch instead of one per span. */
+static PyObject *
+records(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyList_CheckExact(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "records() takes a list of frozen spans and a template");
+        return NULL;
+    }
+    PyObject *frozen = args[0];
+    Py_ssize_t n = PyList_GET_SIZE(frozen);
+    PyObject *out = PyList_New(n);
+    if (out == NULL) {
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *pair[2] = {PyList_GET_ITEM(frozen, i), args[1]};
+        Py_INCREF(pair[0]);
+        PyObject *made = record(module, pair, 2);
+        Py_DECREF(pair[0]);
+        if (made == NULL) {
+            if (!PyErr_ExceptionMatches(PyExc_Exception)) {
+                Py_DECREF(out);
+                return NULL;
+            }
+            PyErr_Clear();
+            Py_INCREF(Py_None);
+            made = Py_None;
+        }
+        PyList_SET_ITEM(out, i, made);
+        /* The list may have changed under Python code that record() ran. */
+        if (PyList_GET_SIZE(frozen) != n) {
+            Py_DECREF(out);
+            PyErr_SetString(PyExc_RuntimeError, "the list of frozen spans changed");
+            return NULL;
+        }
+    }
+    return out;
+}
+
 /* configure(event_types, max_name, field_count): what record() needs from tracer.span, handed
  * over once at import. */
 static PyObject *
@@ -1884,6 +1926,8 @@ static PyMethodDef methods[] = {
      "The runtime's response_headers: the common span's in C, any other by the Python method."},
     {"server_start", server_start, METH_VARARGS,
      "The runtime's server_span: the common request in C, any other by the Python method."},
+    {"records", (PyCFunction)(void (*)(void))records, METH_FASTCALL,
+     "The records of a list of frozen spans, None where one needs the Python path."},
     {"end_chain", end_chain, METH_VARARGS,
      "The end hook of a runtime's spans for the histogram and the collector."},
     {NULL, NULL, 0, NULL},

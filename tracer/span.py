@@ -511,11 +511,15 @@ def record(
 #: tags, annotations or database call, a name that needs no cleaning): it returns None for any
 #: other, which then takes :func:`record`. None without the accelerator.
 fast_record: Callable[[Frozen, dict[str, Any]], dict[str, Any] | None] | None = None
+#: The same for a list of frozen spans in one call: a list of records, None where a span needs
+#: :func:`record` (or None without the accelerator).
+fast_records: Callable[[list[Frozen], dict[str, Any]], list[dict[str, Any] | None]] | None = None
 #: The Python Span.finish, the twin of the accelerator's (which takes it for a subclass).
 py_finish = Span.finish
 if _speedups is not None:
     _speedups.configure(_EVENT_TYPES, MAX_NAME, DB + 1)
     fast_record = _speedups.record
+    fast_records = getattr(_speedups, "records", None)
     if hasattr(_speedups, "finish_method"):
         # A method descriptor of the class, so it binds as the Python method does.
         setattr(Span, "finish", _speedups.finish_method(Span, LocalTrace, Chain, SERVER, py_finish))  # noqa: B010

@@ -695,3 +695,36 @@ def test_the_compiled_response_headers_are_the_python_ones(
         return out, local.must_collect
 
     assert answer(rt.response_headers) == answer(lambda *a: Runtime.response_headers(rt, *a))
+
+
+@compiled
+@settings(max_examples=100, deadline=None)
+@given(st.lists(frozen_spans(), max_size=20))
+def test_the_compiled_records_of_a_slice_are_its_spans_records(frozen: list[Any]) -> None:
+    from tracer.span import fast_records
+
+    assert fast_records is not None and fast_record is not None
+    template = record_template("checkout", "web-1", 4242)
+    assert fast_records(frozen, template) == [fast_record(f, template) for f in frozen]
+
+
+def test_the_worker_builds_every_record_of_a_batch_in_order() -> None:
+    """Common spans and spans that need the Python record, mixed: all of them, in order, as the
+    Python record builds them (on either build)."""
+    from tracer.delivery.batcher import RECORD_SLICE
+
+    local = LocalTrace(True)
+    spans = []
+    for i in range(RECORD_SLICE + 7):
+        span = Span("server", f"GET /{i}", "t", "t", None, local, False, f"s{i}")
+        if i % 3 == 0:
+            span.set_tag("n", i)  # the Python path
+        span.finish()
+        spans.append(span)
+    frozen = [s.freeze() for s in spans]
+    import tracer.delivery.batcher as batcher_module
+    from tracer.delivery import Pipeline
+
+    pipeline = Pipeline(_Nowhere(), "svc", "host")
+    made = batcher_module.Batcher.records(pipeline.batcher, frozen)
+    assert made == [record(f, "svc", "host", os.getpid()) for f in frozen]

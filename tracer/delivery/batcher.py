@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from tracer import context, safety
 from tracer.delivery.batches import Batch
 from tracer.delivery.ledger import Ledger
-from tracer.span import Frozen, fast_record, record, record_template
+from tracer.span import Frozen, fast_records, record, record_template
 
 if TYPE_CHECKING:
     from tracer.delivery.sender import Sender
@@ -121,25 +121,33 @@ class Batcher:
         """
         service, host, pid = self.service, self.host, self.pid
         template = record_template(service, host, pid)
-        # The accelerator's record of the common span, when it is built (None for a span that
-        # needs the Python path).
-        fast = fast_record
+        # The accelerator's records of the common spans, a slice in one call, when it is built
+        # (None for a span that needs the Python path).
+        fast = fast_records
         out: list[dict[str, Any]] = []
         for i in range(0, len(frozen), RECORD_SLICE):
             paused = gc.isenabled()
             if paused:
                 gc.disable()
             try:
-                for f in frozen[i : i + RECORD_SLICE]:
-                    try:
-                        made = None if fast is None else fast(f, template)
-                        out.append(
-                            record(f, service, host, pid, template) if made is None else made
-                        )
-                    except Exception as exc:
-                        safety.internal_error("span.record", exc)
-                        # Already counted as taken (so as created): not a "serialise_error".
-                        self.ledger.drop_taken("record_error", 1)
+                chunk = frozen[i : i + RECORD_SLICE]
+                made: list[dict[str, Any] | None] = (
+                    [None] * len(chunk) if fast is None else fast(chunk, template)
+                )
+                if None in made:
+                    for j, f in enumerate(chunk):
+                        if made[j] is not None:
+                            continue
+                        try:
+                            made[j] = record(f, service, host, pid, template)
+                        except Exception as exc:
+                            safety.internal_error("span.record", exc)
+                            # Already counted as taken (so as created): not a
+                            # "serialise_error".
+                            self.ledger.drop_taken("record_error", 1)
+                    out.extend(m for m in made if m is not None)
+                else:
+                    out.extend(made)  # type: ignore[arg-type]
             finally:
                 if paused:
                     gc.enable()
