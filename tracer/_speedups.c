@@ -682,7 +682,10 @@ freeze_span(EndState *st, PyObject *span, PyObject *local)
     fields[F_SPAN_ID] = SLOT(span, st->at.span_id);
     fields[F_PARENT_ID] = SLOT(span, st->at.parent_id);
     fields[F_START_US] = SLOT(span, st->at.start_us);
-    fields[F_DURATION_US] = PyObject_IsTrue(done) == 1 ? SLOT(span, st->at.duration_us) : Py_None;
+    if (done != Py_True && done != Py_False) {
+        return NULL; /* its truth would be Python code: the Python path */
+    }
+    fields[F_DURATION_US] = done == Py_True ? SLOT(span, st->at.duration_us) : Py_None;
     fields[F_METHOD] = SLOT(span, st->at.method);
     fields[F_URL] = SLOT(span, st->at.url);
     fields[F_PATH] = SLOT(span, st->at.path);
@@ -760,8 +763,11 @@ record_server(EndState *st, PyObject *span)
     PyObject *status = SLOT(span, st->at.status_code);
     PyObject *url = SLOT(span, st->at.url);
     PyObject *duration = SLOT(span, st->at.duration_us);
+    /* Labels of exact built-in types only: hashing and comparing them runs no Python code. */
     if (method == NULL || route == NULL || status == NULL || url == NULL || duration == NULL ||
-        !PyUnicode_CheckExact(url) || !PyLong_CheckExact(duration)) {
+        !PyUnicode_CheckExact(url) || !PyLong_CheckExact(duration) ||
+        !PyUnicode_CheckExact(method) || (route != Py_None && !PyUnicode_CheckExact(route)) ||
+        (status != Py_None && !PyLong_CheckExact(status))) {
         return 0;
     }
     int overflow = 0;
@@ -808,21 +814,23 @@ record_server(EndState *st, PyObject *span)
         }
         index = lo;
     }
-    Py_INCREF(series);
+    Py_ssize_t total_at = st->width - 1;
+    if (!PyLong_CheckExact(PyList_GET_ITEM(series, index)) ||
+        !PyLong_CheckExact(PyList_GET_ITEM(series, total_at))) {
+        return 0;
+    }
+    /* Adding exact ints runs no Python code: the list and its items stay as they are. */
     PyObject *count = PyNumber_Add(PyList_GET_ITEM(series, index), s_one);
     if (count == NULL) {
-        Py_DECREF(series);
+        return -1;
+    }
+    PyObject *total = PyNumber_Add(PyList_GET_ITEM(series, total_at), duration);
+    if (total == NULL) {
+        Py_DECREF(count);
         return -1;
     }
     PyList_SetItem(series, index, count);
-    Py_ssize_t total_at = st->width - 1;
-    PyObject *total = PyNumber_Add(PyList_GET_ITEM(series, total_at), duration);
-    if (total == NULL) {
-        Py_DECREF(series);
-        return -1;
-    }
     PyList_SetItem(series, total_at, total);
-    Py_DECREF(series);
     return 1;
 }
 
@@ -1204,16 +1212,52 @@ set_slot(PyObject *obj, Py_ssize_t offset, PyObject *value)
     Py_XDECREF(old);
 }
 
+/* time.time_ns() // 1000 into *out: 0, or -1 with an exception set. clock_gettime is what
+ * time.time_ns reads on POSIX; elsewhere time.time_ns itself is called. */
+static int
+wall_us(long long *out)
+{
+#if defined(CLOCK_REALTIME) && !defined(_WIN32)
+    struct timespec ts;
+    if (clock_gettime(CLOCK_REALTIME, &ts) != 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    *out = (long long)ts.tv_sec * 1000000LL + ts.tv_nsec / 1000;
+    return 0;
+#else
+    static PyObject *time_ns = NULL;
+    if (time_ns == NULL) {
+        PyObject *time = PyImport_ImportModule("time");
+        if (time == NULL) {
+            return -1;
+        }
+        time_ns = PyObject_GetAttrString(time, "time_ns");
+        Py_DECREF(time);
+        if (time_ns == NULL) {
+            return -1;
+        }
+    }
+    PyObject *ns = PyObject_CallNoArgs(time_ns);
+    if (ns == NULL) {
+        return -1;
+    }
+    long long value = PyLong_AsLongLong(ns);
+    Py_DECREF(ns);
+    if (value == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    *out = value / 1000;
+    return 0;
+#endif
+}
+
 /* time.time_ns() // 1000 */
 static PyObject *
 now_us(void)
 {
-    struct timespec ts;
-    if (clock_gettime(CLOCK_REALTIME, &ts) != 0) {
-        PyErr_SetFromErrno(PyExc_OSError);
-        return NULL;
-    }
-    return PyLong_FromLongLong((long long)ts.tv_sec * 1000000LL + ts.tv_nsec / 1000);
+    long long us;
+    return wall_us(&us) < 0 ? NULL : PyLong_FromLongLong(us);
 }
 
 /* Whether the request is the common one, with its Host (borrowed from the caller's headers
@@ -1374,6 +1418,7 @@ server_span(PyObject *state, PyObject *const *args, Py_ssize_t nargs, PyObject *
         }
         if (prefixes != NULL && PyDict_CheckExact(prefixes)) {
             prefix = PyDict_GetItemWithError(prefixes, host);
+            Py_XINCREF(prefix);
         }
         Py_XDECREF(host);
         if (PyErr_Occurred()) {
@@ -1384,9 +1429,11 @@ server_span(PyObject *state, PyObject *const *args, Py_ssize_t nargs, PyObject *
     }
     if (prefix == NULL || !PyUnicode_CheckExact(prefix)) {
         /* Not the common request, or its Host's prefix not made yet: the Python path. */
+        Py_XDECREF(prefix);
         return PyObject_Vectorcall(st->python, args, nargs, NULL);
     }
     PyObject *url = PyUnicode_Concat(prefix, target);
+    Py_DECREF(prefix);
     if (url == NULL) {
         return NULL;
     }
@@ -1396,7 +1443,12 @@ server_span(PyObject *state, PyObject *const *args, Py_ssize_t nargs, PyObject *
         return NULL;
     }
     PyObject *on_start = SLOT(st->chain, st->on_start_at);
-    if (on_start != NULL && on_start != Py_None) {
+    if (on_start == NULL) {
+        Py_DECREF(span);
+        PyErr_SetString(PyExc_AttributeError, "'Chain' object has no attribute 'on_start'");
+        return NULL;
+    }
+    if (on_start != Py_None) {
         Py_INCREF(on_start);
         PyObject *result = PyObject_CallOneArg(on_start, span);
         Py_DECREF(on_start);
@@ -1538,7 +1590,8 @@ span_finish(PyObject *span, PyObject *unused)
     PyObject *kind = SLOT(span, fin.at.kind);
     if (done == NULL || root == NULL || local == NULL || start == NULL || sent == NULL ||
         kind == NULL || Py_TYPE(local) != fin.local_type || !PyLong_CheckExact(start) ||
-        !PyLong_CheckExact(sent) || !PyBool_Check(done) || !PyBool_Check(root)) {
+        !PyLong_CheckExact(sent) || !PyBool_Check(done) || !PyBool_Check(root) ||
+        (kind != fin.server_kind && !PyUnicode_CheckExact(kind))) {
         return PyObject_CallOneArg(fin.python, span);
     }
     if (done == Py_True) {
@@ -1547,7 +1600,9 @@ span_finish(PyObject *span, PyObject *unused)
     int ok_start, ok_sent;
     long long start_us = as_long_long(start, &ok_start);
     long long sent_us = as_long_long(sent, &ok_sent);
-    if (!ok_start || !ok_sent) {
+    /* Times far from any clock's (or negative) are the Python method's: no overflow here. */
+    if (!ok_start || !ok_sent || start_us < 0 || sent_us < 0 || start_us >= (1LL << 62) ||
+        sent_us >= (1LL << 62)) {
         return PyObject_CallOneArg(fin.python, span);
     }
     set_slot(span, fin.at._done, Py_True);
@@ -1562,15 +1617,12 @@ span_finish(PyObject *span, PyObject *unused)
         /* SS was taken when the response went out. */
         end_us = sent_us;
     }
-    else {
-        struct timespec ts;
-        if (clock_gettime(CLOCK_REALTIME, &ts) != 0) {
-            return PyErr_SetFromErrno(PyExc_OSError);
-        }
-        end_us = (long long)ts.tv_sec * 1000000LL + ts.tv_nsec / 1000;
+    else if (wall_us(&end_us) < 0) {
+        return NULL;
     }
     /* A wall clock set back during the span would make it negative. */
-    PyObject *duration = PyLong_FromLongLong(end_us >= start_us ? end_us - start_us : 0);
+    PyObject *duration =
+        PyLong_FromLongLong(end_us >= start_us && end_us < (1LL << 62) ? end_us - start_us : 0);
     if (duration == NULL) {
         return NULL;
     }
@@ -1735,9 +1787,12 @@ response_headers(PyObject *state, PyObject *const *args, Py_ssize_t nargs, PyObj
         return NULL;
     }
     if (headers != Py_None) {
+        /* A mapping's __setitem__ may be Python code: hold what is read from the span. */
+        Py_INCREF(parent);
         int failed = PyObject_SetItem(headers, s_x_parent, st->service_token) < 0 ||
                      PyObject_SetItem(headers, s_x_client_send, sent) < 0 ||
                      (parent != Py_None && PyObject_SetItem(headers, s_x_span_id, parent) < 0);
+        Py_DECREF(parent);
         Py_DECREF(sent);
         if (failed) {
             return NULL;
